@@ -1,0 +1,168 @@
+"""The OpenAPI 3.1 document, with request schemas generated from the pydantic models that validate them."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from service.api.schemas import CommentIn, FeedbackIn
+
+_REF = "#/components/schemas/{model}"
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        }
+    },
+}
+_SCORES = {
+    "type": "object",
+    "properties": {"spam": {"type": ["number", "null"]}, "abuse": {"type": ["number", "null"]}},
+}
+_COMMENT_STATUS = {
+    "type": "object",
+    "required": ["id", "status"],
+    "properties": {
+        "id": {"type": "integer"},
+        "external_id": {"type": ["string", "null"]},
+        "status": {"type": "string", "enum": ["pending", "decided"]},
+        "decision": {"type": ["string", "null"], "enum": ["approve", "hold", "reject", None]},
+        "category": {"type": ["string", "null"], "enum": ["spam", "abuse", None]},
+        "scores": _SCORES,
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "model": {"type": "object", "additionalProperties": {"type": "string"}},
+        "decided_by": {"type": ["string", "null"]},
+        "decided_at": {"type": ["string", "null"]},
+        "links": {"type": "object", "properties": {"self": {"type": "string"}}},
+    },
+}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+    }
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model=schema)}}},
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Error": _ERROR, "CommentStatus": _COMMENT_STATUS}
+    for model in (CommentIn, FeedbackIn):
+        schema = TypeAdapter(model).json_schema(ref_template=_REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    auth_errors = {"401": _err("missing or invalid API key"), "429": _err("rate limited")}
+    body_errors = {
+        "400": _err("malformed JSON or parameter"),
+        "413": _err("body too large"),
+        "415": _err("not application/json"),
+        "422": _err("invalid or unknown field"),
+    }
+    comment_id = {"name": "comment_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Bouncer API",
+            "version": "1.0.0",
+            "description": "Comment moderation and spam filtering.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/comments": {
+                "post": {
+                    "summary": "Submit a comment and wait for its decision",
+                    "parameters": [
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 10000},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": _REF.format(model="CommentIn")}}},
+                    },
+                    "responses": {
+                        "200": _ok("decided", "CommentStatus"),
+                        "202": _ok("stored; the decision is pending", "CommentStatus"),
+                        **body_errors,
+                        **auth_errors,
+                    },
+                }
+            },
+            "/api/v1/comments/{comment_id}": {
+                "get": {
+                    "summary": "A comment's status and decision",
+                    "parameters": [comment_id],
+                    "responses": {
+                        "200": _ok("the comment", "CommentStatus"),
+                        "404": _err("no such comment"),
+                        **auth_errors,
+                    },
+                }
+            },
+            "/api/v1/comments/{comment_id}/feedback": {
+                "post": {
+                    "summary": "Label a comment (the blog's own moderators)",
+                    "parameters": [comment_id],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": _REF.format(model="FeedbackIn")}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "label recorded",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "label": {"type": "string"},
+                                            "comment": {"$ref": _REF.format(model="CommentStatus")},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "404": _err("no such comment"),
+                        **body_errors,
+                        **auth_errors,
+                    },
+                }
+            },
+            "/api/v1/health": {
+                "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}
+            },
+            "/api/v1/ready": {
+                "get": {
+                    "summary": "Readiness",
+                    "security": [],
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+                }
+            },
+        },
+    }

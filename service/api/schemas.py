@@ -1,0 +1,74 @@
+"""Request bodies of the native API, validated with pydantic: types checked, sizes capped, unknown keys refused."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_META_BYTES = 4096
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL refuses NUL in text; refuse it up front with a clear error instead of a 500.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+
+class Author(_Strict):
+    name: str = Field(default="", max_length=500)
+    email: str = Field(default="", max_length=320)
+    url: str = Field(default="", max_length=2000)
+    ip: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=1000)
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        if value:
+            try:
+                ipaddress.ip_address(value.strip())
+            except ValueError as exc:
+                raise ValueError("not an IPv4 or IPv6 address") from exc
+        return value.strip()
+
+
+class Post(_Strict):
+    url: str = Field(default="", max_length=2000)
+    title: str = Field(default="", max_length=1000)
+    excerpt: str = Field(default="", max_length=5000)
+    published_at: datetime | None = None
+
+
+class CommentIn(_Strict):
+    content: str = Field(max_length=32_000)
+    external_id: str | None = Field(default=None, min_length=1, max_length=200)
+    author: Author = Field(default_factory=Author)
+    post: Post = Field(default_factory=Post)
+    type: str = Field(default="comment", max_length=40)
+    parent_external_id: str | None = Field(default=None, max_length=200)
+    lang: str = Field(default="", max_length=40)
+    created_at: datetime | None = None
+    referrer: str = Field(default="", max_length=2000)
+    honeypot: str = Field(default="", max_length=1000)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("meta")
+    @classmethod
+    def _meta_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > MAX_META_BYTES:
+            raise ValueError(f"meta must be at most {MAX_META_BYTES} bytes as JSON")
+        return value
+
+
+class FeedbackIn(_Strict):
+    label: Literal["spam", "ham", "abuse"]

@@ -1,0 +1,213 @@
+"""Native API v1: validate, persist, enqueue, wait for the decision; no model code here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+from pydantic import ValidationError
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from service import queue, redis_bus
+from service.api.openapi import openapi_document
+from service.api.schemas import CommentIn, FeedbackIn
+from service.comments import store_comment
+from service.config import settings
+from service.db import new_session, session_scope
+from service.errors import ApiError, error_response
+from service.human_decisions import apply_label
+from service.models import Comment, Site
+from service.sites import site_by_api_key
+from service.views import comment_view
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.field)
+
+
+def _authenticated_site(session: Session) -> Site:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "send the site's API key as 'Authorization: Bearer <key>'")
+    site = site_by_api_key(session, key.strip())
+    if site is None:
+        raise ApiError(401, "unauthorized", "the API key is not valid")
+    g.site_id = site.id
+    return site
+
+
+def _json_body() -> dict[str, Any]:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = request.get_data(cache=True)
+    if len(raw) > settings().max_body_bytes:
+        raise ApiError(413, "payload_too_large", f"the body must be at most {settings().max_body_bytes} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    return body
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    if first["type"] == "extra_forbidden":
+        unknown = [".".join(str(p) for p in e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+        return ApiError(
+            422,
+            "unknown_field",
+            f"unknown field(s): {', '.join(unknown)}; put free-form data in 'meta'",
+            unknown[0],
+        )
+    if first["type"] == "missing":
+        return ApiError(422, "missing_field", f"'{field}' is required", field)
+    return ApiError(422, "invalid_field", f"'{field}': {first['msg']}", field)
+
+
+def _wait_budget() -> int:
+    raw = request.args.get("wait")
+    cfg = settings()
+    if raw is None:
+        return cfg.wait_default_ms
+    if not raw.isdigit() or int(raw) > cfg.wait_max_ms:
+        raise ApiError(400, "invalid_parameter", f"wait must be an integer from 0 to {cfg.wait_max_ms}", "wait")
+    return int(raw)
+
+
+def _answer(view: dict[str, Any], created: bool) -> Response:
+    response = jsonify(view)
+    if view["status"] == "decided":
+        response.status_code = 200
+    else:
+        response.status_code = 202
+        location = url_for("api.get_comment", comment_id=view["id"])
+        view["links"] = {"self": location}
+        response = jsonify(view)
+        response.status_code = 202
+        response.headers["Location"] = location
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+@bp.post("/comments")
+def create_comment() -> Response:
+    """Accept a comment: it is stored before any 2xx, then scored by a worker within the wait budget."""
+    budget = _wait_budget()
+    body = _json_body()
+    try:
+        data = CommentIn.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    with session_scope() as session:
+        site = _authenticated_site(session)
+        comment, created = store_comment(session, site, data)
+        comment_id, status = comment.id, comment.status
+        view = comment_view(comment)
+    if status == "pending":
+        if created:
+            queue.enqueue_score([comment_id])
+        try:
+            notified = redis_bus.wait_decided(comment_id, budget)
+        except Exception:  # Redis down: the comment is stored and pending; the sweeper finishes it
+            current_app.logger.warning("could not wait for comment %s", comment_id, exc_info=True)
+            notified = None
+        if notified is not None:
+            view = notified
+        elif budget > 0:
+            view = _current_view(comment_id)
+    return _answer(view, created)
+
+
+def _current_view(comment_id: int) -> dict[str, Any]:
+    session = new_session()
+    try:
+        comment = session.get(Comment, comment_id)
+        assert comment is not None
+        return comment_view(comment)
+    finally:
+        session.close()
+
+
+def _site_comment(session: Session, site: Site, comment_id: int) -> Comment:
+    comment = session.scalars(select(Comment).where(Comment.id == comment_id, Comment.site_id == site.id)).first()
+    if comment is None:  # the same answer whether it does not exist or belongs to another site
+        raise ApiError(404, "not_found", "no such comment")
+    return comment
+
+
+@bp.get("/comments/<int:comment_id>")
+def get_comment(comment_id: int) -> Response:
+    """The comment's current status and decision."""
+    with session_scope() as session:
+        site = _authenticated_site(session)
+        return jsonify(comment_view(_site_comment(session, site, comment_id)))
+
+
+@bp.post("/comments/<int:comment_id>/feedback")
+def comment_feedback(comment_id: int) -> Response:
+    """The blog's own moderators labelled the comment: spam, ham or abuse."""
+    body = _json_body()
+    try:
+        data = FeedbackIn.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    with session_scope() as session:
+        site = _authenticated_site(session)
+        comment = _site_comment(session, site, comment_id)
+        apply_label(session, comment, data.label, source="blog", actor="blog", action="feedback", notify_blog=False)
+        view = comment_view(comment)
+    return jsonify({"label": data.label, "comment": view})
+
+
+@bp.get("/health")
+def health() -> Response:
+    """Liveness: the web process answers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready() -> Response:
+    """Readiness: database, Redis, a live worker and loaded models."""
+    checks: dict[str, Any] = {}
+    try:
+        with session_scope() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # report, don't crash: this endpoint exists to say what is wrong
+        checks["database"] = f"error: {type(exc).__name__}"
+    checks["redis"] = "ok" if redis_bus.ping() else "error: unreachable"
+    checks["worker"] = "ok" if _worker_alive() else "error: no live worker"
+    try:
+        from service.scoring import active_models
+
+        checks["models"] = {kind: m.version for kind, m in active_models().items()}
+    except Exception as exc:  # a missing or broken model makes the service not ready
+        checks["models"] = f"error: {type(exc).__name__}: {exc}"
+    ok = all(v == "ok" for k, v in checks.items() if k != "models") and isinstance(checks["models"], dict)
+    response = jsonify({"status": "ready" if ok else "not_ready", "checks": checks})
+    response.status_code = 200 if ok else 503
+    return response
+
+
+def _worker_alive() -> bool:
+    celery_app = current_app.extensions["celery"]
+    try:
+        replies = celery_app.control.ping(timeout=0.5)
+    except Exception:  # the broker is down: no worker can be reached either
+        return False
+    return bool(replies)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 document of this API."""
+    return jsonify(openapi_document())

@@ -1,0 +1,129 @@
+"""Signed callbacks to the blog: one delivery per decision event, retried with backoff, given up after N tries.
+
+The delivery row is written in the same transaction as the decision (an outbox), so a callback is never lost
+between the commit and the queue; the HTTP call happens in a worker task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import httpx
+from sqlalchemy import select, update
+
+from service.config import settings
+from service.db import session_scope
+from service.models import CallbackDelivery, Comment, ModerationEvent
+from service.security import sign
+from service.views import comment_view
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Bouncer-Signature"
+USER_AGENT = "Bouncer-Callback/1"
+Attempt = Literal["delivered", "retry", "gave_up", "nothing_to_do"]
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential backoff: 2, 4, 8, ... seconds, capped at 10 minutes."""
+    return float(min(600, 2**attempts))
+
+
+def build_body(comment: Comment, event: ModerationEvent | None, delivery_id: int) -> bytes:
+    payload = {
+        "event": "comment.decided" if event is None or event.action == "decide" else "comment.moderated",
+        "delivery_id": delivery_id,
+        "action": event.action if event else "decide",
+        "actor": event.actor if event else "model",
+        "comment": comment_view(comment),
+    }
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
+    """Try one delivery; returns the outcome and the number of attempts so far."""
+    cfg = settings()
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        # Claim the attempt: only one task proceeds when it is due, so a duplicate retry chain sends nothing.
+        claimed = session.execute(
+            update(CallbackDelivery)
+            .where(
+                CallbackDelivery.id == delivery_id,
+                CallbackDelivery.status == "pending",
+                CallbackDelivery.next_attempt_at <= now + timedelta(seconds=1),
+            )
+            .values(next_attempt_at=now + timedelta(seconds=cfg.callback_timeout_seconds + 30))
+        )
+        delivery = session.get(CallbackDelivery, delivery_id)
+        if delivery is None or claimed.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult
+            return "nothing_to_do", delivery.attempts if delivery else 0
+        comment = session.get(Comment, delivery.comment_id)
+        event = session.get(ModerationEvent, delivery.event_id) if delivery.event_id else None
+        if comment is None or not comment.site.callback_url:
+            delivery.status = "failed"
+            delivery.last_error = "the site has no callback URL any more"
+            return "gave_up", delivery.attempts
+        url, secret = comment.site.callback_url, comment.site.callback_secret
+        body = build_body(comment, event, delivery.id)
+        attempts = delivery.attempts
+
+    timestamp = int(time.time())
+    error = ""
+    try:
+        response = httpx.post(
+            url,
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                SIGNATURE_HEADER: f"t={timestamp},v1={sign(secret, timestamp, body)}",
+            },
+            timeout=cfg.callback_timeout_seconds,
+            follow_redirects=False,
+        )
+        if 200 <= response.status_code < 300:
+            outcome: Attempt = "delivered"
+        else:
+            error = f"HTTP {response.status_code}"
+            outcome = "retry"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        outcome = "retry"
+
+    attempts += 1
+    now = datetime.now(UTC)
+    values: dict[str, object] = {"attempts": attempts, "last_error": error}
+    if outcome == "delivered":
+        values.update(status="delivered", delivered_at=now)
+    elif attempts >= cfg.callback_max_attempts:
+        outcome = "gave_up"
+        values.update(status="failed")
+        log.warning("callback %s given up after %s attempts: %s", delivery_id, attempts, error)
+    else:
+        values.update(next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)))
+    with session_scope() as session:
+        session.execute(
+            update(CallbackDelivery)
+            .where(CallbackDelivery.id == delivery_id, CallbackDelivery.status == "pending")
+            .values(**values)
+        )
+    return outcome, attempts
+
+
+def overdue_deliveries(limit: int = 500) -> list[int]:
+    """Pending deliveries whose retry is long overdue (the queued retry was lost)."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=settings().sweep_after_seconds)
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(CallbackDelivery.id)
+                .where(CallbackDelivery.status == "pending", CallbackDelivery.next_attempt_at < cutoff)
+                .order_by(CallbackDelivery.id)
+                .limit(limit)
+            )
+        )

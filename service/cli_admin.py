@@ -1,0 +1,102 @@
+"""Administrative commands: ``bouncer db``, ``bouncer sites``, ``bouncer users``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from sqlalchemy import select
+
+from service.db import session_scope
+from service.models import Site
+from service.sites import create_site, rotate_keys
+from service.users import create_user
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations."""
+    from service.migrate import upgrade
+
+    upgrade()
+    click.echo("database is up to date")
+
+
+@click.group()
+def sites() -> None:
+    """Sites (blogs) and their API keys."""
+
+
+@sites.command("create")
+@click.option("--name", required=True)
+@click.option("--url", required=True)
+@click.option("--callback-url", default=None, help="Where decisions of held comments are sent (signed).")
+def sites_create(name: str, url: str, callback_url: str | None) -> None:
+    """Create a site; prints JSON with id, api_key, akismet_key and callback_secret (shown once)."""
+    with session_scope() as session:
+        site, keys = create_site(session, name, url, callback_url)
+        out = {
+            "id": site.id,
+            "name": site.name,
+            "url": site.url,
+            "api_key": keys.api_key,
+            "akismet_key": keys.akismet_key,
+            "callback_url": site.callback_url,
+            "callback_secret": site.callback_secret,
+        }
+    click.echo(json.dumps(out, indent=2))
+
+
+@sites.command("list")
+def sites_list() -> None:
+    """List sites as JSON lines."""
+    with session_scope() as session:
+        for site in session.scalars(select(Site).order_by(Site.id)):
+            click.echo(json.dumps({"id": site.id, "name": site.name, "url": site.url, "active": site.active}))
+
+
+@sites.command("rotate-keys")
+@click.argument("site_id", type=int)
+def sites_rotate(site_id: int) -> None:
+    """Issue new API and Akismet keys for a site; the old ones stop working at once."""
+    with session_scope() as session:
+        site = session.get(Site, site_id)
+        if site is None:
+            raise click.ClickException(f"no site with id {site_id}")
+        keys = rotate_keys(session, site)
+    click.echo(json.dumps({"id": site_id, "api_key": keys.api_key, "akismet_key": keys.akismet_key}, indent=2))
+
+
+@click.group()
+def users() -> None:
+    """Moderators and admins."""
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(["moderator", "admin"]), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--site", "site_ids", type=int, multiple=True, help="Assign a moderator to this site id.")
+def users_create(email: str, role: str, password_stdin: bool, site_ids: tuple[int, ...]) -> None:
+    """Create a user; without --password-stdin a password is generated and printed once."""
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    with session_scope() as session:
+        try:
+            user, generated = create_user(session, email, role, password)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for site_id in site_ids:
+            site = session.get(Site, site_id)
+            if site is None:
+                raise click.ClickException(f"no site with id {site_id}")
+            user.sites.append(site)
+        out = {"id": user.id, "email": user.email, "role": user.role}
+    if generated:
+        out["password"] = generated
+    click.echo(json.dumps(out, indent=2))

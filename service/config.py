@@ -1,0 +1,218 @@
+"""One configuration loader: every setting is one ``BOUNCER_*`` environment variable with a coercer and a default.
+
+A TOML file named by ``BOUNCER_CONFIG`` may add values; the environment wins over the file. Unknown ``BOUNCER_*``
+keys produce a warning instead of silence, and a bad value stops the program with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+import warnings
+from dataclasses import dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true/false")
+
+
+def _bind(raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8000")
+    return raw
+
+
+def _database_url(raw: str) -> str:
+    if not raw.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://")):
+        raise ValueError("expected a sqlite:// or postgresql:// URL")
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://") :]
+    if raw.startswith("postgresql://"):
+        raw = "postgresql+psycopg://" + raw[len("postgresql://") :]
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected an integer ≥ 0")
+    return value
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Field names map to ``BOUNCER_<NAME>``; ``metadata['coerce']`` parses the raw string."""
+
+    data_dir: Path = field(default=Path("var"), metadata={"coerce": _path})
+    database_url: str = field(default="", metadata={"coerce": _database_url})
+    redis_url: str = field(default="", metadata={"coerce": _redis_url})
+    bind: str = field(default="127.0.0.1:8000", metadata={"coerce": _bind})
+    secret_key: str = field(default="", metadata={"coerce": str})
+    models_dir: Path = field(default=Path(""), metadata={"coerce": _path})
+    web_workers: int = field(default=2, metadata={"coerce": _positive_int})
+    web_threads: int = field(default=16, metadata={"coerce": _positive_int})
+    worker_concurrency: int = field(default=2, metadata={"coerce": _positive_int})
+    wait_default_ms: int = field(default=2000, metadata={"coerce": _non_negative_int})
+    wait_max_ms: int = field(default=10000, metadata={"coerce": _non_negative_int})
+    akismet_wait_ms: int = field(default=800, metadata={"coerce": _non_negative_int})
+    sweep_after_seconds: int = field(default=30, metadata={"coerce": _positive_int})
+    sweep_interval_seconds: int = field(default=15, metadata={"coerce": _positive_int})
+    callback_max_attempts: int = field(default=8, metadata={"coerce": _positive_int})
+    callback_timeout_seconds: int = field(default=5, metadata={"coerce": _positive_int})
+    api_rate_limit: str = field(default="1200/minute", metadata={"coerce": str})
+    login_rate_limit: str = field(default="10/minute", metadata={"coerce": str})
+    max_body_bytes: int = field(default=64 * 1024, metadata={"coerce": _positive_int})
+    max_content_chars: int = field(default=32_000, metadata={"coerce": _positive_int})
+    secure_cookies: bool = field(default=False, metadata={"coerce": _bool})
+    retrain_min_new_labels: int = field(default=50, metadata={"coerce": _non_negative_int})
+    shared_data_dir: Path = field(default=Path(""), metadata={"coerce": _path})
+    log_level: str = field(default="INFO", metadata={"coerce": str.upper})
+
+    @property
+    def embedded_redis(self) -> bool:
+        """True when no external Redis was configured and Bouncer runs its own on a unix socket."""
+        return self.redis_url == self.embedded_redis_url
+
+    @property
+    def embedded_redis_url(self) -> str:
+        return f"unix://{self.data_dir / 'redis.sock'}"
+
+    @property
+    def redis_base_db(self) -> int:
+        """The database number in BOUNCER_REDIS_URL; each concern's database is numbered from it."""
+        parts = urlsplit(self.redis_url)
+        if parts.scheme == "unix":
+            return int(parse_qs(parts.query).get("db", ["0"])[0])
+        return int(parts.path.strip("/") or 0)
+
+    def redis_url_for(self, db: int) -> str:
+        """The Redis URL for one concern; concerns are numbered in ``service.redis_bus``."""
+        parts = urlsplit(self.redis_url)
+        number = self.redis_base_db + db
+        if parts.scheme == "unix":
+            query = parse_qs(parts.query)
+            query["db"] = [str(number)]
+            return f"unix://{parts.path}?{urlencode(query, doseq=True)}"
+        return parts._replace(path=f"/{number}").geturl()
+
+    def celery_broker_url(self, db: int) -> str:
+        """Kombu spells a unix-socket Redis as ``redis+socket://`` with ``virtual_host`` for the database."""
+        parts = urlsplit(self.redis_url)
+        number = self.redis_base_db + db
+        if parts.scheme == "unix":
+            return f"redis+socket://{parts.path}?virtual_host={number}"
+        return parts._replace(path=f"/{number}").geturl()
+
+
+ENV_PREFIX = "BOUNCER_"
+_KNOWN = {ENV_PREFIX + f.name.upper() for f in fields(Settings)} | {"BOUNCER_CONFIG"}
+
+
+def _raw_values(environ: dict[str, str]) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    config_file = environ.get("BOUNCER_CONFIG")
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                data: dict[str, Any] = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"BOUNCER_CONFIG={config_file}: {exc}") from exc
+        for key, value in data.items():
+            env_key = ENV_PREFIX + key.upper()
+            if env_key not in _KNOWN:
+                warnings.warn(f"unknown setting {key!r} in {config_file} is ignored", stacklevel=3)
+                continue
+            raw[env_key] = str(value).lower() if isinstance(value, bool) else str(value)
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX):
+            if key not in _KNOWN:
+                warnings.warn(f"unknown setting {key} is ignored", stacklevel=3)
+                continue
+            raw[key] = value
+    return raw
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read, coerce and validate the settings; fill derived defaults (database, Redis, models dir, secret)."""
+    raw = _raw_values(dict(os.environ if environ is None else environ))
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        key = ENV_PREFIX + f.name.upper()
+        if key in raw and raw[key] != "":
+            try:
+                values[f.name] = f.metadata["coerce"](raw[key])
+            except ValueError as exc:
+                raise ConfigError(f"{key}={raw[key]!r} is not valid: {exc}") from exc
+    settings = Settings(**values)
+    data_dir = settings.data_dir if settings.data_dir.is_absolute() else settings.data_dir.resolve()
+    derived: dict[str, Any] = {"data_dir": data_dir}
+    if not settings.database_url:
+        derived["database_url"] = f"sqlite:///{data_dir / 'bouncer.db'}"
+    if not settings.redis_url:
+        derived["redis_url"] = f"unix://{data_dir / 'redis.sock'}"
+    if settings.models_dir == Path("") or str(settings.models_dir) == str(Path("").resolve()):
+        derived["models_dir"] = data_dir / "models"
+    if settings.shared_data_dir == Path("") or str(settings.shared_data_dir) == str(Path("").resolve()):
+        derived["shared_data_dir"] = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if settings.wait_default_ms > settings.wait_max_ms:
+        raise ConfigError("BOUNCER_WAIT_DEFAULT_MS must not exceed BOUNCER_WAIT_MAX_MS")
+    settings = Settings(**{**{f.name: getattr(settings, f.name) for f in fields(Settings)}, **derived})
+    if not settings.secret_key:
+        settings = Settings(
+            **{
+                **{f.name: getattr(settings, f.name) for f in fields(Settings)},
+                "secret_key": _stored_secret(data_dir),
+            }
+        )
+    return settings
+
+
+def _stored_secret(data_dir: Path) -> str:
+    """Generate the secret key once and keep it in the data dir (0600), so sessions survive restarts."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+@cache
+def settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""The one decision path: rules and stream checks, model scores, then the site's policy."""

@@ -1,0 +1,195 @@
+"""Decide pending comments: rules and stream checks, model scores, policy, then a conditional update.
+
+The worker and the web fallback both call ``decide_pending``; whoever commits first wins and the other changes
+nothing (``UPDATE ... WHERE status = 'pending'``), so a redelivered task or a race is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+import service.decisions.stream as stream
+from service.decisions.hits import RuleHit
+from service.decisions.policy import KindThresholds, ModelVerdict, Outcome, decide
+from service.decisions.rules import ListMatcher, RuleInput, run_rules
+from service.models import CallbackDelivery, Comment, CommentStatus, ListEntry, ModerationEvent, Site
+from service.scoring import score_comments
+from service.views import comment_view
+
+log = logging.getLogger(__name__)
+
+
+def _site_thresholds(site: Site, kind: str, model_default: KindThresholds) -> KindThresholds:
+    approve = getattr(site, f"{kind}_approve_below")
+    reject = getattr(site, f"{kind}_reject_at")
+    return KindThresholds(
+        approve_below=model_default.approve_below if approve is None else approve,
+        reject_at=model_default.reject_at if reject is None else reject,
+    )
+
+
+def _list_entries(session: Session, site_ids: set[int]) -> dict[int, list[ListMatcher]]:
+    entries: dict[int, list[ListMatcher]] = defaultdict(list)
+    rows = session.execute(
+        select(ListEntry.site_id, ListEntry.action, ListEntry.kind, ListEntry.value).where(
+            ListEntry.site_id.in_(site_ids)
+        )
+    )
+    for site_id, action, kind, value in rows:
+        entries[site_id].append(ListMatcher(action, kind, value))
+    return entries
+
+
+def _trusted_authors(session: Session, comments: Sequence[Comment]) -> set[tuple[int, str]]:
+    """(site, e-mail) pairs whose author already has an approved comment on the site."""
+    wanted: dict[int, set[str]] = defaultdict(set)
+    for c in comments:
+        if c.author_email:
+            wanted[c.site_id].add(c.author_email.strip().lower())
+    trusted: set[tuple[int, str]] = set()
+    for site_id, emails in wanted.items():
+        rows = session.execute(
+            select(Comment.author_email)
+            .where(Comment.site_id == site_id, Comment.author_email.in_(emails), Comment.decision == "approve")
+            .distinct()
+        )
+        trusted.update((site_id, e.strip().lower()) for (e,) in rows)
+    return trusted
+
+
+def evaluate(session: Session, comments: Sequence[Comment]) -> list[tuple[Outcome, dict[str, Any]]]:
+    """The decision of each comment (nothing written): rules, stream checks, model scores, policy."""
+    if not comments:
+        return []
+    entries = _list_entries(session, {c.site_id for c in comments})
+    trusted = _trusted_authors(session, comments)
+    stream_results = stream.check_stream(comments)
+    models, scores = score_comments(comments)
+    results = []
+    for i, c in enumerate(comments):
+        site = c.site
+        meta = c.meta if isinstance(c.meta, dict) else {}
+        hits: list[RuleHit] = run_rules(
+            RuleInput(
+                content=c.content,
+                author_name=c.author_name,
+                author_email=c.author_email,
+                author_url=c.author_url,
+                author_ip=c.author_ip,
+                honeypot=c.honeypot,
+                user_role=str(meta.get("user_role", "")),
+            ),
+            entries.get(c.site_id, []),
+            max_links=site.max_links,
+            trusted_author=(c.site_id, c.author_email.strip().lower()) in trusted,
+            leniency=site.trusted_author_leniency,
+        )
+        sr = stream_results[i]
+        hits.extend(sr.hits)
+        if sr.skipped:
+            hits.append(RuleHit("stream.skipped", "note", sr.skipped))
+        verdicts = []
+        for kind, model in models.items():
+            s = scores[kind][i]
+            default = KindThresholds(model.thresholds.approve_below, model.thresholds.reject_at)
+            verdicts.append(
+                ModelVerdict(kind, s.probability, list(s.reasons), _site_thresholds(site, kind, default), model.version)
+            )
+        outcome = decide(hits, verdicts, leniency=site.trusted_author_leniency)
+        extra = {
+            "spam_score": scores["spam"][i].probability,
+            "abuse_score": scores["abuse"][i].probability,
+            "categories": dict(scores["abuse"][i].categories),
+            "model_versions": {kind: m.version for kind, m in models.items()},
+            "campaign_key": sr.campaign_key,
+            "rule_codes": [h.code for h in hits],
+        }
+        results.append((outcome, extra))
+    return results
+
+
+def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str = "worker") -> dict[int, Comment]:
+    """Decide those of ``comment_ids`` still pending and commit; returns the comments this call decided.
+
+    Side effects after the commit (notifications, callbacks, stream memory) are the caller's: see ``after_decided``.
+    """
+    comments = list(
+        session.scalars(
+            select(Comment)
+            .where(Comment.id.in_(comment_ids), Comment.status == CommentStatus.PENDING)
+            .order_by(Comment.id)
+        )
+    )
+    if not comments:
+        return {}
+    outcomes = evaluate(session, comments)
+    now = datetime.now(UTC)
+    won: dict[int, Comment] = {}
+    for c, (outcome, extra) in zip(comments, outcomes, strict=True):
+        values = {
+            "status": CommentStatus.DECIDED,
+            "decision": outcome.decision,
+            "auto_decision": outcome.decision,
+            "category": outcome.category,
+            "reasons": outcome.reasons,
+            "spam_score": extra["spam_score"],
+            "abuse_score": extra["abuse_score"],
+            "categories": extra["categories"],
+            "model_versions": extra["model_versions"],
+            "campaign_key": extra["campaign_key"],
+            "decided_by": decided_by,
+            "decided_at": now,
+        }
+        result = session.execute(
+            update(Comment)
+            .where(Comment.id == c.id, Comment.status == CommentStatus.PENDING)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
+            continue  # someone else decided it first; change nothing
+        for key, value in values.items():
+            setattr(c, key, value)
+        event = ModerationEvent(
+            comment_id=c.id,
+            site_id=c.site_id,
+            actor="model" if decided_by == "worker" else decided_by,
+            action="decide",
+            from_decision=None,
+            to_decision=outcome.decision,
+            category=outcome.category,
+            details={"rules": extra["rule_codes"], "models": extra["model_versions"]},
+        )
+        session.add(event)
+        if c.site.callback_url:
+            session.flush()
+            session.add(CallbackDelivery(comment_id=c.id, site_id=c.site_id, event_id=event.id))
+        won[c.id] = c
+    session.commit()
+    return won
+
+
+def after_decided(session: Session, decided: dict[int, Comment]) -> None:
+    """After the commit: wake waiting requests, remember outcomes in the stream, queue callbacks."""
+    if not decided:
+        return
+    from service import queue, redis_bus
+
+    try:
+        redis_bus.notify_decided({cid: comment_view(c) for cid, c in decided.items()})
+    except Exception:  # a lost wake-up only makes the request answer 202; the decision is stored
+        log.warning("could not notify waiting requests", exc_info=True)
+    stream.record_decisions(list(decided.values()))
+    deliveries = session.scalars(
+        select(CallbackDelivery.id).where(
+            CallbackDelivery.comment_id.in_(list(decided)), CallbackDelivery.status == "pending"
+        )
+    ).all()
+    queue.enqueue_callbacks(list(deliveries))

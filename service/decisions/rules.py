@@ -1,0 +1,129 @@
+"""Rules that run before the model: allow/block lists, honeypot, link limit, trusted author, test hooks.
+
+Each rule returns hits with a reason; an allow entry beats a block entry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from service.decisions.hits import RuleHit
+
+LIST_KINDS = ("email", "ip", "domain", "author", "phrase")
+_LINK_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+|<a\s[^>]*href")
+# Akismet's documented test hooks, honoured on every API so integrations can be tested end to end.
+TEST_SPAM_AUTHOR = "viagra-test-123"
+TEST_SPAM_EMAIL = "akismet-guaranteed-spam@example.com"
+
+
+@dataclass(frozen=True, slots=True)
+class ListMatcher:
+    """One allow- or blocklist entry, compiled for fast matching."""
+
+    action: str  # allow | block
+    kind: str
+    value: str
+
+    def matches(self, c: RuleInput) -> bool:
+        value = self.value.strip().lower()
+        if not value:
+            return False
+        if self.kind == "email":
+            email = c.author_email.strip().lower()
+            return email == value or (value.startswith("@") and email.endswith(value))
+        if self.kind == "author":
+            return c.author_name.strip().lower() == value
+        if self.kind == "domain":
+            host = domain_of(c.author_url)
+            email_host = c.author_email.rpartition("@")[2].lower()
+            return any(h and (h == value or h.endswith("." + value)) for h in (host, email_host))
+        if self.kind == "ip":
+            return ip_matches(c.author_ip, value)
+        if self.kind == "phrase":
+            return value in c.content.lower()
+        return False
+
+    def describe(self) -> str:
+        what = {
+            "email": "author e-mail",
+            "author": "author name",
+            "domain": "author domain",
+            "ip": "author IP",
+        }
+        if self.kind == "phrase":
+            return f"text contains the {self.action}ed phrase '{self.value}'"
+        return f"{what.get(self.kind, self.kind)} matches the {self.action}list entry '{self.value}'"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInput:
+    """The fields the rules read; built from a stored comment."""
+
+    content: str
+    author_name: str
+    author_email: str
+    author_url: str
+    author_ip: str
+    honeypot: str
+    user_role: str = ""
+
+
+def domain_of(url: str) -> str:
+    if not url:
+        return ""
+    try:
+        host = urlsplit(url if "//" in url else "//" + url).hostname or ""
+    except ValueError:
+        return ""
+    return host.lower().removeprefix("www.")
+
+
+def ip_matches(ip: str, entry: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip.strip())
+        if "/" in entry:
+            return address in ipaddress.ip_network(entry, strict=False)
+        return address == ipaddress.ip_address(entry)
+    except ValueError:
+        return False
+
+
+def count_links(text: str) -> int:
+    return len(_LINK_RE.findall(text))
+
+
+def list_hits(c: RuleInput, entries: Iterable[ListMatcher]) -> list[RuleHit]:
+    """Allow entries beat block entries: when any allow entry matches, block entries are not reported."""
+    matched = [e for e in entries if e.matches(c)]
+    allows = [e for e in matched if e.action == "allow"]
+    if allows:
+        return [RuleHit(f"allowlist.{e.kind}", "approve", e.describe()) for e in allows]
+    return [RuleHit(f"blocklist.{e.kind}", "reject", e.describe(), "spam") for e in matched]
+
+
+def run_rules(
+    c: RuleInput,
+    entries: Sequence[ListMatcher],
+    *,
+    max_links: int,
+    trusted_author: bool,
+    leniency: float,
+) -> list[RuleHit]:
+    """All rule hits for one comment, in the order they are shown."""
+    hits = list_hits(c, entries)
+    if c.author_name.strip().lower() == TEST_SPAM_AUTHOR or c.author_email.strip().lower() == TEST_SPAM_EMAIL:
+        hits.append(RuleHit("test.spam", "reject", "Akismet test hook: guaranteed spam author", "spam"))
+    if c.user_role.strip().lower() == "administrator":
+        hits.append(RuleHit("test.administrator", "approve", "written by a site administrator"))
+    if c.honeypot.strip():
+        hits.append(RuleHit("honeypot", "reject", "the hidden honeypot field was filled in (a bot)", "spam"))
+    links = count_links(c.content)
+    if links > max_links:
+        hits.append(RuleHit("links", "hold", f"{links} links (the site allows {max_links})", "spam"))
+    if trusted_author and leniency > 0:
+        hits.append(RuleHit("trusted_author", "lenient", "the author has an approved comment on this site"))
+    return hits

@@ -1,0 +1,99 @@
+"""Human decisions on a comment (moderators, the blog's feedback, Akismet submit-spam/ham): one code path.
+
+Each is a conditional update of the disposition, an audit event, a training label (never for test comments) and,
+when the blog did not make the decision itself, a signed callback to the blog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from service.models import CallbackDelivery, Comment, CommentStatus, Label, ModerationEvent
+
+LABEL_TO_DISPOSITION = {"ham": ("approve", None), "spam": ("reject", "spam"), "abuse": ("reject", "abuse")}
+
+
+@dataclass(frozen=True)
+class HumanDecision:
+    applied: bool
+    message: str
+    event_id: int | None = None
+    delivery_id: int | None = None
+
+
+def record_label(session: Session, comment: Comment, label: str, source: str, actor: str) -> Label | None:
+    """Store a training label; it supersedes the comment's earlier labels. Test comments never become labels."""
+    if comment.is_test:
+        return None
+    session.execute(
+        update(Label).where(Label.comment_id == comment.id, Label.superseded.is_(False)).values(superseded=True)
+    )
+    row = Label(comment_id=comment.id, site_id=comment.site_id, label=label, source=source, actor=actor)
+    session.add(row)
+    return row
+
+
+def apply_label(
+    session: Session,
+    comment: Comment,
+    label: str,
+    *,
+    source: str,
+    actor: str,
+    expected_from: str | None = None,
+    action: str | None = None,
+    notify_blog: bool = True,
+) -> HumanDecision:
+    """Set the comment's disposition from a human label (spam | ham | abuse).
+
+    With ``expected_from`` the update only happens when the comment's current decision is that one, so of two
+    moderators acting on the same comment exactly one wins. The caller commits.
+    """
+    if label not in LABEL_TO_DISPOSITION:
+        raise ValueError(f"unknown label {label!r}")
+    to_decision, category = LABEL_TO_DISPOSITION[label]
+    from_decision = comment.decision
+    conditions = [Comment.id == comment.id]
+    if expected_from is not None:
+        conditions.append(Comment.decision == expected_from)
+        from_decision = expected_from
+    result = session.execute(
+        update(Comment)
+        .where(*conditions)
+        .values(
+            status=CommentStatus.DECIDED,
+            decision=to_decision,
+            category=category,
+            decided_by=actor,
+            moderated_at=datetime.now(UTC),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
+        session.refresh(comment)
+        return HumanDecision(False, f"this comment was already changed to '{comment.decision}' by someone else")
+    event = ModerationEvent(
+        comment_id=comment.id,
+        site_id=comment.site_id,
+        actor=actor,
+        action=action or ("approve" if to_decision == "approve" else "reject"),
+        from_decision=from_decision,
+        to_decision=to_decision,
+        category=category,
+        details={"label": label, "source": source},
+    )
+    session.add(event)
+    record_label(session, comment, label, source, actor)
+    session.flush()
+    delivery_id = None
+    if notify_blog and comment.site.callback_url:
+        delivery = CallbackDelivery(comment_id=comment.id, site_id=comment.site_id, event_id=event.id)
+        session.add(delivery)
+        session.flush()
+        delivery_id = delivery.id
+    session.refresh(comment)
+    return HumanDecision(True, f"marked as {label}", event.id, delivery_id)

@@ -1,0 +1,66 @@
+"""Prometheus metrics at ``/metrics``: read from the database and Redis at scrape time, so every process agrees."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from service import redis_bus
+from service.db import session_scope
+from service.models import CallbackDelivery, Comment
+
+bp = Blueprint("metrics", __name__)
+_CACHE_SECONDS = 5.0
+
+
+class BouncerCollector(Collector):
+    """Comment counts by status and decision, callback states and queue depths."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[float, list[Metric]] = (0.0, [])
+
+    def collect(self) -> Iterator[Metric]:
+        stamp, metrics = self._cached
+        if time.monotonic() - stamp > _CACHE_SECONDS:
+            metrics = self._read()
+            self._cached = (time.monotonic(), metrics)
+        yield from metrics
+
+    def _read(self) -> list[Metric]:
+        comments = GaugeMetricFamily(
+            "bouncer_comments", "Stored comments by status and decision", labels=["status", "decision"]
+        )
+        callbacks = GaugeMetricFamily("bouncer_callbacks", "Callback deliveries by state", labels=["state"])
+        queue = GaugeMetricFamily("bouncer_queue_length", "Messages waiting in a Celery queue", labels=["queue"])
+        with session_scope() as session:
+            for status, decision, count in session.execute(
+                select(Comment.status, Comment.decision, func.count()).group_by(Comment.status, Comment.decision)
+            ):
+                comments.add_metric([status, decision or ""], count)
+            for state, count in session.execute(
+                select(CallbackDelivery.status, func.count()).group_by(CallbackDelivery.status)
+            ):
+                callbacks.add_metric([state], count)
+        try:
+            broker = redis_bus.client(redis_bus.BROKER_DB, socket_timeout=1.0)
+            for name in ("score", "callbacks", "default"):
+                queue.add_metric([name], int(broker.llen(name)))  # type: ignore[arg-type]  # sync client
+        except Exception:  # Redis down: report what the database knows
+            pass
+        return [comments, callbacks, queue]
+
+
+_registry = CollectorRegistry()
+_registry.register(BouncerCollector())
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(_registry), mimetype=CONTENT_TYPE_LATEST)

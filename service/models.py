@@ -1,0 +1,238 @@
+"""Database tables. Status fields are small explicit enums; state changes are conditional updates elsewhere."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class CommentStatus(enum.StrEnum):
+    PENDING = "pending"  # stored, waiting for the scorer
+    DECIDED = "decided"  # has a decision (automatic or human)
+
+
+class Decision(enum.StrEnum):
+    APPROVE = "approve"
+    HOLD = "hold"
+    REJECT = "reject"
+
+
+class Category(enum.StrEnum):
+    SPAM = "spam"
+    ABUSE = "abuse"
+
+
+class Role(enum.StrEnum):
+    MODERATOR = "moderator"
+    ADMIN = "admin"
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(String(2000))
+    # API keys are random and long, so a fast hash (sha256) is safe and lets us look them up by hash.
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    akismet_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
+    # Kept readable: the service must sign callbacks with it (HMAC), so it cannot be hashed.
+    callback_secret: Mapped[str] = mapped_column(String(200))
+    # Thresholds; NULL means "the active model's own operating point".
+    spam_approve_below: Mapped[float | None] = mapped_column(Float)
+    spam_reject_at: Mapped[float | None] = mapped_column(Float)
+    abuse_approve_below: Mapped[float | None] = mapped_column(Float)
+    abuse_reject_at: Mapped[float | None] = mapped_column(Float)
+    max_links: Mapped[int] = mapped_column(Integer, default=2)
+    # How much the reject bar rises for an author with an approved comment on the site (0 disables it).
+    trusted_author_leniency: Mapped[float] = mapped_column(Float, default=0.15)
+    # Akismet clients: a held comment answers "spam" (true) by default, or "ham" when this is off.
+    akismet_hold_is_spam: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Per-site settings of the stream checks (campaign/velocity); empty means defaults.
+    stream_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ListEntry(Base):
+    """An allow- or blocklist entry of a site; an allow entry beats a block entry."""
+
+    __tablename__ = "list_entries"
+    __table_args__ = (UniqueConstraint("site_id", "action", "kind", "value"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(10))  # allow | block
+    kind: Mapped[str] = mapped_column(String(20))  # email | ip | domain | author | phrase
+    value: Mapped[str] = mapped_column(String(500))
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Comment(Base):
+    __tablename__ = "comments"
+    __table_args__ = (
+        UniqueConstraint("site_id", "external_id"),
+        Index("ix_comments_status_received", "status", "received_at"),
+        Index("ix_comments_site_decision_received", "site_id", "decision", "received_at"),
+        Index("ix_comments_site_author_email", "site_id", "author_email"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    content: Mapped[str] = mapped_column(Text)
+    author_name: Mapped[str] = mapped_column(String(500), default="")
+    author_email: Mapped[str] = mapped_column(String(500), default="")
+    author_url: Mapped[str] = mapped_column(String(2000), default="")
+    author_ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(1000), default="")
+    post_url: Mapped[str] = mapped_column(String(2000), default="")
+    post_title: Mapped[str] = mapped_column(String(1000), default="")
+    post_excerpt: Mapped[str] = mapped_column(Text, default="")
+    post_published_at: Mapped[datetime | None] = mapped_column()
+    type: Mapped[str] = mapped_column(String(40), default="comment")
+    parent_external_id: Mapped[str | None] = mapped_column(String(200))
+    lang: Mapped[str] = mapped_column(String(40), default="")
+    created_at: Mapped[datetime | None] = mapped_column()  # when the blog says it was written
+    referrer: Mapped[str] = mapped_column(String(2000), default="")
+    honeypot: Mapped[str] = mapped_column(String(1000), default="")
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(20), default="api")  # api | akismet | import
+
+    status: Mapped[str] = mapped_column(String(20), default=CommentStatus.PENDING)
+    decision: Mapped[str | None] = mapped_column(String(20))  # current disposition
+    category: Mapped[str | None] = mapped_column(String(20))  # spam | abuse when rejected/held for a reason
+    auto_decision: Mapped[str | None] = mapped_column(String(20))  # what the automatic path decided
+    decided_by: Mapped[str | None] = mapped_column(String(40))  # worker | web | moderator:<id> | blog
+    spam_score: Mapped[float | None] = mapped_column(Float)
+    abuse_score: Mapped[float | None] = mapped_column(Float)
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    categories: Mapped[dict[str, Any]] = mapped_column(default=dict)  # abuse sub-categories
+    model_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    campaign_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column()
+    moderated_at: Mapped[datetime | None] = mapped_column()
+    enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    site: Mapped[Site] = relationship(lazy="joined")
+
+
+class ModerationEvent(Base):
+    """The audit log: every change of a comment's disposition, who made it, from what to what."""
+
+    __tablename__ = "moderation_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    actor: Mapped[str] = mapped_column(String(200))  # "model", "user:<id>", "blog", "akismet", "system"
+    action: Mapped[str] = mapped_column(String(40))  # decide | approve | reject | undo | feedback
+    from_decision: Mapped[str | None] = mapped_column(String(20))
+    to_decision: Mapped[str | None] = mapped_column(String(20))
+    category: Mapped[str | None] = mapped_column(String(20))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Label(Base):
+    """A human-confirmed training label. A later label for the same comment supersedes the earlier one."""
+
+    __tablename__ = "labels"
+    __table_args__ = (Index("ix_labels_comment_created", "comment_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(10))  # spam | ham | abuse
+    source: Mapped[str] = mapped_column(String(20))  # moderator | blog | akismet | import
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(20), default=Role.MODERATOR)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    sites: Mapped[list[Site]] = relationship(secondary="user_sites", lazy="selectin")
+
+
+class UserSite(Base):
+    """Which sites a moderator may see and act on (admins see all)."""
+
+    __tablename__ = "user_sites"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+
+
+class CallbackDelivery(Base):
+    """One callback to a blog: attempts, last error, and whether it was delivered or given up."""
+
+    __tablename__ = "callback_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("moderation_events.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(String(1000), default="")
+    # When the next try is due; the sweeper only re-enqueues deliveries well past it (a lost retry).
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class RetrainRun(Base):
+    """One retraining job of a model kind: progress, outcome and the evaluation report."""
+
+    __tablename__ = "retrain_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|promoted|needs_review|failed
+    progress: Mapped[str] = mapped_column(String(200), default="")
+    candidate_version: Mapped[str | None] = mapped_column(String(100))
+    active_version: Mapped[str | None] = mapped_column(String(100))
+    label_count: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,39 @@
+"""Enqueueing tasks from the web side: after the commit, failing fast when the broker is down.
+
+A comment that could not be enqueued stays ``pending`` in the database; the sweeper enqueues it later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+log = logging.getLogger(__name__)
+
+# A down broker must not hold a request: one quick try, then leave it to the sweeper.
+_PUBLISH = {"retry": False}
+
+
+def enqueue_score(comment_ids: Sequence[int]) -> bool:
+    """Queue scoring of these comments; False when the broker could not take them."""
+    from workers.tasks import score_comment
+
+    try:
+        for cid in comment_ids:
+            score_comment.apply_async((cid,), **_PUBLISH)
+    except Exception:  # the broker is down or slow: the sweeper re-enqueues pending comments
+        log.warning("could not enqueue scoring of %s", list(comment_ids), exc_info=True)
+        return False
+    return True
+
+
+def enqueue_callbacks(delivery_ids: Sequence[int]) -> bool:
+    from workers.tasks import deliver_callback
+
+    try:
+        for did in delivery_ids:
+            deliver_callback.apply_async((did,), **_PUBLISH)
+    except Exception:  # the sweeper re-enqueues pending deliveries
+        log.warning("could not enqueue callbacks %s", list(delivery_ids), exc_info=True)
+        return False
+    return True

@@ -1,0 +1,279 @@
+"""Shared fixtures: a real database (SQLite or PostgreSQL), a real Redis, a real Celery worker and web server.
+
+Select the database with BOUNCER_TEST_DATABASE_URL (default: SQLite in a temp dir) and Redis with
+BOUNCER_TEST_REDIS_URL (default redis://127.0.0.1:6379/0; four databases from that number are used and flushed).
+A missing service fails the run loudly: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def bouncer_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment of this test session: data dir, database, Redis; migrations applied."""
+    data_dir = tmp_path_factory.mktemp("bouncer-data")
+    db_url = os.environ.get("BOUNCER_TEST_DATABASE_URL") or f"sqlite:///{data_dir / 'test.db'}"
+    redis_url = os.environ.get("BOUNCER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    probe = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        probe.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"the tests need a real Redis at {redis_url}: {exc}", pytrace=False)
+    base = int(redis_url.rsplit("/", 1)[1] or 0)
+    for db in range(base, base + 4):
+        redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{db}").flushdb()
+    env = {
+        "BOUNCER_DATA_DIR": str(data_dir),
+        "BOUNCER_DATABASE_URL": db_url,
+        "BOUNCER_REDIS_URL": redis_url,
+        "BOUNCER_MODELS_DIR": str(data_dir / "models"),
+        "BOUNCER_SWEEP_AFTER_SECONDS": "3",
+        "BOUNCER_SWEEP_INTERVAL_SECONDS": "2",
+        "BOUNCER_API_RATE_LIMIT": "100000/minute",
+        "BOUNCER_LOG_LEVEL": "WARNING",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from service import redis_bus
+    from service.config import settings
+    from service.db import dispose_all
+    from service.migrate import upgrade
+
+    settings.cache_clear()
+    redis_bus.reset_clients()
+    dispose_all()
+    if db_url.startswith("postgresql"):
+        try:
+            _reset_postgres(settings().database_url)
+        except Exception as exc:
+            pytest.fail(f"the tests need a real PostgreSQL at {db_url}: {exc}", pytrace=False)
+    upgrade()
+    yield env
+    dispose_all()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def app(bouncer_env: dict[str, str]) -> Any:
+    from service.app import create_app
+
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Any) -> Any:
+    return app.test_cli_runner()
+
+
+def make_site(callback_url: str | None = None, name: str = "Test blog") -> dict[str, Any]:
+    """Create a site; returns its id and (plain) keys."""
+    from service.db import session_scope
+    from service.sites import create_site
+
+    with session_scope() as session:
+        site, keys = create_site(session, name, "https://blog.example", callback_url)
+        return {
+            "id": site.id,
+            "api_key": keys.api_key,
+            "akismet_key": keys.akismet_key,
+            "callback_secret": site.callback_secret,
+        }
+
+
+@pytest.fixture
+def site(bouncer_env: dict[str, str]) -> dict[str, Any]:
+    return make_site()
+
+
+def _wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class WorkerProcess:
+    """A real Celery worker in a subprocess; tests may kill and restart it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app:celery",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "4",
+                "-Q",
+                "score,callbacks,default",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--beat",  # the sweeper's schedule runs inside the test worker
+                "--schedule",
+                str(self.log_path.with_suffix(".beat-schedule")),
+                "-n",
+                f"test-{os.getpid()}@%h",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_until(self.alive, 60, "the Celery worker to answer ping")
+
+    def alive(self) -> bool:
+        from service.app import create_app
+
+        if self.proc is None or self.proc.poll() is not None:
+            if self.proc is not None:
+                raise AssertionError(f"the worker exited:\n{self.log_path.read_text()[-3000:]}")
+            return False
+        celery_app = create_app().extensions["celery"]
+        try:
+            return bool(celery_app.control.ping(timeout=0.5))
+        except Exception:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(30)
+        self.proc = None
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def worker(bouncer_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(bouncer_env, tmp_path_factory.mktemp("logs") / "worker.log")
+    w.start()
+    yield w
+    w.kill(signal.SIGTERM)
+
+
+class LiveServer:
+    """The real web app under gunicorn on a free port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, "BOUNCER_BIND": f"127.0.0.1:{self.port}"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "service.wsgi:app",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                "2",
+                "--threads",
+                "16",
+                "--timeout",
+                "60",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                return httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait_until(up, 60, "the web server")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(bouncer_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = LiveServer(bouncer_env, tmp_path_factory.mktemp("logs") / "web.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def post_comment(client: Any, key: str, body: dict[str, Any], wait: int | None = None) -> Any:
+    url = "/api/v1/comments" + (f"?wait={wait}" if wait is not None else "")
+    return client.post(
+        url,
+        data=json.dumps(body),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )

@@ -1,0 +1,202 @@
+"""Validation, auth and idempotency of the native API (through the Flask test client, no worker needed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from service.db import session_scope
+from service.models import Comment
+from tests.conftest import make_site, post_comment
+
+
+def _count(site_id: int) -> int:
+    with session_scope() as session:
+        return int(session.scalar(select(func.count()).select_from(Comment).where(Comment.site_id == site_id)) or 0)
+
+
+BAD_BODIES: list[tuple[str, Any, int, str, str | None]] = [
+    ("missing content", {"author": {"name": "a"}}, 422, "missing_field", "content"),
+    ("content wrong type", {"content": 12}, 422, "invalid_field", "content"),
+    ("content too long", {"content": "x" * 32_001}, 422, "invalid_field", "content"),
+    ("unknown top-level key", {"content": "hi", "colour": "red"}, 422, "unknown_field", "colour"),
+    ("unknown nested key", {"content": "hi", "author": {"name": "a", "age": 3}}, 422, "unknown_field", "author.age"),
+    ("author not an object", {"content": "hi", "author": "bob"}, 422, "invalid_field", "author"),
+    ("bad ip", {"content": "hi", "author": {"ip": "999.1.1.1"}}, 422, "invalid_field", "author.ip"),
+    ("bad date", {"content": "hi", "created_at": "yesterday"}, 422, "invalid_field", "created_at"),
+    ("meta too big", {"content": "hi", "meta": {"k": "v" * 5000}}, 422, "invalid_field", "meta"),
+    ("meta not an object", {"content": "hi", "meta": [1, 2]}, 422, "invalid_field", "meta"),
+    ("NUL in text", {"content": "a\x00b"}, 422, "invalid_field", "content"),
+    ("empty external id", {"content": "hi", "external_id": ""}, 422, "invalid_field", "external_id"),
+    ("array body", [1, 2], 400, "bad_json", None),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status", "code", "field"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_invalid_bodies_are_refused_and_nothing_is_stored(
+    client: Any, site: dict[str, Any], case: str, body: Any, status: int, code: str, field: str | None
+) -> None:
+    response = post_comment(client, site["api_key"], body, wait=0)
+    assert response.status_code == status, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert error.get("field") == field
+    assert error["message"]
+    assert _count(site["id"]) == 0
+
+
+def test_bad_json_is_400(client: Any, site: dict[str, Any]) -> None:
+    response = client.post(
+        "/api/v1/comments",
+        data="{not json",
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "bad_json"
+
+
+def test_non_json_is_415(client: Any, site: dict[str, Any]) -> None:
+    response = client.post(
+        "/api/v1/comments",
+        data="content=hi",
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 415
+    assert response.get_json()["error"]["code"] == "unsupported_media_type"
+    assert _count(site["id"]) == 0
+
+
+def test_oversize_body_is_413(client: Any, site: dict[str, Any]) -> None:
+    body = json.dumps({"content": "hi", "meta": {"pad": "x" * 70_000}})
+    response = client.post(
+        "/api/v1/comments",
+        data=body,
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "payload_too_large"
+    assert _count(site["id"]) == 0
+
+
+@pytest.mark.parametrize("wait", ["-1", "abc", "10001", "1.5"])
+def test_bad_wait_is_400(client: Any, site: dict[str, Any], wait: str) -> None:
+    response = client.post(
+        f"/api/v1/comments?wait={wait}",
+        data=json.dumps({"content": "hi"}),
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"]["field"] == "wait"
+    assert _count(site["id"]) == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer "}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer bk_wrong"}],
+    ids=["missing", "empty", "wrong scheme", "wrong key"],
+)
+def test_auth_is_required(client: Any, site: dict[str, Any], headers: dict[str, str]) -> None:
+    response = client.post(
+        "/api/v1/comments?wait=0",
+        data=json.dumps({"content": "hi"}),
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+    assert _count(site["id"]) == 0
+
+
+def test_another_sites_comment_is_404_like_a_missing_one(client: Any, site: dict[str, Any]) -> None:
+    other = make_site(name="Other blog")
+    created = post_comment(client, site["api_key"], {"content": "mine"}, wait=0)
+    assert created.status_code in (200, 202)
+    comment_id = created.get_json()["id"]
+    auth = {"Authorization": f"Bearer {other['api_key']}"}
+    foreign = client.get(f"/api/v1/comments/{comment_id}", headers=auth)
+    missing = client.get("/api/v1/comments/99999999", headers=auth)
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.get_json() == missing.get_json()
+    feedback = client.post(f"/api/v1/comments/{comment_id}/feedback", json={"label": "spam"}, headers=auth)
+    assert feedback.status_code == 404
+    own = client.get(f"/api/v1/comments/{comment_id}", headers={"Authorization": f"Bearer {site['api_key']}"})
+    assert own.status_code == 200
+    assert own.get_json()["id"] == comment_id
+
+
+def test_resubmission_with_the_same_external_id_is_idempotent(client: Any, site: dict[str, Any]) -> None:
+    body = {"content": "A thoughtful comment about the post.", "external_id": "wp-123"}
+    first = post_comment(client, site["api_key"], body, wait=0)
+    second = post_comment(client, site["api_key"], {**body, "content": "changed"}, wait=0)
+    assert first.get_json()["id"] == second.get_json()["id"]
+    assert _count(site["id"]) == 1
+    with session_scope() as session:
+        stored = session.scalars(select(Comment).where(Comment.site_id == site["id"])).one()
+        assert stored.content == body["content"]
+        assert stored.enqueue_count == 0
+
+
+def test_the_same_external_id_on_two_sites_is_two_comments(client: Any, site: dict[str, Any]) -> None:
+    other = make_site(name="Second blog")
+    a = post_comment(client, site["api_key"], {"content": "x", "external_id": "7"}, wait=0)
+    b = post_comment(client, other["api_key"], {"content": "x", "external_id": "7"}, wait=0)
+    assert a.get_json()["id"] != b.get_json()["id"]
+
+
+def test_all_fields_are_stored(client: Any, site: dict[str, Any]) -> None:
+    body = {
+        "external_id": "full-1",
+        "content": "Nice write-up, thanks!",
+        "author": {
+            "name": "Ada",
+            "email": "ada@example.org",
+            "url": "https://ada.example",
+            "ip": "2001:db8::1",
+            "user_agent": "Mozilla/5.0",
+        },
+        "post": {
+            "url": "https://blog.example/p/1",
+            "title": "On engines",
+            "excerpt": "About analytical engines",
+            "published_at": "2026-11-01T10:00:00Z",
+        },
+        "type": "reply",
+        "parent_external_id": "full-0",
+        "lang": "en",
+        "created_at": "2026-11-02T10:00:00+02:00",
+        "referrer": "https://blog.example/",
+        "honeypot": "",
+        "meta": {"plugin": "wp", "nested": {"a": [1, 2]}},
+    }
+    response = post_comment(client, site["api_key"], body, wait=0)
+    assert response.status_code == 202
+    assert response.headers["Location"].endswith(f"/api/v1/comments/{response.get_json()['id']}")
+    with session_scope() as session:
+        c = session.get(Comment, response.get_json()["id"])
+        assert c is not None
+        assert (c.author_name, c.author_email, c.author_url, c.author_ip) == (
+            "Ada",
+            "ada@example.org",
+            "https://ada.example",
+            "2001:db8::1",
+        )
+        assert (c.post_title, c.type, c.parent_external_id, c.lang) == ("On engines", "reply", "full-0", "en")
+        assert c.meta == {"plugin": "wp", "nested": {"a": [1, 2]}}
+        assert c.created_at is not None and c.created_at.hour in (8, 10)  # stored in UTC (SQLite drops the zone)
+        assert c.status == "pending"
+
+
+def test_health_and_openapi(client: Any) -> None:
+    assert client.get("/api/v1/health").get_json() == {"status": "ok"}
+    doc = client.get("/api/v1/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.1")
+    assert "/api/v1/comments" in doc["paths"]
+    assert "CommentIn" in doc["components"]["schemas"]
+
+
+def test_security_headers(client: Any) -> None:
+    response = client.get("/api/v1/health")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"

@@ -1,0 +1,271 @@
+"""The whole path with real parts: gunicorn, a Celery worker, Redis, the database and the starter models."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from service.db import session_scope
+from service.models import CallbackDelivery, Comment, ModerationEvent
+from tests.conftest import LiveServer, WorkerProcess, free_port, make_site
+
+SPAM = {
+    "content": "CHEAP VIAGRA!!! Buy now at http://cheap-pills.example.xyz best price, click here "
+    "http://pills.example.xyz/buy and win a FREE iPhone, call +1-800-555-0199 now!!!",
+    "author": {"name": "Cheap Pills Online Store", "email": "sales@pills.example.xyz", "url": "http://pills.xyz"},
+}
+HAM = {
+    "content": "I tried the second approach from your post and it fixed my build. Thanks for the clear "
+    "explanation of how the cache keys are computed.",
+    "author": {"name": "Maria", "email": "maria@example.org"},
+    "post": {"title": "Why our build cache missed", "excerpt": "How cache keys are computed in the build."},
+}
+
+
+def _post(server: LiveServer, key: str, body: dict[str, Any], wait: int | None = None) -> httpx.Response:
+    url = server.url + "/api/v1/comments" + (f"?wait={wait}" if wait is not None else "")
+    return httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=20)
+
+
+def _wait_decided(server: LiveServer, key: str, comment_id: int, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{server.url}/api/v1/comments/{comment_id}", headers={"Authorization": f"Bearer {key}"})
+        if r.json()["status"] == "decided":
+            return dict(r.json())
+        time.sleep(0.2)
+    raise AssertionError(f"comment {comment_id} was not decided in {timeout} s")
+
+
+def test_spam_is_rejected_and_ham_approved_within_the_default_wait(
+    live_server: LiveServer, worker: WorkerProcess
+) -> None:
+    site = make_site()
+    spam = _post(live_server, site["api_key"], SPAM)
+    ham = _post(live_server, site["api_key"], HAM)
+    assert spam.status_code == 200, spam.text
+    assert ham.status_code == 200, ham.text
+    s, h = spam.json(), ham.json()
+    assert (s["status"], s["decision"], s["category"]) == ("decided", "reject", "spam")
+    assert s["reasons"] and s["scores"]["spam"] > 0.9
+    assert s["model"]["spam"] and s["model"]["abuse"]
+    assert (h["status"], h["decision"]) == ("decided", "approve")
+    assert h["scores"]["spam"] < 0.5
+    for answer in (s, h):
+        got = httpx.get(
+            f"{live_server.url}/api/v1/comments/{answer['id']}", headers={"Authorization": f"Bearer {site['api_key']}"}
+        ).json()
+        assert {k: got[k] for k in ("id", "status", "decision", "scores", "reasons", "model")} == {
+            k: answer[k] for k in ("id", "status", "decision", "scores", "reasons", "model")
+        }
+
+
+def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(live_server: LiveServer, worker: WorkerProcess) -> None:
+    site = make_site()
+    ids: list[int] = []
+    errors: list[str] = []
+
+    def submit(i: int) -> None:
+        r = _post(
+            live_server, site["api_key"], {"content": f"comment number {i} about the post", "external_id": str(i)}, 0
+        )
+        if r.status_code in (200, 202):
+            ids.append(r.json()["id"])
+        else:
+            errors.append(r.text)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(submit, i) for i in range(60)]
+        time.sleep(0.3)
+        worker.kill(signal.SIGKILL)
+        futures += [pool.submit(submit, i) for i in range(60, 120)]
+        concurrent.futures.wait(futures)
+    assert not errors
+    assert len(ids) == 120
+    worker.start()
+    for cid in ids:
+        _wait_decided(live_server, site["api_key"], cid, timeout=90)
+    with session_scope() as session:
+        decides = dict(
+            session.execute(
+                select(ModerationEvent.comment_id, func.count())
+                .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
+                .group_by(ModerationEvent.comment_id)
+            ).all()
+        )
+    assert sorted(decides) == sorted(ids)
+    assert set(decides.values()) == {1}
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    fail_first = 0
+    received: list[tuple[dict[str, str], bytes]] = []
+    attempts = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with self.lock:
+            type(self).attempts += 1
+            fail = type(self).attempts <= type(self).fail_first
+            if not fail:
+                type(self).received.append((dict(self.headers), body))
+        self.send_response(500 if fail else 200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
+    handler = type("Receiver", (_Receiver,), {"received": [], "attempts": 0, "fail_first": 0})
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
+    server.shutdown()
+    server.server_close()
+
+
+def verify_signature(secret: str, headers: dict[str, str], body: bytes, tolerance: int = 300) -> bool:
+    """The README's recipe: X-Bouncer-Signature is "t=<unix time>,v1=<hex HMAC-SHA256 of '<t>.' + body>"."""
+    parts = dict(item.split("=", 1) for item in headers["X-Bouncer-Signature"].split(","))
+    timestamp = int(parts["t"])
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return abs(time.time() - timestamp) < tolerance and hmac.compare_digest(expected, parts["v1"])
+
+
+def test_one_signed_callback_per_decided_comment(
+    live_server: LiveServer, worker: WorkerProcess, receiver: tuple[str, type[_Receiver]]
+) -> None:
+    url, handler = receiver
+    site = make_site(callback_url=url)
+    ids = [_post(live_server, site["api_key"], body).json()["id"] for body in (SPAM, HAM, {"content": "third one"})]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(handler.received) < 3:
+        time.sleep(0.2)
+    time.sleep(2)  # any duplicate would arrive now
+    assert len(handler.received) == 3
+    seen = []
+    for headers, body in handler.received:
+        assert verify_signature(site["callback_secret"], headers, body)
+        assert not verify_signature("wrong-secret", headers, body)
+        payload = json.loads(body)
+        assert payload["event"] == "comment.decided"
+        seen.append(payload["comment"]["id"])
+    assert sorted(seen) == sorted(ids)
+
+
+def test_a_failing_receiver_gets_the_callback_after_retries(
+    live_server: LiveServer, worker: WorkerProcess, receiver: tuple[str, type[_Receiver]]
+) -> None:
+    url, handler = receiver
+    handler.fail_first = 3
+    site = make_site(callback_url=url)
+    comment_id = _post(live_server, site["api_key"], HAM).json()["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not handler.received:
+        time.sleep(0.3)
+    assert len(handler.received) == 1, f"attempts: {handler.attempts}"
+    assert handler.attempts == 4
+    with session_scope() as session:
+        delivery = session.scalars(select(CallbackDelivery).where(CallbackDelivery.comment_id == comment_id)).one()
+        assert (delivery.status, delivery.attempts) == ("delivered", 4)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A Redis server of this test alone, so it can be stopped and started again."""
+    port = free_port()
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is needed for this test"
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--dir",
+        str(tmp_path),
+    ]
+    state: dict[str, Any] = {"port": port, "proc": subprocess.Popen(argv, stdout=subprocess.DEVNULL)}
+
+    def start() -> None:
+        state["proc"] = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+
+    def stop() -> None:
+        state["proc"].terminate()
+        state["proc"].wait(10)
+
+    state["start"], state["stop"] = start, stop
+    time.sleep(0.5)
+    yield state
+    if state["proc"].poll() is None:
+        stop()
+
+
+def test_comments_are_accepted_while_redis_is_down_and_decided_after(
+    bouncer_env: dict[str, str], private_redis: dict[str, Any], tmp_path: Path
+) -> None:
+    env = {**bouncer_env, "BOUNCER_REDIS_URL": f"redis://127.0.0.1:{private_redis['port']}/0"}
+    server = LiveServer(env, tmp_path / "web.log")
+    work = WorkerProcess(env, tmp_path / "worker.log")
+    beat_log = open(tmp_path / "beat.log", "ab")
+    beat = subprocess.Popen(
+        ["celery", "-A", "workers.celery_app:celery", "beat", "-s", str(tmp_path / "beat-schedule"), "-l", "WARNING"],
+        env={**os.environ, **env},
+        stdout=beat_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server.start()
+    work.start()
+    try:
+        site = make_site()
+        before = _post(server, site["api_key"], HAM)
+        assert before.status_code == 200
+        private_redis["stop"]()
+        outage: list[httpx.Response] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 10:
+            outage.append(_post(server, site["api_key"], {"content": f"written during the outage {len(outage)}"}))
+        assert outage and all(r.status_code == 202 for r in outage), [r.text for r in outage if r.status_code != 202]
+        assert all(r.json()["status"] == "pending" for r in outage)
+        private_redis["start"]()
+        for r in outage:
+            _wait_decided(server, site["api_key"], r.json()["id"], timeout=90)
+        with session_scope() as session:
+            pending = session.scalar(
+                select(func.count())
+                .select_from(Comment)
+                .where(Comment.site_id == site["id"], Comment.status == "pending")
+            )
+        assert pending == 0
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(20)
+        beat_log.close()
+        work.kill(signal.SIGTERM)
+        server.stop()

@@ -1,0 +1,1 @@
+"""Celery tasks of Bouncer: thin wrappers that take ids and call domain functions in ``service``."""
