@@ -137,6 +137,7 @@ class Settings:
 
 
 ENV_PREFIX = "BOUNCER_"
+TEST_PREFIX = "BOUNCER_TEST_"  # the test suite's own settings (tests/conftest.py), not the service's
 _KNOWN = {ENV_PREFIX + f.name.upper() for f in fields(Settings)} | {"BOUNCER_CONFIG"}
 
 
@@ -156,7 +157,7 @@ def _raw_values(environ: dict[str, str]) -> dict[str, str]:
                 continue
             raw[env_key] = str(value).lower() if isinstance(value, bool) else str(value)
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX):
+        if key.startswith(ENV_PREFIX) and not key.startswith(TEST_PREFIX):
             if key not in _KNOWN:
                 warnings.warn(f"unknown setting {key} is ignored", stacklevel=3)
                 continue

@@ -1,0 +1,88 @@
+"""Login and logout. Failed logins are limited twice: per client (rate limit) and per account (lockout)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from flask import flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from werkzeug.security import check_password_hash
+
+from service.auth import bp
+from service.auth.session import _safe_next, current_user, start_session
+from service.config import settings
+from service.db import session_scope
+from service.extensions import limiter
+from service.models import User
+from service.users import password_matches
+
+MAX_FAILED_LOGINS = 5
+LOCKOUT = timedelta(minutes=15)
+LOGIN_FAILED = "Wrong e-mail or password."
+# Checked against for unknown e-mails, so a wrong address costs as much time as a wrong password.
+_DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@bp.app_context_processor
+def _inject_user() -> dict[str, object]:
+    return {"current_user": current_user()}
+
+
+@bp.route("/")
+def root() -> ResponseReturnValue:
+    """The UI starts at the queue (which sends logged-out visitors to the login page)."""
+    return redirect(url_for("moderation.queue"))
+
+
+@bp.route("/login", methods=["GET"])
+def login() -> ResponseReturnValue:
+    if current_user() is not None:
+        return redirect(_safe_next(request.args.get("next")) or url_for("moderation.queue"))
+    return render_template("auth/login.html", next=request.args.get("next", ""), email="")
+
+
+@bp.route("/login", methods=["POST"])
+@limiter.limit(lambda: settings().login_rate_limit)
+def login_post() -> ResponseReturnValue:
+    """Check the password; count failures; lock the account for a while after too many."""
+    email = request.form.get("email", "").strip().lower()
+    password = request.form.get("password", "")
+    target = _safe_next(request.form.get("next")) or url_for("moderation.queue")
+    now = datetime.now(UTC)
+    error = LOGIN_FAILED
+    with session_scope() as db:
+        user = db.scalars(select(User).where(User.email == email)).first() if email else None
+        if user is None or not user.active:
+            check_password_hash(_DUMMY_HASH, password)
+        else:
+            locked_until = _aware(user.locked_until)
+            if locked_until is not None and locked_until > now:
+                error = "Too many failed attempts. This account is locked for a few minutes."
+            elif password_matches(user, password):
+                user.failed_logins = 0
+                user.locked_until = None
+                start_session(user)
+                return redirect(target)
+            else:
+                user.failed_logins += 1
+                if user.failed_logins >= MAX_FAILED_LOGINS:
+                    user.failed_logins = 0
+                    user.locked_until = now + LOCKOUT
+                    error = "Too many failed attempts. This account is locked for a few minutes."
+    return render_template("auth/login.html", next=request.form.get("next", ""), email=email, error=error), 401
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> ResponseReturnValue:
+    from flask import session
+
+    session.clear()
+    flash("Signed out.", "info")
+    return redirect(url_for("auth.login"))

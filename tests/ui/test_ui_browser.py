@@ -1,0 +1,236 @@
+"""The moderation UI in a real browser (Debian's headless Chromium) against the real server under gunicorn.
+
+Each step is checked in the database and the audit log, not only on the screen.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.ui.helpers import (
+    BrowserSession,
+    add_comment,
+    comment_state,
+    current_labels,
+    events_of,
+    make_ui_site,
+    make_user,
+)
+
+pytestmark = pytest.mark.browser
+
+Sessions = Callable[[], BrowserSession]
+
+
+def wait_for_state(comment_id: int, expected: tuple[str | None, str | None], page: Any) -> None:
+    """The fetch answers before we look; poll the database briefly to avoid depending on timing."""
+    for _ in range(50):
+        if comment_state(comment_id) == expected:
+            return
+        page.wait_for_timeout(100)
+    assert comment_state(comment_id) == expected
+
+
+def fresh_queue(n: int = 3, **fields: Any) -> tuple[dict[str, Any], dict[str, Any], list[int]]:
+    site = make_ui_site()
+    moderator = make_user("moderator", (site["id"],))
+    ids = [add_comment(site["id"], content=f"Comment number {i} about winter roses.", **fields) for i in range(n)]
+    return site, moderator, ids
+
+
+def test_logged_out_browser_goes_to_login(browser_session: Sessions) -> None:
+    s = browser_session()
+    s.page.goto("/moderation/")
+    assert re.search(r"/login\?next=", s.page.url)
+    assert s.page.get_by_role("heading", name="Sign in").is_visible()
+
+
+def test_mouse_actions_and_undo(browser_session: Sessions) -> None:
+    _, moderator, ids = fresh_queue(2)
+    newest, older = ids[1], ids[0]
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    assert page.locator("article.comment").count() == 2
+    page.click(f"#c{newest} button[data-action=approve]")
+    page.locator(f"#c{newest} [data-role=message]").filter(has_text="approved").wait_for()
+    wait_for_state(newest, ("approve", None), page)
+    assert events_of(newest) == [(f"user:{moderator['id']}", "approve", "hold", "approve")]
+    assert current_labels(newest) == ["ham"]
+
+    page.click(f"#c{older} button[data-action=spam]")
+    page.locator("#toast").filter(has_text="rejected as spam").wait_for()
+    wait_for_state(older, ("reject", "spam"), page)
+    page.click("#toast-undo")
+    page.locator(f"#c{older} [data-role=message]").filter(has_text="undone").wait_for()
+    wait_for_state(older, ("hold", "spam"), page)
+    assert [e[1] for e in events_of(older)] == ["reject", "undo"]
+    assert current_labels(older) == []
+    assert s.dialogs == [] and s.errors == []
+
+
+def test_keyboard_shortcuts(browser_session: Sessions) -> None:
+    _, moderator, ids = fresh_queue(4)
+    first, second, third, fourth = reversed(ids)  # newest first on the page
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    page.locator("body").click(position={"x": 5, "y": 300})
+    page.keyboard.press("?")
+    assert page.locator("#shortcuts").is_visible()
+    page.keyboard.press("Escape")
+    assert not page.locator("#shortcuts").is_visible()
+
+    page.keyboard.press("a")  # the first row is current on load
+    wait_for_state(first, ("approve", None), page)
+    # After an action the next row becomes current.
+    page.locator(f"#c{second}.current").wait_for()
+    page.keyboard.press("s")
+    wait_for_state(second, ("reject", "spam"), page)
+    page.locator(f"#c{third}.current").wait_for()
+    page.keyboard.press("j")
+    page.locator(f"#c{fourth}.current").wait_for()
+    page.keyboard.press("x")
+    wait_for_state(fourth, ("reject", "abuse"), page)
+    page.keyboard.press("u")  # undo the last action
+    wait_for_state(fourth, ("hold", "spam"), page)
+    page.keyboard.press("k")  # the last row stayed current after its action
+    page.locator(f"#c{third}.current").wait_for()
+    assert comment_state(third) == ("hold", "spam")
+    actor = f"user:{moderator['id']}"
+    assert events_of(first) == [(actor, "approve", "hold", "approve")]
+    assert events_of(second) == [(actor, "reject", "hold", "reject")]
+    assert events_of(third) == []
+    assert events_of(fourth) == [(actor, "reject", "hold", "reject"), (actor, "undo", "reject", "hold")]
+    assert s.dialogs == [] and s.errors == []
+
+
+def test_bulk_action_select_all(browser_session: Sessions) -> None:
+    _, moderator, ids = fresh_queue(5)
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    page.check("#select-all")
+    assert page.locator("#selected-count").inner_text() == "5 selected"
+    page.click(".bulkbar button[value=spam]")
+    page.locator("#toast").filter(has_text="5 comments rejected as spam").wait_for()
+    for cid in ids:
+        wait_for_state(cid, ("reject", "spam"), page)
+        assert [e[1:] for e in events_of(cid)] == [("reject", "hold", "reject")]
+    page.reload()
+    assert page.locator("article.comment").count() == 0
+    assert "Nothing is waiting" in page.locator(".empty").inner_text()
+
+
+def test_reverse_automatic_rejection_from_all_comments(browser_session: Sessions) -> None:
+    site = make_ui_site()
+    moderator = make_user("moderator", (site["id"],))
+    wrong = add_comment(
+        site["id"],
+        content="Thanks, this recipe worked perfectly!",
+        decision="reject",
+        auto_decision="reject",
+        category="spam",
+        spam_score=0.93,
+    )
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    page.click("nav.mainnav >> text=All comments")
+    page.click('nav.tabs a[data-status="reject"]')
+    page.fill('input[name="q"]', "recipe worked")
+    page.click(".filters button[type=submit]")
+    assert page.locator("article.comment").count() == 1
+    page.click(f"#c{wrong} button[data-action=approve]")
+    wait_for_state(wrong, ("approve", None), page)
+    assert events_of(wrong) == [(f"user:{moderator['id']}", "approve", "reject", "approve")]
+    assert current_labels(wrong) == ["ham"]
+    page.goto(f"/moderation/comments/{wrong}")
+    assert "reject → approve" in page.locator(".timeline").inner_text()
+
+
+def test_two_moderators_race_exactly_one_wins(browser_session: Sessions) -> None:
+    site, first_mod, ids = fresh_queue(1)
+    second_mod = make_user("moderator", (site["id"],))
+    cid = ids[0]
+    a, b = browser_session(), browser_session()
+    a.login(first_mod)
+    b.login(second_mod)  # both now see the comment as held
+    a.page.click(f"#c{cid} button[data-action=approve]")
+    wait_for_state(cid, ("approve", None), a.page)
+    b.page.click(f"#c{cid} button[data-action=spam]")
+    message = b.page.locator(f"#c{cid} [data-role=message].conflict")
+    message.wait_for()
+    assert "already changed to 'approve' by someone else" in message.inner_text()
+    assert "already changed" in b.page.locator("#flashes").inner_text()
+    assert comment_state(cid) == ("approve", None)
+    assert events_of(cid) == [(f"user:{first_mod['id']}", "approve", "hold", "approve")]
+
+
+def test_campaign_rejected_from_the_queue(browser_session: Sessions) -> None:
+    site = make_ui_site()
+    moderator = make_user("moderator", (site["id"],))
+    key = f"ui-campaign-{site['id']}"
+    members = [add_comment(site["id"], campaign_key=key, content=f"Cheap pills, copy {i}") for i in range(3)]
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    page.locator(f"#c{members[0]}").get_by_role("button", name="Reject the campaign").click()
+    page.locator("#toast").filter(has_text="3 comments rejected as spam").wait_for()
+    for cid in members:
+        wait_for_state(cid, ("reject", "spam"), page)
+    page.goto(f"/moderation/campaigns/{key}")
+    assert page.locator("article.comment").count() == 3
+
+
+XSS_TEXT = (
+    "<script>window.__pwned = 1; alert('script')</script> "
+    "<img src=x onerror=\"window.__pwned = 2; alert('img')\"> "
+    "<a href=\"javascript:alert('link')\">click me</a> "
+    "javascript:alert('bare') "
+    "file\u202egpj.exe admin\u2067evil\u2069 " + "A" * 10_000 + " end of the comment"
+)
+
+
+def test_hostile_comment_is_inert_and_layout_holds(browser_session: Sessions) -> None:
+    site = make_ui_site()
+    moderator = make_user("moderator", (site["id"],))
+    cid = add_comment(
+        site["id"],
+        content=XSS_TEXT,
+        author_name="<img src=x onerror=alert('name')>\u202eevil" + "N" * 3000,
+        author_email="\"><script>alert('mail')</script>@example.org",
+        author_url="javascript:alert('url')",
+        post_title="<script>alert('title')</script>",
+        post_url="javascript:alert('post')",
+        reasons=["<b onmouseover=alert('reason')>bold</b>"],
+        meta={"x": "</pre><script>alert('meta')</script>"},
+        user_agent="<svg onload=alert('ua')>",
+        referrer="javascript:alert('ref')",
+    )
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    for path in ("/moderation/", f"/moderation/comments/{cid}", "/moderation/all?q=script"):
+        page.goto(path)
+        row = page.locator(f"#c{cid}")
+        row.wait_for()
+        row.hover()
+        text = row.inner_text()
+        assert "<script>window.__pwned = 1;" in text  # shown as text
+        assert "<img src=x onerror=" in text
+        assert "[RLO]" in text and "[RLI]" in text and "[PDI]" in text  # bidi controls neutralised and visible
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator(f"#c{cid} script, #c{cid} img, #c{cid} svg").count() == 0
+        assert page.locator('a[href^="javascript:"]').count() == 0
+        assert page.locator(".comment-text").first.is_visible()
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{path}: the page scrolls sideways by {overflow}px"
+        box = row.bounding_box()
+        assert box is not None and box["width"] <= 1280
+    assert s.dialogs == [], s.dialogs
+    assert s.errors == [], s.errors

@@ -1,0 +1,386 @@
+"""The UI through Flask's test client: sign-in, access rules, CSRF, actions, races, undo, admin pages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.ui.helpers import (
+    PASSWORD,
+    add_comment,
+    comment_state,
+    csrf_from,
+    current_labels,
+    events_of,
+    login,
+    make_ui_site,
+    make_user,
+)
+
+
+def act(client: Any, token: str, comment_id: int, action: str, seen: str = "hold", **extra: Any) -> Any:
+    return client.post(
+        "/moderation/act",
+        data={"one": f"{comment_id}:{action}", f"seen_{comment_id}": seen, "csrf_token": token, **extra},
+        headers={"Accept": "application/json"},
+    )
+
+
+# --- sign-in -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/moderation/", "/moderation/all", "/moderation/comments/1", "/admin/sites"])
+def test_logged_out_user_is_sent_to_login(client: Any, path: str) -> None:
+    response = client.get(path, follow_redirects=True)
+    assert response.request.path == "/login"
+    assert b"Sign in" in response.data
+
+
+def test_login_logout_and_next(client: Any, moderator: dict[str, Any]) -> None:
+    response = client.get("/moderation/all?status=reject")
+    assert response.status_code == 302 and "/login?next=" in response.headers["Location"]
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login",
+        data={
+            "email": moderator["email"],
+            "password": PASSWORD,
+            "csrf_token": token,
+            "next": "/moderation/all?status=reject",
+        },
+    )
+    assert response.headers["Location"] == "/moderation/all?status=reject"
+    set_cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
+    page = client.get("/moderation/")
+    assert page.status_code == 200 and moderator["email"].encode() in page.data
+    assert client.post("/logout", data={"csrf_token": csrf_from(page.get_data(as_text=True))}).status_code == 302
+    assert client.get("/moderation/").status_code == 302
+
+
+def test_open_redirect_after_login_is_refused(client: Any, moderator: dict[str, Any]) -> None:
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login",
+        data={"email": moderator["email"], "password": PASSWORD, "csrf_token": token, "next": "//evil.example/"},
+    )
+    assert response.headers["Location"] == "/moderation/"
+
+
+def test_failed_logins_lock_the_account(client: Any, moderator: dict[str, Any]) -> None:
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    for _ in range(5):
+        response = client.post("/login", data={"email": moderator["email"], "password": "wrong", "csrf_token": token})
+        assert response.status_code == 401
+    assert b"locked" in response.data
+    # Even the right password is refused while locked.
+    response = client.post("/login", data={"email": moderator["email"], "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 401 and b"locked" in response.data
+    unknown = client.post("/login", data={"email": "nobody@example.test", "password": "x", "csrf_token": token})
+    assert unknown.status_code == 401 and b"Wrong e-mail or password" in unknown.data
+
+
+def test_changed_password_ends_sessions(client: Any, moderator: dict[str, Any]) -> None:
+    from werkzeug.security import generate_password_hash
+
+    from service.db import session_scope
+    from service.models import User
+
+    login(client, moderator)
+    with session_scope() as db:
+        user = db.get(User, moderator["id"])
+        assert user is not None
+        user.password_hash = generate_password_hash("another password 123")
+    assert client.get("/moderation/").status_code == 302
+
+
+# --- security ------------------------------------------------------------------------------------------------
+
+
+def test_security_headers(client: Any, moderator: dict[str, Any]) -> None:
+    login(client, moderator)
+    response = client.get("/moderation/")
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    html = response.get_data(as_text=True)
+    assert "<script>" not in html and " style=" not in html and "<style" not in html
+    assert not re.search(r"\son[a-z]+=", html), "no inline event handlers"
+
+
+@pytest.mark.parametrize("token", [None, "not-a-token"])
+def test_post_without_valid_csrf_is_refused(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any], token: str | None
+) -> None:
+    login(client, moderator)
+    cid = add_comment(ui_site["id"])
+    data = {"one": f"{cid}:approve", f"seen_{cid}": "hold"}
+    if token:
+        data["csrf_token"] = token
+    response = client.post("/moderation/act", data=data)
+    assert response.status_code == 400
+    assert comment_state(cid) == ("hold", "spam")
+    assert events_of(cid) == []
+
+
+def test_login_post_needs_csrf(client: Any, moderator: dict[str, Any]) -> None:
+    response = client.post("/login", data={"email": moderator["email"], "password": PASSWORD})
+    assert response.status_code == 400
+
+
+def test_moderator_cannot_see_or_act_on_another_sites_comment(client: Any, moderator: dict[str, Any]) -> None:
+    other = make_ui_site()
+    cid = add_comment(other["id"], content="on the other blog")
+    token = login(client, moderator)
+    assert client.get(f"/moderation/comments/{cid}").status_code == 403
+    assert act(client, token, cid, "approve").status_code == 403
+    form = client.post("/moderation/act", data={"one": f"{cid}:spam", f"seen_{cid}": "hold", "csrf_token": token})
+    assert form.status_code == 403
+    assert comment_state(cid) == ("hold", "spam") and events_of(cid) == []
+    assert b"on the other blog" not in client.get("/moderation/").data
+    assert b"on the other blog" not in client.get("/moderation/all").data
+    assert client.get("/admin/sites").status_code == 403
+
+
+def test_admin_sees_every_site(client: Any, admin: dict[str, Any]) -> None:
+    other = make_ui_site()
+    cid = add_comment(other["id"], content="visible to admins")
+    login(client, admin)
+    assert b"visible to admins" in client.get("/moderation/").data
+    assert client.get(f"/moderation/comments/{cid}").status_code == 200
+
+
+# --- actions, races, undo ------------------------------------------------------------------------------------
+
+
+def test_action_is_audited_labelled_and_answered(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]
+) -> None:
+    cid = add_comment(ui_site["id"])
+    token = login(client, moderator)
+    response = act(client, token, cid, "abuse")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["results"] == [
+        {"id": cid, "applied": True, "message": "rejected as abuse", "decision": "reject", "category": "abuse"}
+    ]
+    assert len(body["undo"]["events"]) == 1
+    assert comment_state(cid) == ("reject", "abuse")
+    assert events_of(cid) == [(f"user:{moderator['id']}", "reject", "hold", "reject")]
+    assert current_labels(cid) == ["abuse"]
+
+
+def test_two_sessions_exactly_one_wins(app: Any, ui_site: dict[str, Any]) -> None:
+    first, second = app.test_client(), app.test_client()
+    m1, m2 = make_user("moderator", (ui_site["id"],)), make_user("moderator", (ui_site["id"],))
+    cid = add_comment(ui_site["id"])
+    t1, t2 = login(first, m1), login(second, m2)
+    r1 = act(first, t1, cid, "approve").get_json()["results"][0]
+    r2 = act(second, t2, cid, "spam").get_json()["results"][0]
+    assert r1["applied"] is True and r2["applied"] is False
+    assert "already changed to 'approve' by someone else" in r2["message"]
+    assert comment_state(cid) == ("approve", None)
+    assert events_of(cid) == [(f"user:{m1['id']}", "approve", "hold", "approve")]
+    # Without JavaScript the loser sees the same message as a flash.
+    page = second.post(
+        "/moderation/act",
+        data={"one": f"{cid}:spam", f"seen_{cid}": "hold", "csrf_token": t2, "next": "/moderation/"},
+        follow_redirects=True,
+    )
+    assert b"already changed to" in page.data
+
+
+def test_bulk_and_undo(client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]) -> None:
+    ids = [add_comment(ui_site["id"]) for _ in range(3)]
+    token = login(client, moderator)
+    data: dict[str, Any] = {"action": "spam", "ids": [str(i) for i in ids], "csrf_token": token}
+    data.update({f"seen_{i}": "hold" for i in ids})
+    body = client.post("/moderation/act", data=data, headers={"Accept": "application/json"}).get_json()
+    assert [r["applied"] for r in body["results"]] == [True, True, True]
+    assert all(comment_state(i) == ("reject", "spam") for i in ids)
+    undone = client.post(
+        "/moderation/undo",
+        data={"event": [str(e) for e in body["undo"]["events"]], "csrf_token": token},
+        headers={"Accept": "application/json"},
+    ).get_json()
+    assert [r["applied"] for r in undone["results"]] == [True, True, True]
+    for i in ids:
+        assert comment_state(i) == ("hold", "spam")
+        assert [e[1] for e in events_of(i)] == ["reject", "undo"]
+        assert current_labels(i) == []
+
+
+def test_undo_is_only_for_own_recent_actions(app: Any, ui_site: dict[str, Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from service.auth.session import CurrentUser
+    from service.moderation.actions import undo
+
+    m1, m2 = make_user("moderator", (ui_site["id"],)), make_user("moderator", (ui_site["id"],))
+    a, b = app.test_client(), app.test_client()
+    cid = add_comment(ui_site["id"])
+    t1, t2 = login(a, m1), login(b, m2)
+    event = act(a, t1, cid, "approve").get_json()["undo"]["events"][0]
+    stolen = b.post(
+        "/moderation/undo", data={"event": str(event), "csrf_token": t2}, headers={"Accept": "application/json"}
+    )
+    assert stolen.status_code == 403
+    me = CurrentUser(m1["id"], m1["email"], "moderator", frozenset({ui_site["id"]}))
+    late = undo(me, [event], now=datetime.now(UTC) + timedelta(seconds=30))
+    assert late[0].applied is False and late[0].message == "too late to undo"
+    assert comment_state(cid) == ("approve", None)
+
+
+def test_reversing_a_rejection_restores_the_category_on_undo(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]
+) -> None:
+    cid = add_comment(ui_site["id"], decision="reject", auto_decision="reject", category="abuse", abuse_score=0.97)
+    token = login(client, moderator)
+    body = act(client, token, cid, "approve", seen="reject").get_json()
+    assert comment_state(cid) == ("approve", None)
+    client.post("/moderation/undo", data={"event": str(body["undo"]["events"][0]), "csrf_token": token})
+    assert comment_state(cid) == ("reject", "abuse")
+
+
+def test_campaign_reject(client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]) -> None:
+    key = "camp-" + str(ui_site["id"])
+    members = [add_comment(ui_site["id"], campaign_key=key) for _ in range(4)]
+    members.append(add_comment(ui_site["id"], campaign_key=key, decision="approve", category=None))
+    outsider = add_comment(make_ui_site()["id"], campaign_key=key)  # another site: not this moderator's
+    token = login(client, moderator)
+    page = client.get("/moderation/").get_data(as_text=True)
+    assert "5 similar comments" in page and "Reject the campaign" in page
+    assert client.get(f"/moderation/campaigns/{key}").status_code == 200
+    body = client.post(
+        f"/moderation/campaigns/{key}/reject",
+        data={"category": "spam", "csrf_token": token},
+        headers={"Accept": "application/json"},
+    ).get_json()
+    assert sorted(r["id"] for r in body["results"] if r["applied"]) == sorted(members)
+    assert all(comment_state(i) == ("reject", "spam") for i in members)
+    assert comment_state(outsider) == ("hold", "spam")
+
+
+# --- pages ---------------------------------------------------------------------------------------------------
+
+
+def test_queue_filters_counts_and_pages(client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]) -> None:
+    add_comment(ui_site["id"], content="needle in the haystack", author_email="needle@example.org")
+    add_comment(ui_site["id"], content="abusive words", category="abuse", abuse_score=0.7, spam_score=0.1)
+    add_comment(ui_site["id"], decision="approve", category=None, content="approved one")
+    add_comment(ui_site["id"], decision="reject", content="rejected one")
+    login(client, moderator)
+    page = client.get(f"/moderation/?site={ui_site['id']}").get_data(as_text=True)
+    counts = dict(re.findall(r'data-status="(\w+)".*?<span class="count">(\d+)</span>', page, re.S))
+    assert counts == {"hold": "2", "approve": "1", "reject": "1", "all": "4"}
+    assert b"needle in the haystack" in client.get("/moderation/?q=NEEDLE@example").data
+    assert b"needle in the haystack" not in client.get("/moderation/?q=nothing-like-it").data
+    abuse = client.get("/moderation/?category=abuse&score_min=0.5").data
+    assert b"abusive words" in abuse and b"needle" not in abuse
+    assert b"approved one" in client.get("/moderation/all?status=approve").data
+    assert client.get("/moderation/?page=999&sort=uncertain&since=bad-date").status_code == 200
+
+
+def test_detail_shows_history_and_other_comments(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]
+) -> None:
+    email = "history@example.org"
+    older = add_comment(ui_site["id"], author_email=email, content="older comment", decision="approve", category=None)
+    cid = add_comment(ui_site["id"], author_email=email, content="the comment in question")
+    token = login(client, moderator)
+    act(client, token, cid, "spam")
+    page = client.get(f"/moderation/comments/{cid}").get_data(as_text=True)
+    assert "the comment in question" in page and f"/moderation/comments/{older}" in page
+    assert "1 approved" in page
+    assert moderator["email"] in page and "hold → reject" in page
+
+
+# --- admin ---------------------------------------------------------------------------------------------------
+
+
+def test_admin_site_keys_thresholds_lists(client: Any, admin: dict[str, Any]) -> None:
+    from service.db import session_scope
+    from service.models import ListEntry, Site
+    from service.security import hash_key
+
+    token = login(client, admin)
+    created = client.post("/admin/sites", data={"name": "New blog", "url": "https://new.example", "csrf_token": token})
+    assert created.status_code == 201
+    html = created.get_data(as_text=True)
+    api_key = re.search(r'data-role="api-key">([^<]+)<', html).group(1)  # type: ignore[union-attr]
+    with session_scope() as db:
+        site = db.scalars(select(Site).where(Site.api_key_hash == hash_key(api_key))).one()
+        site_id = site.id
+    assert api_key not in client.get(f"/admin/sites/{site_id}").get_data(as_text=True)  # shown once
+    rotated = client.post(f"/admin/sites/{site_id}/rotate-keys", data={"csrf_token": token}).get_data(as_text=True)
+    new_key = re.search(r'data-role="api-key">([^<]+)<', rotated).group(1)  # type: ignore[union-attr]
+    assert new_key != api_key
+    for spam in (0.1, 0.5, 0.95):
+        add_comment(site_id, spam_score=spam, abuse_score=0.0)
+    preview = client.get(f"/admin/sites/{site_id}/preview?spam_approve_below=0.3&spam_reject_at=0.9").get_json()
+    assert preview == {"approve": 1, "hold": 1, "reject": 1, "total": 3}
+    assert client.get(f"/admin/sites/{site_id}/preview?spam_approve_below=0.9&spam_reject_at=0.3").status_code == 400
+    client.post(
+        f"/admin/sites/{site_id}/thresholds",
+        data={"spam_approve_below": "0.3", "spam_reject_at": "0.85", "csrf_token": token},
+    )
+    client.post(
+        f"/admin/sites/{site_id}/lists",
+        data={"action": "block", "kind": "ip", "value": "203.0.113.0/24", "csrf_token": token},
+    )
+    client.post(
+        f"/admin/sites/{site_id}",
+        data={
+            "name": "Renamed",
+            "url": "https://new.example",
+            "callback_url": "https://new.example/cb",
+            "active": "on",
+            "csrf_token": token,
+        },
+    )
+    bad = client.post(f"/admin/sites/{site_id}", data={"name": "x", "url": "javascript:alert(1)", "csrf_token": token})
+    assert bad.status_code == 400
+    with session_scope() as db:
+        saved = db.get(Site, site_id)
+        assert saved is not None
+        assert (saved.spam_approve_below, saved.spam_reject_at, saved.abuse_reject_at) == (0.3, 0.85, None)
+        assert saved.name == "Renamed" and saved.callback_url == "https://new.example/cb"
+        assert db.scalars(select(ListEntry.value).where(ListEntry.site_id == site_id)).all() == ["203.0.113.0/24"]
+
+
+def test_admin_users_and_site_assignment(client: Any, admin: dict[str, Any], ui_site: dict[str, Any]) -> None:
+    token = login(client, admin)
+    response = client.post(
+        "/admin/users",
+        data={"email": "new.mod@example.test", "role": "moderator", "sites": [str(ui_site["id"])], "csrf_token": token},
+    )
+    assert response.status_code == 201
+    password = re.search(r'data-role="password">([^<]+)<', response.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    other = make_ui_site()
+    cid = add_comment(other["id"])
+    fresh = client.application.test_client()
+    login(fresh, {"email": "new.mod@example.test", "password": password})
+    assert fresh.get(f"/moderation/comments/{cid}").status_code == 403
+    from service.db import session_scope
+    from service.models import User
+
+    with session_scope() as db:
+        uid = db.scalars(select(User.id).where(User.email == "new.mod@example.test")).one()
+    client.post(
+        f"/admin/users/{uid}",
+        data={"role": "moderator", "active": "on", "sites": [str(other["id"])], "csrf_token": token},
+    )
+    assert fresh.get(f"/moderation/comments/{cid}").status_code == 200
+    # An admin cannot lock themselves out.
+    client.post(f"/admin/users/{admin['id']}", data={"role": "moderator", "active": "on", "csrf_token": token})
+    assert client.get("/admin/users").status_code == 200
+
+
+def test_models_page_renders_with_or_without_models(client: Any, admin: dict[str, Any]) -> None:
+    login(client, admin)
+    response = client.get("/admin/models")
+    assert response.status_code == 200
+    assert b"Spam model" in response.data and b"Abuse model" in response.data
