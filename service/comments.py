@@ -1,11 +1,16 @@
-"""Storing submitted comments: every field kept, idempotent on (site, external_id)."""
+"""Storing submitted comments: every field kept, idempotent on (site, external_id).
+
+One INSERT ... ON CONFLICT DO NOTHING RETURNING id: the common case is a single statement, and a concurrent or
+repeated submission of the same external_id finds the stored comment instead of failing.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.api.schemas import CommentIn
@@ -18,58 +23,63 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def existing_comment(session: Session, site: Site, external_id: str | None) -> Comment | None:
-    if external_id is None:
-        return None
-    return session.scalars(
-        select(Comment).where(Comment.site_id == site.id, Comment.external_id == external_id)
-    ).first()
+def _row(site_id: int, data: CommentIn, source: str, is_test: bool) -> dict[str, Any]:
+    return {
+        "site_id": site_id,
+        "external_id": data.external_id,
+        "content": data.content,
+        "author_name": data.author.name,
+        "author_email": data.author.email,
+        "author_url": data.author.url,
+        "author_ip": data.author.ip,
+        "user_agent": data.author.user_agent,
+        "post_url": data.post.url,
+        "post_title": data.post.title,
+        "post_excerpt": data.post.excerpt,
+        "post_published_at": _utc(data.post.published_at),
+        "type": data.type,
+        "parent_external_id": data.parent_external_id,
+        "lang": data.lang,
+        "created_at": _utc(data.created_at),
+        "referrer": data.referrer,
+        "honeypot": data.honeypot,
+        "meta": data.meta,
+        "is_test": is_test,
+        "source": source,
+        "status": CommentStatus.PENDING,
+        "received_at": datetime.now(UTC),
+        "reasons": [],
+        "categories": {},
+        "model_versions": {},
+        "enqueue_count": 0,
+    }
+
+
+def _insert(dialect: str) -> Insert:
+    if dialect == "postgresql":
+        return postgresql.insert(Comment).on_conflict_do_nothing(index_elements=["site_id", "external_id"])
+    return sqlite.insert(Comment).on_conflict_do_nothing(index_elements=["site_id", "external_id"])
+
+
+def insert_comment(
+    session: Session, site_id: int, data: CommentIn, *, source: str = "api", is_test: bool = False
+) -> tuple[int, bool]:
+    """Insert the comment as pending (not committed); returns (id, created). A resubmission returns the stored id."""
+    statement = _insert(session.get_bind().dialect.name).values(_row(site_id, data, source, is_test))
+    new_id = session.execute(statement.returning(Comment.id)).scalar()
+    if new_id is not None:
+        return int(new_id), True
+    existing = session.execute(
+        select(Comment.id).where(Comment.site_id == site_id, Comment.external_id == data.external_id)
+    ).scalar_one()
+    return int(existing), False
 
 
 def store_comment(
     session: Session, site: Site, data: CommentIn, *, source: str = "api", is_test: bool = False
 ) -> tuple[Comment, bool]:
-    """Insert the comment as pending and flush; returns (comment, created). A resubmission returns the stored one."""
-    found = existing_comment(session, site, data.external_id)
-    if found is not None:
-        return found, False
-    comment = Comment(
-        site_id=site.id,
-        external_id=data.external_id,
-        content=data.content,
-        author_name=data.author.name,
-        author_email=data.author.email,
-        author_url=data.author.url,
-        author_ip=data.author.ip,
-        user_agent=data.author.user_agent,
-        post_url=data.post.url,
-        post_title=data.post.title,
-        post_excerpt=data.post.excerpt,
-        post_published_at=_utc(data.post.published_at),
-        type=data.type,
-        parent_external_id=data.parent_external_id,
-        lang=data.lang,
-        created_at=_utc(data.created_at),
-        referrer=data.referrer,
-        honeypot=data.honeypot,
-        meta=data.meta,
-        is_test=is_test,
-        source=source,
-        status=CommentStatus.PENDING,
-        received_at=datetime.now(UTC),
-        reasons=[],
-        categories={},
-        model_versions={},
-    )
-    comment.site = site
-    try:
-        with session.begin_nested():
-            session.add(comment)
-            session.flush()
-    except IntegrityError:
-        # A concurrent resubmission with the same external_id won the insert: answer with that one.
-        found = existing_comment(session, site, data.external_id)
-        if found is None:
-            raise
-        return found, False
-    return comment, True
+    """Like ``insert_comment``, returning the ORM object (for callers that go on working with it)."""
+    comment_id, created = insert_comment(session, site.id, data, source=source, is_test=is_test)
+    comment = session.get(Comment, comment_id)
+    assert comment is not None
+    return comment, created

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -40,7 +41,28 @@ def rotate_keys(session: Session, site: Site) -> SiteKeys:
     site.api_key_hash = hash_key(keys.api_key)
     site.akismet_key_hash = hash_key(keys.akismet_key)
     session.flush()
+    _site_ids.clear()
     return keys
+
+
+# Keys are looked up on every API request; a short cache saves a query. A rotated or disabled key keeps working in
+# a process for at most this long.
+SITE_CACHE_SECONDS = 10.0
+_site_ids: dict[str, tuple[float, int | None]] = {}
+
+
+def site_id_by_api_key(session: Session, key: str) -> int | None:
+    """The active site's id for an API key, cached briefly per process."""
+    digest = hash_key(key)
+    now = time.monotonic()
+    hit = _site_ids.get(digest)
+    if hit is not None and now - hit[0] < SITE_CACHE_SECONDS:
+        return hit[1]
+    site_id = session.scalar(select(Site.id).where(Site.api_key_hash == digest, Site.active.is_(True)))
+    if len(_site_ids) > 10_000:  # bound the memory a key-guessing client can make us spend
+        _site_ids.clear()
+    _site_ids[digest] = (now, site_id)
+    return site_id
 
 
 def site_by_api_key(session: Session, key: str) -> Site | None:

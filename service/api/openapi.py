@@ -77,7 +77,12 @@ def openapi_document() -> dict[str, Any]:
         "415": _err("not application/json"),
         "422": _err("invalid or unknown field"),
     }
-    comment_id = {"name": "comment_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    comment_id = {
+        "name": "comment_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
