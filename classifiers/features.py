@@ -1,0 +1,275 @@
+"""Per-comment feature preparation: normalised text, metadata tokens and bounded numeric signals.
+
+Every metadata signal is *absent = zero*: a comment without an author, e-mail or post contributes
+nothing through those features, so a linear model cannot learn "no metadata" as a label from the
+mix of training sources (most public corpora carry no metadata at all).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from classifiers.comment import CommentInput
+from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
+
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
+_BARE_DOMAIN = re.compile(
+    r"\b(?:[a-z0-9][a-z0-9-]{0,62}\.)+(?:com|net|org|info|biz|ru|xyz|top|io|co|us|uk|de|me|tk|ml|ga|cf|gq|"
+    r"online|site|club|shop|store|live|pw|cc|ly|be|gl|in|cn|pl|fr|it|nl|es|br|eu|tv|ws|su|vip|win|bid|loan|"
+    r"click|link|work|today|icu|buzz|fun|space|website|tech|app|page)\b(?!\.\w)",
+    re.IGNORECASE,
+)
+_HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?([^:/?#\s]+)", re.IGNORECASE)
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+?\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]?\d{3,4}(?!\w)"
+)
+_LONG_DIGITS = re.compile(r"(?<!\d)\d{9,13}(?!\d)")
+_WORD = re.compile(r"[^\W_]+")
+
+FREE_MAIL = frozenset(
+    "gmail.com googlemail.com yahoo.com yahoo.co.uk yahoo.fr ymail.com hotmail.com hotmail.co.uk hotmail.fr "
+    "outlook.com live.com msn.com aol.com icloud.com me.com mac.com mail.com gmx.com gmx.de gmx.net web.de "
+    "mail.ru bk.ru list.ru inbox.ru yandex.ru yandex.com protonmail.com proton.me qq.com 163.com 126.com "
+    "sina.com rediffmail.com zoho.com tutanota.com libero.it orange.fr free.fr laposte.net t-online.de".split()
+)
+DISPOSABLE_MAIL = frozenset(
+    "mailinator.com guerrillamail.com guerrillamail.net sharklasers.com 10minutemail.com temp-mail.org "
+    "tempmail.com yopmail.com trashmail.com getnada.com dispostable.com maildrop.cc throwawaymail.com "
+    "mintemail.com fakeinbox.com spamgourmet.com mailnesia.com tempail.com emailondeck.com moakt.com".split()
+)
+
+# Names of the numeric columns, in order; explanations read them.
+NUMERIC_FEATURES = (
+    "links",
+    "link_density",
+    "upper_ratio",
+    "symbol_ratio",
+    "digit_ratio",
+    "length",
+    "phones",
+    "script_mix",
+    "offtopic",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedComment:
+    """What the vectorizers consume: normalised text, metadata tokens and numeric signals."""
+
+    text: str
+    meta: str
+    numeric: tuple[float, ...]
+    n_links: int
+
+
+def _host(url: str) -> str:
+    m = _HOST.match(url.strip())
+    host = m.group(1).lower().rstrip(".") if m else ""
+    return host[4:] if host.startswith("www.") else host
+
+
+def _script(ch: str) -> str:
+    o = ord(ch)
+    if o < 0x250:
+        return "latin"
+    if 0x370 <= o < 0x400:
+        return "greek"
+    if 0x400 <= o < 0x530:
+        return "cyrillic"
+    if 0x590 <= o < 0x600:
+        return "hebrew"
+    if 0x600 <= o < 0x700 or 0x750 <= o < 0x780:
+        return "arabic"
+    if 0x900 <= o < 0x980:
+        return "devanagari"
+    if 0x3040 <= o < 0x3100:
+        return "kana"
+    if 0x4E00 <= o < 0xA000:
+        return "han"
+    if 0xAC00 <= o < 0xD7B0:
+        return "hangul"
+    return "other"
+
+
+def email_kind(email: str) -> str:
+    """``free``, ``disposable``, ``corporate``, ``invalid`` or ``""`` when there is no address."""
+    email = email.strip().lower()
+    if not email:
+        return ""
+    if email.count("@") != 1 or "." not in email.rsplit("@", 1)[1]:
+        return "invalid"
+    domain = email.rsplit("@", 1)[1]
+    if domain in DISPOSABLE_MAIL:
+        return "disposable"
+    if domain in FREE_MAIL or domain.split(".")[0] in {"yahoo", "hotmail", "outlook", "gmx", "yandex"}:
+        return "free"
+    return "corporate"
+
+
+def _author_tokens(name: str) -> list[str]:
+    name = unicodedata.normalize("NFKC", name)[:200].strip()
+    if not name:
+        return []
+    words = _WORD.findall(name)
+    tokens = [f"author_word:{w}" for w in normalize_text(" ".join(words)).split()[:8]]
+    if any(ch.isdigit() for ch in name):
+        tokens.append("author_shape:digits")
+    if len(words) >= 3:
+        tokens.append("author_shape:many_words")
+    if len(words) >= 2 and all(w[:1].isupper() for w in words if w[:1].isalpha()):
+        tokens.append("author_shape:title_case")
+    if _BARE_DOMAIN.search(name) or _URL.search(name):
+        tokens.append("author_shape:domain")
+    return tokens
+
+
+def _since_post_bucket(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    for limit, name in ((0, "before_post"), (60, "1m"), (600, "10m"), (3600, "1h"), (86400, "1d")):
+        if seconds < limit:
+            return f"since_post:<{name}" if name != "before_post" else "since_post:before_post"
+    for limit, name in ((7 * 86400, "1w"), (30 * 86400, "30d"), (365 * 86400, "1y")):
+        if seconds < limit:
+            return f"since_post:<{name}"
+    return "since_post:>=1y"
+
+
+def prepare_comment(comment: CommentInput | str | dict[str, Any]) -> PreparedComment:
+    """Extract everything the model needs from one comment (robust to any input)."""
+    if isinstance(comment, str):
+        comment = CommentInput(text=comment)
+    elif isinstance(comment, dict):
+        comment = CommentInput(**comment)
+    raw = strip_surrogates((comment.text or "")[:MAX_CHARS])
+    text = normalize_text(raw)
+    tokens: list[str] = []
+
+    links = _URL.findall(raw)
+    bare = _BARE_DOMAIN.findall(_URL.sub(" ", raw)) if "." in raw else []
+    hosts = [_host(u) for u in links] + [d.lower() for d in bare]
+    hosts = [h for h in hosts if h]
+    n_links = len(links) + len(bare)
+    for host in dict.fromkeys(hosts[:10]):
+        tokens.append(f"link_domain:{host}")
+        tokens.append(f"link_tld:{host.rsplit('.', 1)[-1]}")
+
+    if comment.author_url.strip():
+        tokens.append("author_url:present")
+        host = _host(strip_surrogates(comment.author_url[:500]))
+        if host:
+            tokens.append(f"author_url_tld:{host.rsplit('.', 1)[-1]}")
+    email = strip_surrogates(comment.author_email[:320])
+    kind = email_kind(email)
+    if kind:
+        tokens.append(f"email:{kind}")
+        if kind != "invalid":
+            tokens.append(f"email_tld:{email.strip().lower().rsplit('.', 1)[-1][:20]}")
+    tokens.extend(_author_tokens(strip_surrogates(comment.author_name[:200])))
+    if comment.honeypot:
+        tokens.append("honeypot:filled")
+    bucket = _since_post_bucket(comment.seconds_since_post)
+    if bucket:
+        tokens.append(bucket)
+    if comment.type and comment.type not in ("comment", "reply"):
+        tokens.append(f"type:{comment.type.strip().lower()[:20]}")
+
+    n_phones = len(_PHONE.findall(raw)) + len(_LONG_DIGITS.findall(raw))
+    if n_phones:
+        tokens.append("phone:present")
+
+    n = max(len(raw), 1)
+    n_letters = sum(map(str.isalpha, raw))
+    upper = sum(map(str.isupper, raw))
+    digits = sum(map(str.isdigit, raw))
+    symbols = n - sum(map(str.isalnum, raw)) - sum(map(str.isspace, raw)) if raw else 0
+    n_words = max(len(raw.split()), 1)
+    scripts = {_script(ch) for ch in raw[:1000] if ch.isalpha()}
+    scripts.discard("other")
+    if len(scripts) > 1:
+        tokens.append("scripts:" + "+".join(sorted(scripts)))
+    elif scripts and "latin" not in scripts:
+        tokens.append(f"script:{scripts.pop()}")
+
+    offtopic = 0.0
+    post_text = f"{comment.post_title} {comment.post_excerpt}".strip()
+    if post_text and text:
+        post_words = set(normalize_text(post_text).split())
+        words = set(text.split())
+        overlap = len(words & post_words) / max(min(len(words), len(post_words)), 1)
+        offtopic = 1.0 - min(overlap * 4.0, 1.0)  # sharing a quarter of the words counts as on-topic
+
+    numeric = (
+        min(math.log1p(n_links) / math.log(11), 1.0),
+        min(n_links / n_words, 1.0),
+        upper / n_letters if n_letters >= 8 else 0.0,
+        min(symbols / n * 2.0, 1.0),
+        min(digits / n * 2.0, 1.0),
+        math.log1p(len(raw)) / math.log1p(MAX_CHARS),
+        min(n_phones, 3) / 3.0,
+        min(len(scripts) - 1, 2) / 2.0 if scripts else 0.0,
+        offtopic,
+    )
+    return PreparedComment(text=text, meta=" ".join(tokens), numeric=numeric, n_links=n_links)
+
+
+class CommentPreparer(TransformerMixin, BaseEstimator):
+    """Stateless first pipeline step: comments (``CommentInput``, dict or str) -> ``PreparedComment``."""
+
+    def fit(self, X: Sequence[Any], y: Any = None) -> CommentPreparer:
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True  # stateless
+
+    def transform(self, X: Iterable[Any]) -> list[PreparedComment]:
+        return [prepare_comment(c) for c in X]
+
+    def __sklearn_tags__(self):  # returns sklearn.utils.Tags
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = False
+        return tags
+
+
+class FieldSelector(TransformerMixin, BaseEstimator):
+    """Pick the ``text`` or ``meta`` string of each prepared comment."""
+
+    def __init__(self, field: str = "text") -> None:
+        self.field = field
+
+    def fit(self, X: Sequence[PreparedComment], y: Any = None) -> FieldSelector:
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True  # stateless
+
+    def transform(self, X: Sequence[PreparedComment]) -> list[str]:
+        return [getattr(c, self.field) for c in X]
+
+
+class NumericFeatures(TransformerMixin, BaseEstimator):
+    """Bounded numeric signals (all in [0, 1], zero when unknown) as a sparse matrix."""
+
+    def fit(self, X: Sequence[PreparedComment], y: Any = None) -> NumericFeatures:
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True  # stateless
+
+    def transform(self, X: Sequence[PreparedComment]) -> sp.csr_matrix:
+        data = np.asarray([c.numeric for c in X], dtype=np.float32).reshape(len(X), len(NUMERIC_FEATURES))
+        return sp.csr_matrix(data)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray([f"numeric:{n}" for n in NUMERIC_FEATURES], dtype=object)

@@ -1,0 +1,120 @@
+"""The final pipeline step: one linear model with Platt calibration, plus optional category heads.
+
+A single linear model (rather than an ensemble of calibrated folds) keeps explanations exact:
+the logit is ``a * (w . x + b) + c``, so ``w_j * x_j`` is feature j's contribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+
+
+def _fit_linear(X: Any, y: np.ndarray, w: np.ndarray, C: float, random_state: int) -> tuple[np.ndarray, float]:
+    lr = LogisticRegression(C=C, solver="liblinear", max_iter=500, random_state=random_state)
+    lr.fit(X, y, sample_weight=w)
+    return lr.coef_.ravel().astype(np.float64), float(lr.intercept_[0])
+
+
+def _fit_platt(scores: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Sigmoid calibration of out-of-fold decision values (Platt 1999)."""
+    lr = LogisticRegression(C=1e4, solver="lbfgs", max_iter=1000)
+    lr.fit(scores.reshape(-1, 1), y, sample_weight=w)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+class ModerationClassifier(ClassifierMixin, BaseEstimator):
+    """Weighted logistic regression, calibrated on out-of-fold scores, with per-category heads.
+
+    ``fit(X, y, sample_weight=None, calibration_weight=None, categories=None)``: ``categories`` maps a
+    category name to an array of 1/0 labels, -1 where the row's source does not annotate it.
+    """
+
+    def __init__(self, C: float = 4.0, head_C: float = 2.0, cv: int = 3, random_state: int = 0) -> None:
+        self.C = C
+        self.head_C = head_C
+        self.cv = cv
+        self.random_state = random_state
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: Any = None,
+        calibration_weight: Any = None,
+        categories: Mapping[str, Any] | None = None,
+    ) -> ModerationClassifier:
+        X = sp.csr_matrix(X)
+        y = np.asarray(y, dtype=np.int64)
+        self.classes_ = np.array([0, 1])
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        cw = w if calibration_weight is None else np.asarray(calibration_weight, dtype=np.float64)
+        coef, intercept, a, b = self._fit_calibrated(X, y, w, cw, self.C)
+        self.calibration_ = np.array([a, b])
+        self.coef_ = coef
+        self.intercept_ = intercept
+        self.n_features_in_ = X.shape[1]
+
+        names: list[str] = []
+        head_rows: list[np.ndarray] = []
+        head_params: list[tuple[float, float, float]] = []
+        for name, labels in sorted((categories or {}).items()):
+            labels = np.asarray(labels, dtype=np.int64)
+            known = labels >= 0
+            if known.sum() < 50 or labels[known].sum() < 10 or (labels[known] == 0).sum() < 10:
+                continue  # too few examples to say anything about this category
+            hc, hi, a, b = self._fit_calibrated(X[known], labels[known], w[known], cw[known], self.head_C)
+            # Store heads sparse: they are fit on a subset, most hashed columns stay exactly zero.
+            hc[np.abs(hc) < 1e-3 * np.abs(hc).max()] = 0.0
+            names.append(name)
+            head_rows.append(hc.astype(np.float32))
+            head_params.append((hi, a, b))
+        self.category_names_ = np.asarray(names, dtype=str)
+        self.category_coef_ = sp.csr_matrix(
+            np.vstack(head_rows) if head_rows else np.zeros((0, X.shape[1]), dtype=np.float32)
+        )
+        self.category_params_ = np.asarray(head_params, dtype=np.float64).reshape(-1, 3)
+        return self
+
+    def _fit_calibrated(
+        self, X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cw: np.ndarray, C: float
+    ) -> tuple[np.ndarray, float, float, float]:
+        """Linear model on all rows + Platt scaling fitted on out-of-fold decision values."""
+        oof = np.zeros(len(y))
+        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+        for train_idx, held_idx in folds.split(np.zeros(len(y)), y):
+            coef, intercept = _fit_linear(X[train_idx], y[train_idx], w[train_idx], C, self.random_state)
+            oof[held_idx] = X[held_idx] @ coef + intercept
+        a, b = _fit_platt(oof, y, cw)
+        coef, intercept = _fit_linear(X, y, w, C, self.random_state)
+        return coef, intercept, a, b
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Calibrated logit."""
+        a, b = self.calibration_
+        return np.asarray(a * (X @ self.coef_ + self.intercept_) + b).ravel()
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        p = _sigmoid(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: Any) -> np.ndarray:
+        return (self.decision_function(X) >= 0).astype(np.int64)
+
+    def predict_categories(self, X: Any) -> np.ndarray:
+        """Probability per category head, shape (n, len(category_names_))."""
+        if len(self.category_names_) == 0:
+            return np.zeros((X.shape[0], 0))
+        raw = np.asarray((sp.csr_matrix(X) @ self.category_coef_.T).todense())
+        raw = raw + self.category_params_[:, 0]
+        return _sigmoid(self.category_params_[:, 1] * raw + self.category_params_[:, 2])

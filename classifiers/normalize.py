@@ -1,0 +1,98 @@
+"""Text normalisation that undoes the usual obfuscations before n-grams are counted.
+
+Order matters: Unicode compatibility folding first, then invisible characters, then per-token
+homoglyph and leetspeak folding (only inside tokens that mix scripts or mix letters with
+look-alike digits, so real Cyrillic text and real numbers survive), then case, repeats and
+s p a c e d letters.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+MAX_CHARS = 5000  # features look at the first 5,000 characters: huge inputs stay fast
+
+# Cyrillic / Greek / other letters that render like Latin ones (lower-case; input is case-folded first).
+_HOMOGLYPHS = {
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
+    "т": "t", "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "ɡ": "g", "һ": "h",
+    "ӏ": "l", "ԛ": "q", "ԝ": "w", "ү": "y", "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k",
+    "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ı": "i", "ℓ": "l", "ց": "g",
+    "օ": "o", "ս": "u", "ѵ": "v", "ɑ": "a", "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g",
+    "ʜ": "h", "ɪ": "i", "ᴊ": "j", "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r",
+    "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
+}  # fmt: skip
+_HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
+_LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_LEET_CHARS = frozenset("013457@$")
+
+# Zero-width, bidi controls, soft hyphen, word joiner, BOM, variation selectors, tag characters.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f]"
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Only tokens with a digit, @, $ or a non-ASCII character can need folding (fast path for plain words).
+_TOKEN = re.compile(r"[^\s]*[0-9@$\u0080-\U0010ffff][^\s]*")
+_REPEAT = re.compile(r"(\D)\1{2,}")
+# Three or more single letters separated by one space/dot/dash/star: "f r e e" -> "free".
+_SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ .*_\-]){2,}[^\W\d_](?![^\W\d_])")
+_SPACED_SEP = re.compile(r"[ .*_\-]")
+_TAG = re.compile(r"<[^<>]{0,500}>")
+_URL_LIKE = re.compile(r"^(?:https?://|www\.)|\.[a-z]{2,6}(?:/|$)")
+
+
+_NAME_WITH_NUMBER = re.compile(r"([a-z]+)(\d+)")
+
+
+def _looks_like_name(core: str) -> bool:
+    """'mp3', 'covid19', 'user123' are names with a number, not leetspeak like 'fr33'."""
+    m = _NAME_WITH_NUMBER.fullmatch(core)
+    if m is None:
+        return False
+    letters, digits = m.groups()
+    return any(d not in _LEET_CHARS for d in digits) or (len(letters) <= 2 and len(digits) == 1)
+
+
+def _fold_token(token: str) -> str:
+    has_ascii_letter = any("a" <= ch <= "z" for ch in token)
+    if has_ascii_letter and not token.isascii():
+        # Mixed scripts inside one word is the homoglyph trick; pure Cyrillic/Greek words are left alone.
+        token = token.translate(_HOMOGLYPH_TABLE)
+    if _URL_LIKE.search(token):
+        return token  # links keep their digits: they become domain features elsewhere
+    if any(ch in _LEET_CHARS for ch in token):
+        letters = sum(ch.isalpha() for ch in token)
+        if letters >= 1 and not token.replace(",", "").replace(".", "").isdigit():
+            # "fr33", "v1agra", "c@sh", "$ex" -> letters; "2024", "10.5", "mp3" keep their digits
+            core = token.strip(".,!?;:'\"()[]")
+            if letters >= 2 or core[:1] in "$@":
+                if not _looks_like_name(core):
+                    token = token.translate(_LEET_TABLE)
+    return token
+
+
+def strip_surrogates(text: str) -> str:
+    """Lone surrogates (possible from JSON ``\\ud800`` escapes) cannot be encoded or hashed: drop them."""
+    return _SURROGATE.sub("", text) if not text.isascii() else text
+
+
+def normalize_text(text: str, max_chars: int = MAX_CHARS) -> str:
+    """Return the canonical form of ``text`` that the n-gram features see."""
+    if not text:
+        return ""
+    text = strip_surrogates(text[: max_chars * 2])
+    if "&" in text or "<" in text:
+        # Comments arrive as HTML: entities are letters, tags are markup (their links are counted elsewhere).
+        text = html.unescape(_TAG.sub(" ", text))
+    text = unicodedata.normalize("NFKC", text)[:max_chars]
+    text = _INVISIBLE.sub("", text)
+    text = _CONTROL.sub(" ", text)
+    text = text.casefold()
+    text = _TOKEN.sub(lambda m: _fold_token(m.group(0)), text)
+    text = _REPEAT.sub(r"\1\1", text)
+    text = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group(0)), text)
+    return text

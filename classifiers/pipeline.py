@@ -1,0 +1,95 @@
+"""``build_pipeline(kind)``: the one place where the model for a kind is defined."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+from sklearn.pipeline import FeatureUnion, Pipeline
+
+from classifiers.comment import KINDS
+from classifiers.features import CommentPreparer, FieldSelector, NumericFeatures
+from classifiers.model import ModerationClassifier
+
+# Hashing keeps the artifact small and fast to load (no vocabulary to serialise); explanations
+# recover the n-gram text from the comment itself.
+WORD_FEATURES = 2**18
+CHAR_FEATURES = 2**18
+META_FEATURES = 2**14
+WORD_TOKEN_PATTERN = r"(?u)\b\w[\w'’]*\b"
+
+# Per kind: regularisation of the main model and its category heads.
+_PARAMS: dict[str, dict[str, float]] = {
+    "spam": {"C": 8.0, "head_C": 2.0},
+    "abuse": {"C": 4.0, "head_C": 2.0},
+}
+
+
+def build_pipeline(kind: str, random_state: int = 0) -> Pipeline:
+    """Return the unfitted pipeline for ``kind``: comments in, calibrated probability out."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    words = Pipeline(
+        [
+            ("select", FieldSelector("text")),
+            (
+                "hash",
+                HashingVectorizer(
+                    analyzer="word",
+                    ngram_range=(1, 2),
+                    token_pattern=WORD_TOKEN_PATTERN,
+                    lowercase=False,
+                    n_features=WORD_FEATURES,
+                    alternate_sign=False,
+                    norm=None,
+                    dtype=np.float32,
+                ),
+            ),
+            ("tfidf", TfidfTransformer(sublinear_tf=True)),
+        ]
+    )
+    chars = Pipeline(
+        [
+            ("select", FieldSelector("text")),
+            (
+                "hash",
+                HashingVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=(2, 5),
+                    lowercase=False,
+                    n_features=CHAR_FEATURES,
+                    alternate_sign=False,
+                    norm=None,
+                    dtype=np.float32,
+                ),
+            ),
+            ("tfidf", TfidfTransformer(sublinear_tf=True)),
+        ]
+    )
+    meta = Pipeline(
+        [
+            ("select", FieldSelector("meta")),
+            (
+                "hash",
+                HashingVectorizer(
+                    token_pattern=r"\S+",
+                    lowercase=False,
+                    n_features=META_FEATURES,
+                    alternate_sign=False,
+                    binary=True,
+                    norm=None,
+                    dtype=np.float32,
+                ),
+            ),
+        ]
+    )
+    features = FeatureUnion([("words", words), ("chars", chars), ("meta", meta), ("numeric", NumericFeatures())])
+    return Pipeline(
+        [
+            ("prepare", CommentPreparer()),
+            ("features", features),
+            (
+                "clf",
+                ModerationClassifier(C=_PARAMS[kind]["C"], head_C=_PARAMS[kind]["head_C"], random_state=random_state),
+            ),
+        ]
+    )

@@ -1,0 +1,326 @@
+"""Versioned models on disk, the active pointer per kind, and in-process hot swapping.
+
+Layout: ``root/<kind>/<version>/{model.skops, manifest.json}`` and ``root/<kind>/active.json``
+(``{"active": version, "history": [...], "statuses": {version: {...}}}``), always replaced atomically
+(temp file + ``os.replace``) under an ``flock`` so that concurrent processes never see half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from classifiers.comment import KINDS, CommentInput, ModelScore, Thresholds
+from classifiers.explain import Explainer, explain_batch
+from classifiers.persistence import ARTIFACT, MANIFEST, load_pipeline, save_pipeline
+
+STATUSES = ("active", "candidate", "needs_review", "retired")
+POINTER = "active.json"
+STARTER_DIR = Path(__file__).resolve().parent / "starter_models"
+
+
+class LoadedModel:
+    """A fitted pipeline with its version, thresholds and manifest, ready to score."""
+
+    def __init__(self, kind: str, version: str, pipeline: Pipeline, manifest: dict[str, Any]) -> None:
+        self.kind = kind
+        self.version = version
+        self.pipeline = pipeline
+        self.manifest = manifest
+        t = manifest["thresholds"]
+        self.thresholds = Thresholds(approve_below=float(t["approve_below"]), reject_at=float(t["reject_at"]))
+        self._prepare = pipeline.named_steps["prepare"]
+        self._features = pipeline.named_steps["features"]
+        self._clf = pipeline.named_steps["clf"]
+        self._explainer = Explainer(pipeline)
+        self._categories = [str(c) for c in self._clf.category_names_]
+
+    def predict_proba(self, comments: Sequence[CommentInput]) -> np.ndarray:
+        """Calibrated positive-class probabilities, no explanations (the fast path for evaluation)."""
+        if len(comments) == 0:
+            return np.zeros(0)
+        return np.asarray(self.pipeline.predict_proba(list(comments))[:, 1])
+
+    def score(self, comments: Sequence[CommentInput]) -> list[ModelScore]:
+        """Probabilities with reasons and (abuse) category probabilities, one per comment."""
+        if len(comments) == 0:
+            return []
+        prepared = self._prepare.transform(comments)
+        X = self._features.transform(prepared)
+        p = self._clf.predict_proba(X)[:, 1]
+        cats = self._clf.predict_categories(X)
+        reasons = explain_batch(self._explainer, prepared, X)
+        return [
+            ModelScore(
+                probability=float(p[i]),
+                reasons=reasons[i],
+                categories={name: round(float(cats[i, j]), 4) for j, name in enumerate(self._categories)},
+            )
+            for i in range(len(prepared))
+        ]
+
+    def __repr__(self) -> str:
+        return f"LoadedModel(kind={self.kind!r}, version={self.version!r}, thresholds={self.thresholds})"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    version: str
+    created_at: str
+    status: str
+    metrics: dict[str, Any]
+    thresholds: Thresholds
+    manifest: dict[str, Any]
+
+
+def load_version_dir(kind: str, path: Path) -> LoadedModel:
+    manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    return LoadedModel(kind, path.name, load_pipeline(path / ARTIFACT), manifest)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ModelRegistry:
+    """Model versions under ``root``; ``active(kind)`` is cached and follows promotions by any process."""
+
+    def __init__(self, root: Path | str, seed_starter: bool = True) -> None:
+        self.root = Path(root)
+        self.seed_starter = seed_starter
+        self._lock = threading.RLock()
+        self._active: dict[str, tuple[tuple[int, int, int], LoadedModel]] = {}
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}
+
+    # ---- paths and locking -------------------------------------------------------------------------
+    def _kind_dir(self, kind: str) -> Path:
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        return self.root / kind
+
+    @contextlib.contextmanager
+    def _locked(self, kind: str) -> Iterator[Path]:
+        """Exclusive lock for read-modify-write of one kind's pointer, across threads and processes."""
+        kind_dir = self._kind_dir(kind)
+        kind_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(kind_dir / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield kind_dir
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _read_pointer(self, kind: str) -> dict[str, Any]:
+        path = self._kind_dir(kind) / POINTER
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            state = {}
+        state.setdefault("active", None)
+        state.setdefault("history", [])
+        state.setdefault("statuses", {})
+        return state
+
+    def _write_pointer(self, kind: str, state: dict[str, Any]) -> None:
+        state["updated_at"] = _now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        _write_json_atomic(self._kind_dir(kind) / POINTER, state)
+
+    def _version_dirs(self, kind: str) -> list[Path]:
+        kind_dir = self._kind_dir(kind)
+        if not kind_dir.is_dir():
+            return []
+        return [p for p in kind_dir.iterdir() if p.is_dir() and (p / MANIFEST).is_file() and (p / ARTIFACT).is_file()]
+
+    def _ensure_seeded(self, kind: str) -> None:
+        if not self.seed_starter or self._version_dirs(kind):
+            return
+        with self._locked(kind) as kind_dir:
+            if self._version_dirs(kind):
+                return  # another process seeded it while we waited for the lock
+            starters = sorted(p for p in (STARTER_DIR / kind).glob("*") if (p / MANIFEST).is_file())
+            if not starters:
+                return
+            src = starters[-1]
+            tmp = Path(tempfile.mkdtemp(dir=kind_dir, prefix=".seed-"))
+            tmp.chmod(0o755)  # mkdtemp is private; the web and worker processes may run as other users
+            shutil.copy2(src / ARTIFACT, tmp / ARTIFACT)
+            shutil.copy2(src / MANIFEST, tmp / MANIFEST)
+            os.replace(tmp, kind_dir / src.name)
+            state = self._read_pointer(kind)
+            state["active"] = src.name
+            state["statuses"][src.name] = {"status": "active", "note": "starter model", "at": _now().isoformat()}
+            self._write_pointer(kind, state)
+
+    # ---- reading -----------------------------------------------------------------------------------
+    def load(self, kind: str, version: str) -> LoadedModel:
+        """Load (and cache) one version."""
+        self._ensure_seeded(kind)
+        key = (kind, version)
+        with self._lock:
+            if key not in self._loaded:
+                path = self._kind_dir(kind) / version
+                if "/" in version or version.startswith(".") or not (path / MANIFEST).is_file():
+                    raise KeyError(f"no {kind} model version {version!r} in {self.root}")
+                self._loaded[key] = load_version_dir(kind, path)
+            return self._loaded[key]
+
+    def active(self, kind: str) -> LoadedModel:
+        """The active model; a ``stat`` of the pointer notices promotions by other processes."""
+        pointer = self._kind_dir(kind) / POINTER
+        try:
+            st = pointer.stat()
+        except FileNotFoundError:
+            self._ensure_seeded(kind)
+            try:
+                st = pointer.stat()
+            except FileNotFoundError:
+                raise LookupError(f"no active {kind} model in {self.root}") from None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._active.get(kind)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        with self._lock:
+            state = self._read_pointer(kind)
+            if not state["active"]:
+                raise LookupError(f"no active {kind} model in {self.root}")
+            model = self.load(kind, state["active"])
+            self._active[kind] = (stamp, model)
+            return model
+
+    def versions(self, kind: str) -> list[ModelInfo]:
+        """All versions, newest first."""
+        self._ensure_seeded(kind)
+        state = self._read_pointer(kind)
+        infos = []
+        for path in self._version_dirs(kind):
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            status = "active" if path.name == state["active"] else None
+            status = status or state["statuses"].get(path.name, {}).get("status", "candidate")
+            if status == "active" and path.name != state["active"]:
+                status = "retired"
+            t = manifest.get("thresholds", {})
+            infos.append(
+                ModelInfo(
+                    version=path.name,
+                    created_at=str(manifest.get("created_at", "")),
+                    status=status,
+                    metrics=manifest.get("metrics", {}),
+                    thresholds=Thresholds(float(t.get("approve_below", 0.5)), float(t.get("reject_at", 0.5))),
+                    manifest=manifest,
+                )
+            )
+        return sorted(infos, key=lambda i: (i.created_at, i.version), reverse=True)
+
+    # ---- writing -----------------------------------------------------------------------------------
+    def register(self, kind: str, pipeline: Pipeline, manifest: dict[str, Any], status: str = "candidate") -> str:
+        """Save a fitted pipeline as a new version; returns its id (``<kind>-<UTC time>-<hash>``)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
+        self._ensure_seeded(kind)
+        kind_dir = self._kind_dir(kind)
+        kind_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=kind_dir, prefix=".register-"))
+        tmp.chmod(0o755)  # mkdtemp is private; the web and worker processes may run as other users
+        try:
+            save_pipeline(pipeline, tmp / ARTIFACT)
+            digest = hashlib.sha256((tmp / ARTIFACT).read_bytes()).hexdigest()
+            version = f"{kind}-{_now().strftime('%Y%m%dT%H%M%SZ')}-{digest[:8]}"
+            manifest = {**manifest, "version": version, "kind": kind, "artifact_sha256": digest}
+            manifest.setdefault("created_at", _now().strftime("%Y-%m-%dT%H:%M:%SZ"))
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+            load_pipeline(tmp / ARTIFACT)  # refuse to register what cannot be loaded back safely
+            with self._locked(kind):
+                if (kind_dir / version).exists():
+                    raise FileExistsError(f"version {version} already exists")
+                os.replace(tmp, kind_dir / version)
+                state = self._read_pointer(kind)
+                state["statuses"][version] = {"status": "candidate", "note": "", "at": _now().isoformat()}
+                self._write_pointer(kind, state)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if status == "active":
+            self.promote(kind, version)
+        elif status != "candidate":
+            self.set_status(kind, version, status)
+        return version
+
+    def promote(self, kind: str, version: str) -> None:
+        """Make ``version`` the active model; the previous one goes to the history (for rollback)."""
+        self.load(kind, version)  # must load cleanly before it can serve
+        with self._locked(kind):
+            state = self._read_pointer(kind)
+            previous = state["active"]
+            if previous == version:
+                return
+            at = _now().isoformat()
+            if previous:
+                state["history"].append(previous)
+                state["statuses"][previous] = {"status": "retired", "note": f"replaced by {version}", "at": at}
+            state["active"] = version
+            state["statuses"][version] = {"status": "active", "note": "promoted", "at": at}
+            self._write_pointer(kind, state)
+
+    def rollback(self, kind: str) -> str:
+        """Re-activate the previously active version and return it; the current one needs review."""
+        self._ensure_seeded(kind)
+        with self._locked(kind) as kind_dir:
+            state = self._read_pointer(kind)
+            current = state["active"]
+            while state["history"]:
+                previous = state["history"].pop()
+                if previous != current and (kind_dir / previous / ARTIFACT).is_file():
+                    break
+            else:
+                raise LookupError(f"no earlier {kind} model to roll back to")
+            at = _now().isoformat()
+            if current:
+                state["statuses"][current] = {"status": "needs_review", "note": "rolled back", "at": at}
+            state["active"] = previous
+            state["statuses"][previous] = {"status": "active", "note": f"rollback from {current}", "at": at}
+            self._write_pointer(kind, state)
+        self.load(kind, previous)
+        return str(previous)
+
+    def set_status(self, kind: str, version: str, status: str, note: str = "") -> None:
+        """Mark a non-active version ``candidate``, ``needs_review`` or ``retired`` (``active`` promotes)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
+        if status == "active":
+            self.promote(kind, version)
+            return
+        with self._locked(kind) as kind_dir:
+            if not (kind_dir / version / MANIFEST).is_file():
+                raise KeyError(f"no {kind} model version {version!r}")
+            state = self._read_pointer(kind)
+            if state["active"] == version:
+                raise ValueError(f"{version} is active: promote another version or roll back first")
+            state["statuses"][version] = {"status": status, "note": note, "at": _now().isoformat()}
+            self._write_pointer(kind, state)

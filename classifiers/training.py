@@ -1,0 +1,276 @@
+"""Training, evaluation and the choice of operating point."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import scipy
+import sklearn
+import skops
+from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, log_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+
+from classifiers.comment import KINDS, CommentInput, Thresholds
+from classifiers.data import SOURCES, Dataset
+from classifiers.normalize import normalize_text
+from classifiers.pipeline import build_pipeline
+
+MAX_HAM_REJECTED = 0.005  # a wrongly rejected real comment costs far more than a held one
+MAX_POSITIVES_APPROVED = 0.02
+# Each training source weighs n**power in total. Spam: every source the same (YouTube, the closest to blog
+# comments, is the smallest). Abuse: sqrt(n), so the big corpora lead but small ones still count.
+SOURCE_POWER = {"spam": 0.0, "abuse": 0.5}
+
+
+class _Scorer(Protocol):
+    def predict_proba(self, comments: Sequence[CommentInput]) -> np.ndarray: ...
+
+
+def source_balanced_weights(
+    sources: Sequence[str], labels: np.ndarray, power: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and calibration weights that stop the model learning a corpus's style as a label.
+
+    Training: within each source, positives and negatives weigh the same in total (Davidson is 83%
+    positive tweets: unbalanced, "tweet style" would mean "abuse"); each source weighs n**power in total.
+    Calibration: same source totals, but the source's natural class ratio.
+    """
+    src = np.asarray(sources)
+    y = np.asarray(labels)
+    train_w = np.zeros(len(y))
+    calib_w = np.zeros(len(y))
+    for s in np.unique(src):
+        in_s = src == s
+        total = in_s.sum() ** power
+        calib_w[in_s] = total / in_s.sum()
+        for label in (0, 1):
+            cell = in_s & (y == label)
+            if cell.any():
+                share = 0.5 if (in_s & (y == 1 - label)).any() else 1.0
+                train_w[cell] = total * share / cell.sum()
+    return train_w / train_w.mean(), calib_w / calib_w.mean()
+
+
+def choose_operating_point(
+    y_dev: Sequence[int] | np.ndarray,
+    p_dev: Sequence[float] | np.ndarray,
+    max_ham_rejected: float = MAX_HAM_REJECTED,
+    max_positives_approved: float = MAX_POSITIVES_APPROVED,
+) -> Thresholds:
+    """Widest approve/reject band edges such that on dev at most ``max_ham_rejected`` of negatives are
+    rejected and at most ``max_positives_approved`` of positives approved; the rest is held."""
+    y = np.asarray(y_dev).astype(bool)
+    p = np.asarray(p_dev, dtype=np.float64)
+    ham = np.sort(p[~y])[::-1]
+    pos = np.sort(p[y])
+    if len(ham) == 0 or len(pos) == 0:
+        raise ValueError("choosing an operating point needs both classes in the dev data")
+    k = int(np.floor(max_ham_rejected * len(ham)))
+    reject_at = float(np.nextafter(ham[k], np.inf)) if k < len(ham) else 0.0
+    m = int(np.floor(max_positives_approved * len(pos)))
+    approve_below = float(pos[m]) if m < len(pos) else 1.0
+    approve_below = min(approve_below, reject_at)
+    return Thresholds(approve_below=round(approve_below, 6), reject_at=min(round(reject_at + 5e-7, 6), 1.0))
+
+
+def operating_point(y: np.ndarray, p: np.ndarray, thresholds: Thresholds) -> dict[str, float]:
+    y = np.asarray(y).astype(bool)
+    rejected = p >= thresholds.reject_at
+    approved = p < thresholds.approve_below
+    return {
+        "approve_below": thresholds.approve_below,
+        "reject_at": thresholds.reject_at,
+        "ham_rejected": float(rejected[~y].mean()) if (~y).any() else 0.0,
+        "positives_approved": float(approved[y].mean()) if y.any() else 0.0,
+        "held": float((~rejected & ~approved).mean()) if len(p) else 0.0,
+    }
+
+
+def _binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    both = 0 < y.sum() < len(y)
+    return {
+        "n": len(y),
+        "positives": int(y.sum()),
+        "roc_auc": round(float(roc_auc_score(y, p)), 4) if both else None,
+        "pr_auc": round(float(average_precision_score(y, p)), 4) if both else None,
+        "f1": round(float(f1_score(y, p >= 0.5, zero_division=0.0)), 4),
+        "brier": round(float(brier_score_loss(y, p, pos_label=1)), 4) if len(y) else None,
+        "log_loss": round(float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])), 4) if len(y) else None,
+        "mean_probability": round(float(p.mean()), 4) if len(y) else None,
+    }
+
+
+def evaluate(
+    model_or_pipeline: _Scorer | Pipeline, dataset: Dataset, thresholds: Thresholds | None = None
+) -> dict[str, Any]:
+    """Metrics of a ``LoadedModel`` (its own thresholds) or a fitted pipeline on ``dataset``.
+
+    ``f1`` is at p >= 0.5; ``operating_point`` uses the model's thresholds (or ``thresholds``).
+    Files with sub-labels (HateCheck functionalities, OLID TIN/UNT, Davidson classes) get a breakdown.
+    """
+    thresholds = thresholds or getattr(model_or_pipeline, "thresholds", None) or Thresholds(0.5, 0.5)
+    if isinstance(model_or_pipeline, Pipeline):
+        p = model_or_pipeline.predict_proba(dataset.comments)[:, 1]
+    else:
+        p = model_or_pipeline.predict_proba(dataset.comments)
+    y = dataset.labels
+    out = _binary_metrics(y, p)
+    out["operating_point"] = {k: round(v, 4) for k, v in operating_point(y, p, thresholds).items()}
+    if len(set(dataset.sources)) > 1:
+        src = np.asarray(dataset.sources)
+        out["by_source"] = {s: _binary_metrics(y[src == s], p[src == s]) for s in sorted(set(dataset.sources))}
+    subs = np.asarray(dataset.sublabels)
+    if any(dataset.sublabels) and len(set(dataset.sublabels)) <= 100:
+        breakdown = {}
+        for s in sorted(set(dataset.sublabels)):
+            sel = subs == s
+            m = _binary_metrics(y[sel], p[sel])
+            op = operating_point(y[sel], p[sel], thresholds)
+            m["rejected"] = round(float((p[sel] >= thresholds.reject_at).mean()), 4)
+            m["approved"] = round(float((p[sel] < thresholds.approve_below).mean()), 4)
+            m["accuracy_at_0.5"] = round(float(((p[sel] >= 0.5) == y[sel].astype(bool)).mean()), 4)
+            del op
+            breakdown[s or "(none)"] = m
+        out["by_sublabel"] = breakdown
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "skops": skops.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
+def _simple_params(pipeline: Pipeline) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pipeline.get_params(deep=True).items():
+        if isinstance(value, bool | int | float | str) or value is None:
+            out[key] = value
+        elif isinstance(value, tuple) and all(isinstance(v, int | float | str) for v in value):
+            out[key] = list(value)
+    return out
+
+
+def train_model(
+    kind: str,
+    datasets: Sequence[Dataset],
+    *,
+    sample_weight: Sequence[float] | np.ndarray | None = None,
+    random_state: int = 0,
+    source_power: float | None = None,
+    evaluate_on: Sequence[str] = ("dev", "test"),
+) -> tuple[Pipeline, dict[str, Any]]:
+    """Fit ``build_pipeline(kind)`` on the ``train`` rows, choose thresholds on ``dev``, report ``test``.
+
+    ``sample_weight`` (optional, aligned with the rows of the concatenated ``datasets``, e.g. trust in
+    moderator labels) multiplies the source-balancing weights. Returns the pipeline and its manifest.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}")
+    started = time.perf_counter()
+    data = Dataset.concat(list(datasets))
+    extra = np.ones(len(data)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if extra.shape != (len(data),):
+        raise ValueError("sample_weight must have one value per row of the datasets")
+    is_train = np.array([s == "train" for s in data.splits])
+    all_train = data.subset(is_train)
+    kept = _kept_indices(all_train)
+    train = all_train.subset(np.isin(np.arange(len(all_train)), kept))
+    extra_train = extra[is_train][kept]
+    dev = data.split("dev")
+    if len(train) == 0 or len(set(train.labels.tolist())) < 2:
+        raise ValueError("training needs train rows of both classes")
+    if len(dev) == 0 or len(set(dev.labels.tolist())) < 2:
+        raise ValueError("choosing thresholds needs dev rows of both classes")
+
+    source_power = SOURCE_POWER[kind] if source_power is None else source_power
+    train_w, calib_w = source_balanced_weights(train.sources, train.labels, source_power)
+    train_w = train_w * extra_train
+    pipeline = build_pipeline(kind, random_state=random_state)
+    pipeline.fit(
+        train.comments,
+        train.labels,
+        clf__sample_weight=train_w,
+        clf__calibration_weight=calib_w,
+        clf__categories=train.categories if kind == "abuse" else None,
+    )
+    fit_seconds = time.perf_counter() - started
+    p_dev = pipeline.predict_proba(dev.comments)[:, 1]
+    thresholds = choose_operating_point(dev.labels, p_dev)
+
+    metrics: dict[str, Any] = {}
+    for split in evaluate_on:
+        part = data.split(split)
+        if len(part) == 0:
+            continue
+        for source in sorted(set(part.sources)):
+            sub = part.subset([s == source for s in part.sources])
+            if 0 < sub.labels.sum() < len(sub):
+                m = evaluate(pipeline, sub, thresholds)
+                m.pop("by_sublabel", None)
+                metrics.setdefault(split, {})[source] = m
+
+    files = [{**f, "train_allowed": SOURCES.get(f["source"], {}).get("train_allowed", False)} for f in data.files]
+    clf = pipeline.named_steps["clf"]
+    manifest: dict[str, Any] = {
+        "kind": kind,
+        "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": files,
+        "rows": {
+            "train": len(train),
+            "dev": len(dev),
+            "train_by_source": {s: train.sources.count(s) for s in sorted(set(train.sources))},
+        },
+        "parameters": {
+            **_simple_params(pipeline),
+            "source_power": source_power,
+            "max_ham_rejected": MAX_HAM_REJECTED,
+            "max_positives_approved": MAX_POSITIVES_APPROVED,
+            "sample_weight": "given" if sample_weight is not None else None,
+        },
+        "categories": [str(c) for c in clf.category_names_],
+        "thresholds": {"approve_below": thresholds.approve_below, "reject_at": thresholds.reject_at},
+        "metrics": metrics,
+        "training_seconds": round(fit_seconds, 2),
+        "libraries": library_versions(),
+        "git_commit": git_commit(),
+    }
+    return pipeline, manifest
+
+
+def _kept_indices(data: Dataset) -> np.ndarray:
+    """First occurrence of each normalised text (jigsaw-categories overlaps jigsaw: no double counting)."""
+    seen: set[str] = set()
+    keep = []
+    for i, c in enumerate(data.comments):
+        key = normalize_text(c.text)
+        if key not in seen:
+            keep.append(i)
+        seen.add(key)
+    return np.asarray(keep, dtype=np.int64)

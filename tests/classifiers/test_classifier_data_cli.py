@@ -1,0 +1,123 @@
+"""Loaders (CSV, JSON Lines, a WXR file written here) and the click commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from classifiers import load_csv, load_jsonl, load_wxr
+from classifiers.cli import cli
+
+WXR = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/"
+     xmlns:excerpt="http://wordpress.org/export/1.2/excerpt/" xmlns:wp="http://wordpress.org/export/1.2/">
+<channel><title>My blog</title>
+<item><title>Sourdough at home</title><link>https://blog.example/sourdough</link>
+  <excerpt:encoded><![CDATA[How to bake bread]]></excerpt:encoded><wp:post_id>7</wp:post_id>
+  <wp:comment><wp:comment_id>1</wp:comment_id><wp:comment_author><![CDATA[Anna]]></wp:comment_author>
+    <wp:comment_author_email>anna@example.org</wp:comment_author_email><wp:comment_author_url></wp:comment_author_url>
+    <wp:comment_author_IP>192.0.2.1</wp:comment_author_IP><wp:comment_approved>1</wp:comment_approved>
+    <wp:comment_type>comment</wp:comment_type>
+    <wp:comment_content><![CDATA[Lovely crumb, thanks!]]></wp:comment_content></wp:comment>
+  <wp:comment><wp:comment_id>2</wp:comment_id><wp:comment_author><![CDATA[Cheap Flights]]></wp:comment_author>
+    <wp:comment_author_email>x@mailinator.com</wp:comment_author_email>
+    <wp:comment_author_url>http://cheap.xyz</wp:comment_author_url><wp:comment_approved>spam</wp:comment_approved>
+    <wp:comment_content><![CDATA[Best deals http://cheap.xyz]]></wp:comment_content></wp:comment>
+  <wp:comment><wp:comment_id>3</wp:comment_id><wp:comment_approved>0</wp:comment_approved>
+    <wp:comment_content>pending</wp:comment_content></wp:comment>
+  <wp:comment><wp:comment_id>4</wp:comment_id><wp:comment_approved>trash</wp:comment_approved>
+    <wp:comment_content>trashed</wp:comment_content></wp:comment>
+</item></channel></rss>
+"""
+
+
+def test_load_wxr(tmp_path: Path) -> None:
+    path = tmp_path / "export.xml"
+    path.write_text(WXR, encoding="utf-8")
+    data = load_wxr(path)
+    assert [c.text for c in data.comments] == ["Lovely crumb, thanks!", "Best deals http://cheap.xyz"]
+    assert data.labels.tolist() == [0, 1]
+    spam = data.comments[1]
+    assert (spam.author_name, spam.author_url, spam.post_title) == (
+        "Cheap Flights",
+        "http://cheap.xyz",
+        "Sourdough at home",
+    )
+    assert data.comments[0].post_excerpt == "How to bake bread" and data.groups == ["7", "7"]
+    assert set(data.splits) <= {"train", "dev", "test"} and len(data.files[0]["sha256"]) == 64
+
+
+def test_load_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    rows = [
+        {"content": "buy now", "label": "spam", "author": {"name": "Deals", "url": "http://d.xyz"}},
+        {"text": "nice post", "label": 0, "split": "dev", "post": {"title": "Hello"}},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+    data = load_jsonl(path)
+    assert data.labels.tolist() == [1, 0]
+    assert data.comments[0].author_url == "http://d.xyz" and data.comments[1].post_title == "Hello"
+    assert data.splits[1] == "dev"
+
+
+def test_load_csv_split_and_categories(data_dir: Path) -> None:
+    full = load_csv(data_dir / "abuse" / "jigsaw-categories.csv")
+    test = load_csv(data_dir / "abuse" / "jigsaw-categories.csv", split="test")
+    assert 0 < len(test) < len(full) and set(test.splits) == {"test"}
+    assert {"insult", "threat", "obscene", "identity_hate", "severe"} <= set(full.categories)
+    assert set(load_csv(data_dir / "abuse" / "davidson.csv", "dev").categories) == {"hate", "offensive"}
+    assert load_csv(data_dir / "abuse" / "olid.csv", "dev").categories == {}
+
+
+def test_cli_train_evaluate_models(tmp_path: Path, data_dir: Path, slicer) -> None:  # type: ignore[no-untyped-def]
+    sizes = {"train": 250, "dev": 80, "test": 60}
+    files = [
+        slicer.write(data_dir / "spam" / "youtube.csv", tmp_path / "youtube.csv", sizes),
+        slicer.write(data_dir / "spam" / "sms.csv", tmp_path / "sms.csv", sizes),
+    ]
+    models_dir = tmp_path / "models"
+    runner = CliRunner()
+    obj = {"models_dir": str(models_dir)}
+    data_args = [a for f in files for a in ("--data", str(f))]
+
+    result = runner.invoke(cli, ["train", "--kind", "spam", *data_args], obj=obj)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    version = summary["version"]
+    assert summary["status"] == "candidate" and "youtube" in summary["test"]
+
+    result = runner.invoke(cli, ["evaluate", "--kind", "spam", *data_args, "--model", version, "--json"], obj=obj)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert {"n", "positives", "roc_auc", "pr_auc", "f1", "brier", "operating_point"} <= set(report)
+    assert report["n"] == 120 and report["roc_auc"] > 0.85
+    assert set(report["operating_point"]) == {
+        "approve_below",
+        "reject_at",
+        "ham_rejected",
+        "positives_approved",
+        "held",
+    }
+
+    result = runner.invoke(cli, ["models", "list", "--kind", "spam", "--json"], obj=obj)
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    starter = next(i["version"] for i in listed if i["status"] == "active")
+    assert {i["version"] for i in listed} == {version, starter}
+
+    assert runner.invoke(cli, ["models", "promote", "--kind", "spam", version], obj=obj).exit_code == 0
+    result = runner.invoke(cli, ["evaluate", "--kind", "spam", *data_args, "--split", "dev", "--json"], obj=obj)
+    assert json.loads(result.output)["model"] == version
+    result = runner.invoke(cli, ["models", "rollback", "--kind", "spam"], obj=obj)
+    assert result.exit_code == 0 and starter in result.output
+    bad = runner.invoke(cli, ["models", "promote", "--kind", "spam", "spam-nope"], obj=obj)
+    assert bad.exit_code != 0 and "no spam model version" in bad.output
+
+
+def test_cli_registry_root_from_environment(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("BOUNCER_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["models", "list", "--kind", "abuse"])
+    assert result.exit_code == 0, result.output
+    assert "active" in result.output and (tmp_path / "models" / "abuse" / "active.json").is_file()

@@ -1,0 +1,108 @@
+"""Normalisation and feature extraction on hostile input."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import HashingVectorizer
+
+from classifiers import CommentInput, build_pipeline
+from classifiers.explain import _index
+from classifiers.features import NUMERIC_FEATURES, email_kind, prepare_comment
+from classifiers.normalize import MAX_CHARS, normalize_text
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("FR33 V1AGRA now!!!!", "free viagra now!!"),
+        ("Сheap viаgra", "cheap viagra"),  # Cyrillic С and а inside Latin words
+        ("f r e e money", "free money"),
+        ("c@sh $ex h4te", "cash sex hate"),
+        ("zero\u200bwidth\u2060join\ufeff", "zerowidthjoin"),
+        ("\u202eevil\u202c text", "evil text"),  # bidi override stripped
+        ("sooooo goooood", "soo good"),
+        ("ＦＵＬＬＷＩＤＴＨ", "fullwidth"),  # NFKC
+        ("it&#39;s <b>bold</b>", "it's  bold "),
+    ],
+)
+def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
+    assert normalize_text(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["call 1-800-555-0199 in 2024", "price 10.50 for 3 items", "mp3 covid19 user123"])
+def test_normalize_keeps_numbers_and_names(raw: str) -> None:
+    assert normalize_text(raw) == raw.lower()
+
+
+def test_normalize_leaves_real_non_latin_text_alone() -> None:
+    assert normalize_text("Привет мир") == "привет мир"
+    assert normalize_text("مرحبا بالعالم") == "مرحبا بالعالم"
+    assert normalize_text("こんにちは 世界 🎉") == "こんにちは 世界 🎉"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "\x00\x01\x02\x7f", "\u202e\u200f" * 100, "🙂" * 3000, "a" * 1_000_000, "<" * 10_000,
+     "http://" * 5000, "\ud800", "&" * 20_000, "Ω≈ç√∫" * 1000, "1" * 100_000],
+)  # fmt: skip
+def test_prepare_survives_hostile_input_quickly(text: str) -> None:
+    start = time.perf_counter()
+    prepared = prepare_comment(CommentInput(text=text, author_name=text[:300], author_email=text[:50]))
+    assert time.perf_counter() - start < 0.5
+    assert len(prepared.text) <= MAX_CHARS
+    assert len(prepared.numeric) == len(NUMERIC_FEATURES)
+    assert all(0.0 <= v <= 1.0 for v in prepared.numeric)
+
+
+def test_metadata_features() -> None:
+    p = prepare_comment(
+        CommentInput(
+            text="Visit HDMovieStream.COM and http://www.cheap.xyz/a call +1 (800) 555-0199",
+            author_name="Norton Support Number 24x7",
+            author_email="x@mailinator.com",
+            author_url="http://spam.top",
+            honeypot=True,
+            seconds_since_post=20,
+            post_title="Baking sourdough bread at home",
+        )
+    )
+    tokens = set(p.meta.split())
+    assert {"link_tld:xyz", "link_domain:cheap.xyz", "link_domain:hdmoviestream.com", "author_url:present",
+            "email:disposable", "honeypot:filled", "since_post:<1m", "phone:present",
+            "author_shape:many_words", "author_shape:digits", "author_word:support"} <= tokens  # fmt: skip
+    assert p.n_links == 2
+    assert dict(zip(NUMERIC_FEATURES, p.numeric, strict=True))["offtopic"] == 1.0
+
+
+def test_missing_metadata_is_neutral() -> None:
+    """Absent metadata yields no tokens and zero numeric values: nothing for a model to learn from."""
+    p = prepare_comment(CommentInput(text="just some words here"))
+    assert p.meta == ""
+    assert dict(zip(NUMERIC_FEATURES, p.numeric, strict=True))["offtopic"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("email", "kind"),
+    [
+        ("", ""),
+        ("a@gmail.com", "free"),
+        ("b@yopmail.com", "disposable"),
+        ("c@acme.io", "corporate"),
+        ("nope", "invalid"),
+    ],
+)
+def test_email_kind(email: str, kind: str) -> None:
+    assert email_kind(email) == kind
+
+
+def test_explainer_hash_matches_vectorizer() -> None:
+    """Explanations re-hash n-grams; the index must be the one HashingVectorizer uses."""
+    vec = build_pipeline("spam").named_steps["features"].transformer_list[0][1].named_steps["hash"]
+    assert isinstance(vec, HashingVectorizer)
+    for term in ["click here", "viagra", "ümlaut", "日本"]:
+        row = vec.transform([term]) if " " not in term else vec.transform([term])
+        expected = _index(term, vec.n_features)
+        assert expected in set(np.flatnonzero(row.toarray()[0]))

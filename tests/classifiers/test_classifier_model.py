@@ -1,0 +1,85 @@
+"""Pipeline fit and score, calibration, operating point, explanations and category heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import brier_score_loss
+
+from classifiers import CommentInput, Dataset, Thresholds, build_pipeline, choose_operating_point, evaluate, load_csv
+from classifiers.registry import LoadedModel
+
+
+def test_build_pipeline_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="unknown kind"):
+        build_pipeline("ham")
+
+
+def test_trained_spam_model_ranks_and_calibrates(spam_model, small_spam: list[Dataset]) -> None:  # type: ignore[no-untyped-def]
+    pipeline, manifest = spam_model
+    test = Dataset.concat([d.split("test") for d in small_spam])
+    p = pipeline.predict_proba(test.comments)[:, 1]
+    assert p.shape == (len(test),) and np.all((p >= 0) & (p <= 1))
+    metrics = evaluate(pipeline, test, Thresholds(**manifest["thresholds"]))
+    assert metrics["roc_auc"] > 0.9
+    # Calibrated: better Brier score than always answering the base rate, mean close to the base rate.
+    base = brier_score_loss(test.labels, np.full(len(test), test.labels.mean()))
+    assert metrics["brier"] < base
+    assert abs(p.mean() - test.labels.mean()) < 0.15
+    assert set(manifest) >= {"data", "parameters", "metrics", "thresholds", "libraries", "created_at", "git_commit"}
+    assert all(len(f["sha256"]) == 64 and f["licence"] for f in manifest["data"])
+
+
+def test_choose_operating_point_meets_its_budget() -> None:
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(1000), np.ones(500)].astype(int)
+    p = np.r_[rng.beta(2, 8, 1000), rng.beta(8, 2, 500)]
+    t = choose_operating_point(y, p)
+    assert 0 < t.approve_below <= t.reject_at <= 1
+    assert (p[y == 0] >= t.reject_at).mean() <= 0.005
+    assert (p[y == 1] < t.approve_below).mean() <= 0.02
+    with pytest.raises(ValueError):
+        choose_operating_point([0, 0], [0.1, 0.2])
+
+
+def test_thresholds_decide() -> None:
+    t = Thresholds(approve_below=0.2, reject_at=0.9)
+    assert [t.decide(p) for p in (0.1, 0.2, 0.5, 0.9)] == ["approve", "hold", "hold", "reject"]
+
+
+def test_score_explains_with_model_features(spam_model) -> None:  # type: ignore[no-untyped-def]
+    pipeline, manifest = spam_model
+    model = LoadedModel("spam", "test", pipeline, manifest)
+    comments = [
+        CommentInput(text="Check out my channel!! subscribe http://bit.ly/x http://bit.ly/y http://spam.xyz/z"),
+        CommentInput(text="I love this song, the chorus is great"),
+        CommentInput(text=""),
+        CommentInput(text="\u202e\u200b🙂" * 2000),
+    ]
+    scores = model.score(comments)
+    assert len(scores) == 4
+    assert scores[0].probability > scores[1].probability
+    assert 0 < len(scores[0].reasons) <= 5
+    assert any("link" in r or "subscribe" in r or "channel" in r for r in scores[0].reasons), scores[0].reasons
+    assert scores[0].categories == {}
+    np.testing.assert_allclose([s.probability for s in scores], model.predict_proba(comments))
+    assert model.score([]) == [] and model.predict_proba([]).shape == (0,)
+
+
+def test_abuse_model_has_category_heads(abuse_model) -> None:  # type: ignore[no-untyped-def]
+    pipeline, manifest = abuse_model
+    assert {"offensive", "hate"} <= set(manifest["categories"])
+    model = LoadedModel("abuse", "test", pipeline, manifest)
+    insult, polite = model.score([CommentInput("you are a stupid fucking idiot"), CommentInput("thanks, great post")])
+    assert insult.probability > polite.probability
+    assert set(insult.categories) == set(manifest["categories"])
+    assert insult.categories["offensive"] > polite.categories["offensive"]
+
+
+def test_evaluate_reports_sublabel_breakdown(abuse_model, data_dir, slicer) -> None:  # type: ignore[no-untyped-def]
+    pipeline, manifest = abuse_model
+    model = LoadedModel("abuse", "test", pipeline, manifest)
+    hatecheck = slicer.take(load_csv(data_dir / "abuse" / "hatecheck.csv"), {"test": 200})
+    out = evaluate(model, hatecheck)
+    assert out["n"] == 200 and "by_sublabel" in out
+    assert set(out["operating_point"]) == {"approve_below", "reject_at", "ham_rejected", "positives_approved", "held"}

@@ -1,0 +1,120 @@
+"""Registry: round trip, trusted types, promote / rollback, hot swap, seeding from the starter models."""
+
+from __future__ import annotations
+
+import fractions
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+
+from classifiers import CommentInput, ModelRegistry
+from classifiers.persistence import TRUSTED_TYPES, UntrustedArtifactError, load_pipeline, save_pipeline
+from classifiers.registry import STARTER_DIR
+
+COMMENTS = [
+    CommentInput(text="subscribe to my channel http://x.xyz", author_name="Cheap Deals 4 U"),
+    CommentInput(text="Nice video, brings back memories"),
+    CommentInput(text=""),
+]
+
+
+def test_round_trip_gives_identical_probabilities(spam_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pipeline, manifest = spam_model
+    registry = ModelRegistry(tmp_path, seed_starter=False)
+    version = registry.register("spam", pipeline, manifest)
+    assert version.startswith("spam-") and len(version.split("-")) == 3
+    loaded = ModelRegistry(tmp_path, seed_starter=False).load("spam", version)
+    np.testing.assert_array_equal(loaded.predict_proba(COMMENTS), pipeline.predict_proba(COMMENTS)[:, 1])
+    stored = json.loads((tmp_path / "spam" / version / "manifest.json").read_text())
+    assert stored["version"] == version and stored["thresholds"] == manifest["thresholds"]
+
+
+def test_untrusted_types_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.skops"
+    sio.dump({"x": fractions.Fraction(1, 3)}, path)  # a type nobody trusted
+    with pytest.raises(UntrustedArtifactError, match="untrusted"):
+        load_pipeline(path)
+    sio.dump([1, 2], path)
+    with pytest.raises(UntrustedArtifactError, match="Pipeline"):
+        load_pipeline(path)
+
+
+def test_saved_artifact_uses_only_trusted_types(spam_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    save_pipeline(spam_model[0], tmp_path / "m.skops")
+    assert set(sio.get_untrusted_types(file=tmp_path / "m.skops")) <= set(TRUSTED_TYPES)
+
+
+def test_promote_rollback_and_hot_swap(spam_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pipeline, manifest = spam_model
+    serving = ModelRegistry(tmp_path)  # seeds the starter model
+    starter = serving.active("spam")
+    assert [i.status for i in serving.versions("spam")] == ["active"]
+
+    admin = ModelRegistry(tmp_path)  # another process
+    version = admin.register("spam", pipeline, {**manifest, "created_at": "2999-01-01T00:00:00Z"})
+    assert serving.active("spam") is starter  # candidates do not serve
+    infos = admin.versions("spam")
+    assert [(i.version, i.status) for i in infos] == [(version, "candidate"), (starter.version, "active")]
+
+    admin.promote("spam", version)
+    deadline = time.time() + 2
+    while serving.active("spam").version != version and time.time() < deadline:
+        os.utime(tmp_path / "spam" / "active.json")  # coarse mtime clocks: the inode changes anyway
+    assert serving.active("spam").version == version
+    assert {i.version: i.status for i in admin.versions("spam")}[starter.version] == "retired"
+
+    assert admin.rollback("spam") == starter.version
+    assert serving.active("spam").version == starter.version
+    assert {i.version: i.status for i in admin.versions("spam")}[version] == "needs_review"
+    with pytest.raises(LookupError):
+        admin.rollback("spam")
+
+    admin.set_status("spam", version, "retired", note="worse on youtube")
+    assert {i.version: i.status for i in admin.versions("spam")}[version] == "retired"
+    with pytest.raises(ValueError):
+        admin.set_status("spam", starter.version, "retired")
+    with pytest.raises(KeyError):
+        admin.load("spam", "../../etc")
+
+
+def test_active_is_thread_safe(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                model = registry.active("abuse")
+                model.score([CommentInput(text="hello there")])
+                results.append(model.version)
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(results)) == 1 and len(results) == 80
+
+
+def test_starter_models_are_shipped_small_and_safe() -> None:
+    for kind in ("spam", "abuse"):
+        versions = [p for p in (STARTER_DIR / kind).iterdir() if p.is_dir()]
+        assert len(versions) == 1, versions
+        artifact = versions[0] / "model.skops"
+        assert artifact.stat().st_size <= 10 * 1024 * 1024
+        assert set(sio.get_untrusted_types(file=artifact)) <= set(TRUSTED_TYPES)
+        manifest = json.loads((versions[0] / "manifest.json").read_text())
+        assert all(f["train_allowed"] for f in manifest["data"])
+        assert {f["source"] for f in manifest["data"]} <= {
+            "youtube", "sms", "spamassassin", "jigsaw", "jigsaw-categories", "davidson", "convabuse"
+        }  # fmt: skip
+    assert (STARTER_DIR / "MODEL_CARD.md").is_file()
