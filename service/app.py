@@ -24,7 +24,7 @@ _MACHINE_PREFIXES = ("/api/", "/1.1/", "/1.2/")
 
 # (module with a ``bp`` blueprint, whether it is a machine API authenticated by site keys)
 BLUEPRINTS: tuple[tuple[str, bool], ...] = (
-    ("service.api", True),
+    ("service.api.views", True),
     ("service.akismet", True),
     ("service.metrics", False),
     ("service.auth", False),

@@ -1,5 +1,1 @@
-"""The native JSON API v1."""
-
-from service.api.views import bp
-
-__all__ = ["bp"]
+"""The native JSON API v1: ``views`` (the blueprint), ``schemas`` (request validation), ``openapi``."""

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 import service.decisions.stream as stream
 from service.decisions.hits import RuleHit
@@ -118,6 +119,8 @@ def evaluate(session: Session, comments: Sequence[Comment]) -> list[tuple[Outcom
 def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str = "worker") -> dict[int, Comment]:
     """Decide those of ``comment_ids`` still pending and commit; returns the comments this call decided.
 
+    One conditional UPDATE ... RETURNING claims the batch (whoever commits first wins; a redelivered task or the
+    web fallback changes nothing), then the values, audit events and callback outbox rows are written in bulk.
     Side effects after the commit (notifications, callbacks, stream memory) are the caller's: see ``after_decided``.
     """
     comments = list(
@@ -131,10 +134,24 @@ def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str
         return {}
     outcomes = evaluate(session, comments)
     now = datetime.now(UTC)
+    claimed = set(
+        session.scalars(
+            update(Comment)
+            .where(Comment.id.in_([c.id for c in comments]), Comment.status == CommentStatus.PENDING)
+            .values(status=CommentStatus.DECIDED, decided_by=decided_by, decided_at=now)
+            .returning(Comment.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if not claimed:
+        session.rollback()
+        return {}
+    rows, events, deliveries = [], [], []
     won: dict[int, Comment] = {}
     for c, (outcome, extra) in zip(comments, outcomes, strict=True):
+        if c.id not in claimed:
+            continue  # someone else decided it first; change nothing
         values = {
-            "status": CommentStatus.DECIDED,
             "decision": outcome.decision,
             "auto_decision": outcome.decision,
             "category": outcome.category,
@@ -144,34 +161,31 @@ def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str
             "categories": extra["categories"],
             "model_versions": extra["model_versions"],
             "campaign_key": extra["campaign_key"],
-            "decided_by": decided_by,
-            "decided_at": now,
         }
-        result = session.execute(
-            update(Comment)
-            .where(Comment.id == c.id, Comment.status == CommentStatus.PENDING)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
-            continue  # someone else decided it first; change nothing
+        rows.append({"id": c.id, **values})
+        values.update(status=CommentStatus.DECIDED, decided_by=decided_by, decided_at=now)
         for key, value in values.items():
-            setattr(c, key, value)
-        event = ModerationEvent(
-            comment_id=c.id,
-            site_id=c.site_id,
-            actor="model" if decided_by == "worker" else decided_by,
-            action="decide",
-            from_decision=None,
-            to_decision=outcome.decision,
-            category=outcome.category,
-            details={"rules": extra["rule_codes"], "models": extra["model_versions"]},
+            set_committed_value(c, key, value)  # the bulk UPDATE below writes them; don't flush them twice
+        events.append(
+            {
+                "comment_id": c.id,
+                "site_id": c.site_id,
+                "actor": "model" if decided_by == "worker" else decided_by,
+                "action": "decide",
+                "from_decision": None,
+                "to_decision": outcome.decision,
+                "category": outcome.category,
+                "details": {"rules": extra["rule_codes"], "models": extra["model_versions"]},
+                "created_at": now,
+            }
         )
-        session.add(event)
         if c.site.callback_url:
-            session.flush()
-            session.add(CallbackDelivery(comment_id=c.id, site_id=c.site_id, event_id=event.id))
+            deliveries.append({"comment_id": c.id, "site_id": c.site_id, "event_id": None, "created_at": now})
         won[c.id] = c
+    session.execute(update(Comment), rows)  # ORM bulk UPDATE by primary key: one executemany
+    session.execute(insert(ModerationEvent), events)
+    if deliveries:
+        session.execute(insert(CallbackDelivery), deliveries)
     session.commit()
     return won
 

@@ -470,6 +470,11 @@ def record_decisions(comments: Sequence[Comment]) -> None:
 
 _LUA_COMMON = f"""
 local W = {HEX_WIDTH}
+-- PEXPIRE ... GT needs Redis 7; the embedded server is Redis 6.2, so extend a TTL by hand
+local function extend_ttl(k, ms)
+  local ttl = redis.call('PTTL', k)
+  if ttl >= 0 and ttl < ms then redis.call('PEXPIRE', k, ms) end
+end
 local function same_positions(a, b)
   local n = 0
   for p = 1, #a, W do
@@ -528,7 +533,7 @@ for i, c in ipairs(items) do
       key = c.ckey
       redis.call('SET', 'cl:' .. key .. ':sig', c.sig, 'NX', 'PX', retain)
     end
-    redis.call('PEXPIRE', 'cl:' .. key .. ':sig', retain, 'GT')
+    extend_ttl('cl:' .. key .. ':sig', retain)
     for b = 1, #c.bands do
       redis.call('SET', 'b:' .. b .. ':' .. c.bands[b], key, 'NX', 'PX', retain)
     end
@@ -583,11 +588,11 @@ for _, c in ipairs(items) do
       for b = 1, #c.bands do
         local bk = 'b:' .. b .. ':' .. c.bands[b]
         if not redis.call('SET', bk, key, 'NX', 'PX', keep) and redis.call('GET', bk) == key then
-          redis.call('PEXPIRE', bk, keep, 'GT')
+          extend_ttl(bk, keep)
         end
       end
     end
-    redis.call('PEXPIRE', 'cl:' .. key .. ':sig', keep, 'GT')
+    extend_ttl('cl:' .. key .. ':sig', keep)
   else
     redis.call('DEL', 'cl:' .. key .. ':rej')
   end

@@ -1,0 +1,237 @@
+"""Running Bouncer: ``bouncer web``, ``worker``, ``beat`` (one process each) and ``bouncer up`` (all of them).
+
+``web``, ``worker`` and ``beat`` replace themselves with gunicorn or Celery (``sys.executable -m ...``, so the
+interpreter and its environment are the ones running ``bouncer``): signals from Docker or systemd reach the
+server directly. ``up`` runs the same argv as children of a small supervisor, behind an embedded Redis when
+``BOUNCER_REDIS_URL`` is unset.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+import click
+
+from service.config import Settings, settings
+
+WSGI_APP = "service.wsgi:app"
+CELERY_APP = "workers.celery_app:celery"
+WORKER_QUEUES = ("score", "default", "callbacks")
+WORKER_POOLS = ("prefork", "threads", "solo")
+DEFAULT_POOL = "threads"  # measured: prefork children never finished a scoring batch; threads and solo do
+
+_pass_through = {"ignore_unknown_options": True, "allow_extra_args": False}
+
+
+def _gunicorn_level(level: str) -> str:
+    return {"WARN": "warning", "FATAL": "critical"}.get(level, level).lower()
+
+
+def _celery_level(level: str) -> str:
+    return {"WARN": "WARNING"}.get(level, level)
+
+
+def web_argv(cfg: Settings, *, access_log: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """gunicorn with threaded workers; no preload, so every worker opens its own database and Redis pools."""
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", cfg.bind,
+        "--worker-class", "gthread",
+        "--workers", str(cfg.web_workers),
+        "--threads", str(cfg.web_threads),
+        # A request may wait up to BOUNCER_WAIT_MAX_MS for its decision; the timeout must stay well above it.
+        "--timeout", str(max(30, cfg.wait_max_ms // 1000 + 20)),
+        "--graceful-timeout", "10",
+        "--keep-alive", "5",
+        "--log-level", _gunicorn_level(cfg.log_level),
+        "--error-logfile", "-",
+    ]  # fmt: skip
+    if access_log:
+        argv += ["--access-logfile", "-"]
+    return [*argv, *extra, WSGI_APP]
+
+
+def worker_argv(cfg: Settings, *, pool: str, concurrency: int, extra: Sequence[str] = ()) -> list[str]:
+    """A Celery worker on the score, default and callbacks queues."""
+    return [
+        sys.executable, "-m", "celery", "-A", CELERY_APP, "worker",
+        "--loglevel", _celery_level(cfg.log_level),
+        "--pool", pool,
+        "--concurrency", str(concurrency),
+        "--queues", ",".join(WORKER_QUEUES),
+        "-O", "fair",
+        *extra,
+    ]  # fmt: skip
+
+
+def beat_argv(cfg: Settings, *, extra: Sequence[str] = ()) -> list[str]:
+    """Celery beat; its schedule state lives in the data dir. Run exactly one per deployment."""
+    return [
+        sys.executable, "-m", "celery", "-A", CELERY_APP, "beat",
+        "--loglevel", _celery_level(cfg.log_level),
+        "--schedule", str(cfg.data_dir / "celerybeat-schedule"),
+        *extra,
+    ]  # fmt: skip
+
+
+def _exec(argv: list[str]) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+def _pool_options(func: Callable[..., None]) -> Callable[..., None]:
+    func = click.option(
+        "--concurrency",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Pool size [default: BOUNCER_WORKER_CONCURRENCY].",
+    )(func)
+    return click.option(
+        "--pool",
+        type=click.Choice(WORKER_POOLS),
+        default=DEFAULT_POOL,
+        show_default=True,
+        help="Celery pool.",
+    )(func)
+
+
+@click.command(context_settings=_pass_through)
+@click.option("--access-log/--no-access-log", default=False, help="Log every request to stdout.")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def web(access_log: bool, extra: tuple[str, ...]) -> None:
+    """Run the HTTP service (gunicorn). Extra arguments go to gunicorn."""
+    _exec(web_argv(settings(), access_log=access_log, extra=extra))
+
+
+@click.command(context_settings=_pass_through)
+@_pool_options
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def worker(pool: str, concurrency: int | None, extra: tuple[str, ...]) -> None:
+    """Run a Celery worker. Extra arguments go to "celery worker"."""
+    cfg = settings()
+    _exec(worker_argv(cfg, pool=pool, concurrency=concurrency or cfg.worker_concurrency, extra=extra))
+
+
+@click.command(context_settings=_pass_through)
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def beat(extra: tuple[str, ...]) -> None:
+    """Run Celery beat (periodic tasks: sweeper, retraining). Extra arguments go to "celery beat"."""
+    cfg = settings()
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    _exec(beat_argv(cfg, extra=extra))
+
+
+# -- bouncer up ------------------------------------------------------------------------------------------
+
+
+def _connect_address(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return host, int(port)
+
+
+def _accepts_connections(bind: str) -> bool:
+    try:
+        with socket.create_connection(_connect_address(bind), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _public_url(bind: str) -> str:
+    host, port = _connect_address(bind)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _child_env(cfg: Settings) -> dict[str, str]:
+    """The children read the same settings; the derived values are pinned so that every process agrees."""
+    env = dict(os.environ)
+    env["BOUNCER_DATA_DIR"] = str(cfg.data_dir)
+    env["BOUNCER_REDIS_URL"] = cfg.redis_url
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _banner(cfg: Settings, seconds: float) -> str:
+    redis = f"embedded, {cfg.redis_url}" if cfg.embedded_redis else _without_password(cfg.redis_url)
+    return "\n".join(
+        [
+            "",
+            f"Bouncer is up at {_public_url(cfg.bind)}/ (started in {seconds:.1f} s)",
+            "  pages      /api/v1 (API), /moderation/, /admin/",
+            f"  data dir   {cfg.data_dir}",
+            f"  database   {_without_password(cfg.database_url)}",
+            f"  redis      {redis}",
+            '  new site   bouncer sites create --name "My blog" --url https://blog.example',
+            "  moderator  bouncer users create --email you@example.com --role admin",
+            "  Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+@click.command()
+@_pool_options
+@click.option("--access-log/--no-access-log", default=False, help="Log every request to stdout.")
+def up(pool: str, concurrency: int | None, access_log: bool) -> None:
+    """Run everything on this machine: Redis (embedded when BOUNCER_REDIS_URL is unset), migrations, web,
+    worker and beat. Ctrl-C or SIGTERM stops all of them."""
+    from service.embedded_redis import EmbeddedRedisError, redis_child
+    from service.supervisor import ChildSpec, Supervisor, SupervisorError
+
+    cfg = settings()
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    if _accepts_connections(cfg.bind):
+        raise click.ClickException(f"something already listens on {cfg.bind}; set BOUNCER_BIND to a free address")
+    env = _child_env(cfg)
+    supervisor = Supervisor()
+    supervisor.install_signal_handlers()
+    started = time.monotonic()
+    try:
+        if cfg.embedded_redis:
+            supervisor.start(redis_child(cfg.data_dir))
+        from service.migrate import upgrade
+
+        upgrade()
+        workers = concurrency or cfg.worker_concurrency
+        supervisor.start(ChildSpec("worker", worker_argv(cfg, pool=pool, concurrency=workers), env, tier=1))
+        supervisor.start(ChildSpec("beat", beat_argv(cfg), env, tier=1))
+        supervisor.start(
+            ChildSpec(
+                "web",
+                web_argv(cfg, access_log=access_log),
+                env,
+                ready=lambda: _accepts_connections(cfg.bind),
+                tier=2,
+            )
+        )
+    except (SupervisorError, EmbeddedRedisError) as exc:
+        supervisor.stop_all()
+        supervisor.restore_signal_handlers()
+        if supervisor.stopping:
+            return
+        raise click.ClickException(str(exc)) from exc
+    except BaseException:
+        supervisor.stop_all()
+        raise
+    click.echo(_banner(cfg, time.monotonic() - started))
+    code = supervisor.run()
+    supervisor.restore_signal_handlers()
+    if code:
+        raise click.ClickException("a process kept crashing, so Bouncer stopped; see the log above")
