@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
+from celery.schedules import crontab
 from flask import Flask
 
 from service.config import settings
@@ -45,9 +46,11 @@ def celery_config() -> dict[str, Any]:
             "bouncer.score_comment": {"queue": "score"},
             "bouncer.deliver_callback": {"queue": "callbacks"},
         },
-        "include": ["workers.tasks"],
+        "include": ["workers.tasks", "workers.retrain_tasks"],
         "beat_schedule": {
             "sweep-pending": {"task": "bouncer.sweep_pending", "schedule": float(cfg.sweep_interval_seconds)},
+            # Nightly: retrain each kind when enough new human labels arrived since the last retrain.
+            "retrain-if-due": {"task": "bouncer.retrain_if_due", "schedule": crontab(minute=30, hour=3)},
         },
         "timezone": "UTC",
     }

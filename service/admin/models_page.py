@@ -106,5 +106,7 @@ def recent_runs(session: Session, limit: int = 10) -> list[RetrainRun]:
 
 
 def models_page_extra() -> dict[str, Any]:
-    """Extra template context for the models page (retrain controls); the retraining work fills this in."""
-    return {}
+    """Extra template context for the models page: the retrain controls and the latest runs."""
+    from service.admin.retraining import models_page_context
+
+    return models_page_context()

@@ -1,0 +1,118 @@
+"""Retrain runs: a bad candidate is not promoted and the report says why; failures are visible and harmless;
+one retrain at a time. These use a sample of the base data (the end-to-end test uses all of it)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from classifiers import Dataset, train_model
+from service import retraining
+from service.db import session_scope
+from service.models import RetrainRun
+from service.scoring import registry
+from tests.conftest import make_site
+from tests.retraining.conftest import add_labelled, campaign_labels
+
+SAMPLE = 0.15  # of the base rows: enough to train a sensible model in seconds
+
+
+def _run(run_id: int) -> RetrainRun:
+    with session_scope() as db:
+        run = db.get(RetrainRun, run_id)
+        assert run is not None
+        return run
+
+
+def flipped_trainer(kind: str, datasets: list[Dataset], **kwargs: Any) -> Any:
+    """The same training, on every label flipped: a deliberately bad candidate."""
+    return train_model(kind, [dataclasses.replace(d, labels=1 - d.labels) for d in datasets], **kwargs)
+
+
+def test_bad_candidate_is_not_promoted_and_the_report_says_why(
+    active_models: dict[str, str], admin_client: tuple[Any, str]
+) -> None:
+    site = make_site()
+    add_labelled(site["id"], campaign_labels(60, 40, seed=2))
+    options = retraining.RetrainOptions(base_fraction=SAMPLE, site_ids=(site["id"],))
+    active = registry().active("spam").version
+
+    run_id = retraining.retrain("spam", "test", options=options, trainer=flipped_trainer)
+
+    run = _run(run_id)
+    assert run.status == "needs_review", run.error
+    assert registry().active("spam").version == active == run.active_version  # untouched
+    reasons = run.report["reasons"]
+    assert any(r.startswith("not better on the site holdout") for r in reasons), reasons
+    assert any(r.startswith("worse on sms (test): roc_auc") for r in reasons), reasons
+    labels = run.report["labels"]
+    assert (labels["total"], labels["holdout"]) == (100, 20)
+    assert 70 <= labels["train"] <= 80  # minus any repeat of a held-out text
+    candidate = {v.version: v for v in registry().versions("spam")}[str(run.candidate_version)]
+    assert candidate.status == "needs_review"
+    assert candidate.manifest["retrain"]["reasons"] == reasons  # the registry keeps the report's verdict
+    assert candidate.manifest["retrain"]["decision"] == "needs_review"
+    assert run.progress.startswith("6/6") and run.finished_at is not None
+
+    client, _token = admin_client
+    page = client.get(f"/admin/retraining/runs/{run_id}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Refresh" not in page.headers
+    assert "Not promoted automatically" in html and "not better on the site holdout" in html
+    assert "Promote the candidate" in html and "Confusion at the thresholds" in html
+    models_page = client.get("/admin/models").get_data(as_text=True)
+    assert "Retrain now" in models_page and f"#{run_id}" in models_page  # the retrain panel on the models page
+
+
+def test_a_failed_retrain_is_visible_and_leaves_the_active_model(active_models: dict[str, str]) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("out of memory while fitting")
+
+    site = make_site()
+    versions_before = {v.version for v in registry().versions("spam")}
+    active = registry().active("spam").version
+    options = retraining.RetrainOptions(base_fraction=SAMPLE, site_ids=(site["id"],))
+    run_id = retraining.retrain("spam", "test", options=options, trainer=broken)
+
+    run = _run(run_id)
+    assert run.status == "failed"
+    assert run.error == "RuntimeError: out of memory while fitting"
+    assert run.progress.startswith("3/6 training")  # where it stopped
+    assert registry().active("spam").version == active
+    assert {v.version for v in registry().versions("spam")} == versions_before
+    assert retraining.lock_holder() is None  # the lock is released
+
+
+def test_one_retrain_at_a_time(bouncer_env: dict[str, Any]) -> None:
+    run_id = retraining.create_run("abuse", "admin")
+    with pytest.raises(retraining.RetrainBusy):
+        retraining.create_run("abuse", "admin")  # one queued run per kind
+    with retraining.retrain_lock():
+        with pytest.raises(retraining.RetrainBusy):
+            retraining.retrain("abuse", run_id=run_id)
+        assert _run(run_id).status == "queued"  # the task retries it later
+        with pytest.raises(retraining.RetrainBusy):
+            retraining.retrain("spam", "schedule")  # a run made here ends visibly
+    spam_runs = _latest("spam")
+    assert (spam_runs.status, spam_runs.error) == ("failed", "another retrain was running")
+    retraining.mark_failed(run_id, "cleaned up by the test")
+
+
+def test_a_redelivered_task_of_a_dead_worker_marks_its_run_failed(bouncer_env: dict[str, Any]) -> None:
+    run_id = retraining.create_run("abuse", "admin")
+    with session_scope() as db:
+        db.get(RetrainRun, run_id).status = "running"  # type: ignore[union-attr]  # exists: just created
+    assert retraining.retrain("abuse", run_id=run_id) == run_id
+    run = _run(run_id)
+    assert run.status == "failed" and run.error.startswith("interrupted")
+
+
+def _latest(kind: str) -> RetrainRun:
+    from sqlalchemy import select
+
+    with session_scope() as db:
+        run = db.scalar(select(RetrainRun).where(RetrainRun.kind == kind).order_by(RetrainRun.id.desc()))
+        assert run is not None
+        return run
