@@ -11,8 +11,11 @@ from flask_wtf import CSRFProtect
 
 def _rate_key() -> str:
     """Limit per API key where one is sent (so one noisy site cannot starve another), else per client IP."""
-    auth = request.headers.get("Authorization", "")
-    key = auth.partition(" ")[2].strip() or request.form.get("api_key", "") or request.form.get("key", "")
+    key = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    if not key and request.blueprint == "akismet":
+        from service.akismet.views import request_key  # form, query or Host header, as Akismet clients send it
+
+        key = request_key()
     if key:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
     return "ip:" + (request.remote_addr or "unknown")

@@ -16,7 +16,7 @@ from service.decisions.hits import RuleHit
 LIST_KINDS = ("email", "ip", "domain", "author", "phrase")
 _LINK_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+|<a\s[^>]*href")
 # Akismet's documented test hooks, honoured on every API so integrations can be tested end to end.
-TEST_SPAM_AUTHOR = "viagra-test-123"
+TEST_SPAM_AUTHORS = ("viagra-test-123", "akismet-guaranteed-spam")
 TEST_SPAM_EMAIL = "akismet-guaranteed-spam@example.com"
 
 
@@ -115,7 +115,7 @@ def run_rules(
 ) -> list[RuleHit]:
     """All rule hits for one comment, in the order they are shown."""
     hits = list_hits(c, entries)
-    if c.author_name.strip().lower() == TEST_SPAM_AUTHOR or c.author_email.strip().lower() == TEST_SPAM_EMAIL:
+    if c.author_name.strip().lower() in TEST_SPAM_AUTHORS or c.author_email.strip().lower() == TEST_SPAM_EMAIL:
         hits.append(RuleHit("test.spam", "reject", "Akismet test hook: guaranteed spam author", "spam"))
     if c.user_role.strip().lower() == "administrator":
         hits.append(RuleHit("test.administrator", "approve", "written by a site administrator"))

@@ -1,0 +1,195 @@
+"""Akismet-compatible endpoints: Akismet's form fields, plain-text answers and ``X-akismet-*`` headers.
+
+Errors answer like Akismet does (HTTP 200, body ``invalid``, the reason in ``X-akismet-debug-help``), because
+Akismet clients read the body, not the status. Only rate limiting answers with a status (429 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
+
+from service.akismet.checking import StoredDecision, decide_within, warm_models
+from service.akismet.forms import AkismetComment, AkismetFormError, parse_comment
+from service.akismet.stats import DEFAULT_STATS_PERIOD, get_stats, usage_limit
+from service.comments import insert_comment, store_comment
+from service.config import settings
+from service.db import session_scope
+from service.extensions import limiter
+from service.human_decisions import apply_label
+from service.models import Comment, Decision, Site
+from service.sites import site_by_akismet_key
+
+bp = Blueprint("akismet", __name__)
+
+THANKS = "Thanks for making the web a better place."
+AKISMET_KEY_LENGTH = 12
+
+
+@bp.before_request
+def _warm_in_this_process() -> None:
+    # Only in processes that serve requests: a thread started at app creation would also run in the Celery
+    # worker's parent and deadlock its forked pool children. A no-op after the first call.
+    warm_models()
+
+
+def _text(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status=status, mimetype="text/plain", headers=headers or {})
+
+
+def _invalid(message: str) -> Response:
+    return _text("invalid", headers={"X-akismet-debug-help": message})
+
+
+@bp.errorhandler(AkismetFormError)
+def _form_error(exc: AkismetFormError) -> Response:
+    return _invalid(exc.message)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(_exc: RequestEntityTooLarge) -> Response:
+    return _invalid(f"The request body is larger than {settings().max_body_bytes} bytes")
+
+
+@bp.errorhandler(TooManyRequests)
+def _rate_limited(_exc: TooManyRequests) -> Response:
+    current = limiter.current_limit
+    retry_after = max(1, math.ceil(current.reset_at - time.time())) if current is not None else 60
+    return _text(
+        f"Too many requests for this key: retry after {retry_after} seconds.",
+        status=429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def host_key(host: str) -> str:
+    """The key in the first label of the Host header (``KEY.bouncer.example``), as the npm client sends it."""
+    if host.startswith("["):  # an IPv6 literal carries no key
+        return ""
+    labels = host.rsplit(":", 1)[0].split(".") if host.count(":") <= 1 else []
+    if len(labels) >= 2 and len(labels[0]) == AKISMET_KEY_LENGTH and labels[0].isalnum():
+        return labels[0].lower()
+    return ""
+
+
+def request_key() -> str:
+    """The Akismet key: form or query ``api_key``, then ``key``, then the Host header's first label."""
+    for name in ("api_key", "key"):
+        value = str(request.form.get(name) or request.args.get(name) or "").strip()
+        if value:
+            return value
+    return host_key(request.host)
+
+
+def _site(session: Session) -> Site:
+    key = request_key()
+    if not key:
+        raise AkismetFormError("api_key", 'Empty "api_key" value')
+    site = site_by_akismet_key(session, key) if len(key) == AKISMET_KEY_LENGTH else None
+    if site is None:
+        raise AkismetFormError("api_key", "The API key is not valid (an Akismet key of a Bouncer site: 12 characters)")
+    return site
+
+
+@bp.post("/1.1/verify-key")
+def verify_key() -> Response:
+    """``valid`` when the key belongs to an active site and a blog URL is given, else ``invalid``."""
+    with session_scope() as session:
+        _site(session)
+    if not str(request.form.get("blog") or request.args.get("blog") or "").strip():
+        return _invalid('Empty "blog" value')
+    return _text("valid")
+
+
+def check_answer(outcome: StoredDecision, hold_is_spam: bool) -> Response:
+    """approve → ``false``; reject → ``true`` + discard; hold (or still pending) → the site's choice."""
+    headers = {"X-akismet-guid": str(outcome.comment_id), "X-bouncer-decision": outcome.decision or outcome.status}
+    if outcome.decision == Decision.REJECT:
+        headers["X-akismet-pro-tip"] = "discard"
+        return _text("true", headers=headers)
+    if outcome.decision == Decision.APPROVE:
+        return _text("false", headers=headers)
+    # A held comment waits in Bouncer's own queue either way; the site decides what the blog shows meanwhile.
+    return _text("true" if hold_is_spam else "false", headers=headers)
+
+
+@bp.post("/1.1/comment-check")
+def comment_check() -> Response:
+    """Store the comment, decide it within the Akismet budget, answer ``true`` (spam) or ``false`` (ham)."""
+    with session_scope() as session:
+        site = _site(session)
+        parsed = parse_comment(request.form)
+        comment_id, created = insert_comment(session, site.id, parsed.comment, source="akismet", is_test=parsed.is_test)
+        hold_is_spam = site.akismet_hold_is_spam
+    outcome = decide_within(comment_id, settings().akismet_wait_ms, enqueue=created)
+    return check_answer(outcome, hold_is_spam)
+
+
+def _submitted_comment(session: Session, site: Site, parsed: AkismetComment) -> Comment | None:
+    """The comment a submit-spam/ham is about: by ``guid`` when sent, else by content + author + IP.
+
+    A submission marked ``is_test`` only ever touches test comments, so it can never train the models.
+    """
+    conditions = [Comment.site_id == site.id]
+    if parsed.is_test:
+        conditions.append(Comment.is_test.is_(True))
+    if parsed.guid:
+        if not parsed.guid.isdigit():
+            return None
+        return session.scalars(select(Comment).where(Comment.id == int(parsed.guid), *conditions)).first()
+    data = parsed.comment
+    return session.scalars(
+        select(Comment)
+        .where(
+            *conditions,
+            Comment.author_ip == data.author.ip,
+            Comment.author_name == data.author.name,
+            Comment.content == data.content,
+        )
+        .order_by(Comment.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _submit(label: str) -> Response:
+    with session_scope() as session:
+        site = _site(session)
+        parsed = parse_comment(request.form)
+        comment = _submitted_comment(session, site, parsed)
+        if comment is None:
+            comment, _created = store_comment(session, site, parsed.comment, source="akismet", is_test=parsed.is_test)
+        # The blog's own moderators decided, so no callback goes back to it.
+        apply_label(session, comment, label, source="akismet", actor="akismet", action="feedback", notify_blog=False)
+    return _text(THANKS)
+
+
+@bp.post("/1.1/submit-spam")
+def submit_spam() -> Response:
+    """The blog says this comment is spam (a missed spam): label it, or store it labelled."""
+    return _submit("spam")
+
+
+@bp.post("/1.1/submit-ham")
+def submit_ham() -> Response:
+    """The blog says this comment is not spam (a false positive): label it, or store it labelled."""
+    return _submit("ham")
+
+
+@bp.route("/1.2/usage-limit", methods=["GET", "POST"])
+def usage() -> Response:
+    """This month's comment-checks of the key's site, in Akismet's usage-limit shape."""
+    with session_scope() as session:
+        return jsonify(usage_limit(session, _site(session)))
+
+
+@bp.route("/1.1/get-stats", methods=["GET", "POST"])
+def stats() -> Response:
+    """Spam, ham, missed spam, false positives and accuracy of the key's site, in Akismet's get-stats shape."""
+    period = str(request.form.get("from") or request.args.get("from") or DEFAULT_STATS_PERIOD)
+    with session_scope() as session:
+        return jsonify(get_stats(session, _site(session), period))

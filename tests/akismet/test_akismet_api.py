@@ -1,0 +1,244 @@
+"""The Akismet endpoints through the Flask test client: keys, Akismet-style errors, submissions, usage and stats.
+
+Everything here runs without a model; comment-check decisions are covered with real clients in
+``test_akismet_clients.py`` and the web fallback in ``test_akismet_decisions.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from service.akismet.views import THANKS
+from service.api.schemas import CommentIn
+from service.comments import store_comment
+from service.db import session_scope
+from service.models import Comment, CommentStatus, Label, ModerationEvent, Site
+from tests.conftest import make_site
+
+BLOG = "https://blog.example"
+
+
+def akismet_post(client: Any, path: str, data: dict[str, Any], **kwargs: Any) -> Any:
+    return client.post(path, data=data, **kwargs)
+
+
+def assert_invalid(response: Any, help_contains: str) -> None:
+    assert response.status_code == 200
+    assert response.get_data(as_text=True) == "invalid"
+    assert response.mimetype == "text/plain"
+    assert help_contains in response.headers["X-akismet-debug-help"]
+
+
+def seed_comment(site_id: int, **fields: Any) -> int:
+    body = {"content": "A stored comment", "author": {"name": "Sam", "ip": "198.51.100.9"}, **fields}
+    is_test = bool(body.pop("is_test", False))
+    auto = body.pop("auto_decision", None)
+    with session_scope() as session:
+        site = session.get(Site, site_id)
+        assert site is not None
+        comment, _ = store_comment(session, site, CommentIn.model_validate(body), source="akismet", is_test=is_test)
+        if auto is not None:
+            comment.status, comment.decision, comment.auto_decision = CommentStatus.DECIDED, auto, auto
+        return comment.id
+
+
+def current_labels(comment_id: int) -> list[str]:
+    with session_scope() as session:
+        return list(
+            session.scalars(select(Label.label).where(Label.comment_id == comment_id, Label.superseded.is_(False)))
+        )
+
+
+# verify-key ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["key", "api_key"])
+def test_verify_key_valid(client: Any, site: dict[str, Any], field: str) -> None:
+    response = akismet_post(client, "/1.1/verify-key", {field: site["akismet_key"], "blog": BLOG})
+    assert response.status_code == 200 and response.get_data(as_text=True) == "valid"
+    assert response.mimetype == "text/plain"
+
+
+def test_verify_key_from_host_label(client: Any, site: dict[str, Any]) -> None:
+    response = client.post(
+        "/1.1/verify-key", data={"blog": BLOG}, base_url=f"http://{site['akismet_key']}.bouncer.example"
+    )
+    assert response.get_data(as_text=True) == "valid"
+
+
+@pytest.mark.parametrize(
+    ("data", "help_contains"),
+    [
+        ({"key": "aaaaaaaaaaaa", "blog": BLOG}, "not valid"),
+        ({"key": "short", "blog": BLOG}, "not valid"),
+        ({"blog": BLOG}, 'Empty "api_key" value'),
+    ],
+)
+def test_verify_key_invalid(client: Any, data: dict[str, str], help_contains: str) -> None:
+    assert_invalid(akismet_post(client, "/1.1/verify-key", data), help_contains)
+
+
+def test_verify_key_needs_blog(client: Any, site: dict[str, Any]) -> None:
+    assert_invalid(akismet_post(client, "/1.1/verify-key", {"key": site["akismet_key"]}), 'Empty "blog" value')
+
+
+def test_inactive_site_key_is_invalid(client: Any, site: dict[str, Any]) -> None:
+    with session_scope() as session:
+        row = session.get(Site, site["id"])
+        assert row is not None
+        row.active = False
+    assert_invalid(akismet_post(client, "/1.1/verify-key", {"key": site["akismet_key"], "blog": BLOG}), "not valid")
+
+
+# comment-check errors: Akismet style, nothing stored ---------------------------------------------------------
+
+
+def _comment_count(site_id: int) -> int:
+    with session_scope() as session:
+        return len(session.scalars(select(Comment.id).where(Comment.site_id == site_id)).all())
+
+
+@pytest.mark.parametrize(
+    ("drop", "extra", "help_contains"),
+    [
+        ("api_key", {}, 'Empty "api_key" value'),
+        ("blog", {}, 'Empty "blog" value'),
+        ("user_ip", {}, 'Empty "user_ip" value'),
+        (None, {"comment_content": "x" * 32_001}, '"comment_content" is too long'),
+        (None, {"comment_author_email": "e" * 400}, '"comment_author_email" is too long'),
+        (None, {"is_test": "perhaps"}, '"is_test"'),
+        (None, {"comment_content": "nul\x00byte"}, '"comment_content"'),
+    ],
+)
+def test_comment_check_invalid_requests(
+    client: Any, site: dict[str, Any], drop: str | None, extra: dict[str, str], help_contains: str
+) -> None:
+    data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "203.0.113.1", "comment_content": "hi", **extra}
+    data.pop(drop or "", None)
+    assert_invalid(akismet_post(client, "/1.1/comment-check", data), help_contains)
+    assert _comment_count(site["id"]) == 0
+
+
+def test_comment_check_bad_key(client: Any) -> None:
+    data = {"api_key": "zzzzzzzzzzzz", "blog": BLOG, "user_ip": "203.0.113.1", "comment_content": "hi"}
+    assert_invalid(akismet_post(client, "/1.1/comment-check", data), "not valid")
+
+
+def test_body_over_64_kib_is_invalid_not_an_error(client: Any, site: dict[str, Any]) -> None:
+    data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "203.0.113.1", "comment_content": "y" * 70_000}
+    assert_invalid(akismet_post(client, "/1.1/comment-check", data), "larger than 65536 bytes")
+    assert _comment_count(site["id"]) == 0
+
+
+# submit-spam / submit-ham -------------------------------------------------------------------------------------
+
+
+def submit(client: Any, site: dict[str, Any], endpoint: str, **fields: str) -> Any:
+    data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "198.51.100.9", **fields}
+    response = akismet_post(client, f"/1.1/{endpoint}", data)
+    assert response.status_code == 200 and response.get_data(as_text=True) == THANKS
+    return response
+
+
+def test_submit_spam_by_guid_labels_the_comment(client: Any, site: dict[str, Any]) -> None:
+    cid = seed_comment(site["id"], auto_decision="approve")
+    submit(client, site, "submit-spam", guid=str(cid), comment_content="text differs; the guid wins")
+    assert current_labels(cid) == ["spam"]
+    with session_scope() as session:
+        comment = session.get(Comment, cid)
+        assert comment is not None and (comment.decision, comment.category) == ("reject", "spam")
+        event = session.scalars(select(ModerationEvent).where(ModerationEvent.comment_id == cid)).one()
+        assert (event.actor, event.action, event.from_decision) == ("akismet", "feedback", "approve")
+
+
+def test_submit_ham_matches_content_author_and_ip(client: Any, site: dict[str, Any]) -> None:
+    cid = seed_comment(site["id"], content="Is this spam?", auto_decision="reject")
+    submit(client, site, "submit-ham", comment_content="Is this spam?", comment_author="Sam")
+    assert current_labels(cid) == ["ham"]
+    submit(client, site, "submit-spam", comment_content="Is this spam?", comment_author="Sam")
+    assert current_labels(cid) == ["spam"]  # the later label supersedes the earlier one
+
+
+def test_submit_of_an_unknown_comment_stores_it_labelled(client: Any, site: dict[str, Any]) -> None:
+    submit(client, site, "submit-spam", comment_content="never checked before", comment_author="Bot")
+    with session_scope() as session:
+        comment = session.scalars(select(Comment).where(Comment.site_id == site["id"])).one()
+        assert (comment.content, comment.status, comment.decision) == ("never checked before", "decided", "reject")
+        assert comment.source == "akismet"
+        cid = comment.id
+    assert current_labels(cid) == ["spam"]
+
+
+def test_submit_guid_of_another_site_does_not_touch_it(client: Any, site: dict[str, Any]) -> None:
+    other = make_site(name="Other blog")
+    cid = seed_comment(other["id"], auto_decision="approve")
+    submit(client, site, "submit-spam", guid=str(cid), comment_content="x")
+    assert current_labels(cid) == []
+
+
+@pytest.mark.parametrize("flag", ["1", "true", "True"])
+def test_submit_is_test_never_trains(client: Any, site: dict[str, Any], flag: str) -> None:
+    real = seed_comment(site["id"], content="real comment", auto_decision="approve")
+    submit(client, site, "submit-spam", comment_content="real comment", comment_author="Sam", is_test=flag)
+    assert current_labels(real) == []  # a test submission does not touch a real comment
+    with session_scope() as session:
+        stored = session.scalars(select(Comment).where(Comment.site_id == site["id"], Comment.is_test.is_(True))).one()
+        assert stored.decision == "reject"
+        assert session.scalars(select(Label).where(Label.site_id == site["id"])).all() == []
+
+
+# usage-limit and get-stats ------------------------------------------------------------------------------------
+
+
+def test_usage_limit_counts_this_months_checks(client: Any, site: dict[str, Any]) -> None:
+    for _ in range(3):
+        seed_comment(site["id"])
+    response = client.get(f"/1.2/usage-limit?api_key={site['akismet_key']}")
+    assert response.status_code == 200 and response.is_json
+    assert response.get_json() == {"limit": "none", "usage": 3, "percentage": "0.00", "throttled": False}
+    assert client.get("/1.2/usage-limit?api_key=nopenopenope").get_data(as_text=True) == "invalid"
+
+
+def test_get_stats_shape_and_counts(client: Any, site: dict[str, Any]) -> None:
+    missed = seed_comment(site["id"], content="slipped through", auto_decision="approve")
+    false_positive = seed_comment(site["id"], content="wrongly held", auto_decision="hold")
+    seed_comment(site["id"], content="caught", auto_decision="reject")
+    seed_comment(site["id"], content="fine", auto_decision="approve")
+    seed_comment(site["id"], content="test only", auto_decision="reject", is_test=True)
+    submit(client, site, "submit-spam", guid=str(missed))
+    submit(client, site, "submit-ham", guid=str(false_positive))
+
+    response = akismet_post(client, "/1.1/get-stats", {"key": site["akismet_key"], "blog": BLOG})
+    body = response.get_json()
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert body == {
+        "spam": 2,  # the reject and the hold (holds answer true by default)
+        "ham": 2,
+        "missed_spam": 1,
+        "false_positives": 1,
+        "accuracy": 50.0,
+        "breakdown": {month: {"spam": 2, "ham": 2, "missed_spam": 1, "false_positives": 1, "da": f"{month}-01"}},
+        "time_saved": 0,
+    }
+    by_day = akismet_post(client, "/1.1/get-stats", {"key": site["akismet_key"], "blog": BLOG, "from": "60-days"})
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert list(by_day.get_json()["breakdown"]) == [today]
+    by_year = akismet_post(client, "/1.1/get-stats", {"key": site["akismet_key"], "blog": BLOG, "from": "all"})
+    year = datetime.now(UTC).strftime("%Y")
+    assert by_year.get_json()["breakdown"][year]["da"] == f"{year}-01-01"
+
+
+def test_get_stats_six_months_leaves_out_older_comments(client: Any, site: dict[str, Any]) -> None:
+    old = seed_comment(site["id"], auto_decision="reject")
+    with session_scope() as session:
+        comment = session.get(Comment, old)
+        assert comment is not None
+        comment.received_at = datetime.now(UTC) - timedelta(days=400)
+    body = akismet_post(client, "/1.1/get-stats", {"key": site["akismet_key"], "blog": BLOG}).get_json()
+    assert (body["spam"], body["breakdown"], body["accuracy"]) == (0, {}, 100.0)
+    everything = akismet_post(client, "/1.1/get-stats", {"key": site["akismet_key"], "blog": BLOG, "from": "all"})
+    assert everything.get_json()["spam"] == 1

@@ -1,0 +1,92 @@
+"""The comment-check answer: the decision → Akismet mapping, and the web fallback that keeps one stored decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from service.akismet.checking import StoredDecision, decide_within, stored_decision
+from service.akismet.views import check_answer
+from service.api.schemas import CommentIn
+from service.comments import store_comment
+from service.db import session_scope
+from service.decisions.engine import after_decided, decide_pending
+from service.models import Comment, ModerationEvent, Site
+
+
+@pytest.mark.parametrize(
+    ("decision", "status", "hold_is_spam", "body", "discard"),
+    [
+        ("approve", "decided", True, "false", False),
+        ("reject", "decided", True, "true", True),
+        ("reject", "decided", False, "true", True),
+        ("hold", "decided", True, "true", False),
+        ("hold", "decided", False, "false", False),
+        (None, "pending", True, "true", False),  # not decided in time: treated like a hold
+        (None, "pending", False, "false", False),
+    ],
+)
+def test_answer_mapping(
+    app: Any, decision: str | None, status: str, hold_is_spam: bool, body: str, discard: bool
+) -> None:
+    with app.test_request_context():
+        response = check_answer(StoredDecision(42, status, decision, None), hold_is_spam)
+    assert response.status_code == 200 and response.get_data(as_text=True) == body
+    assert response.headers["X-akismet-guid"] == "42"
+    assert ("X-akismet-pro-tip" in response.headers) is discard
+    if discard:
+        assert response.headers["X-akismet-pro-tip"] == "discard"
+
+
+def _pending_comment(site_id: int, author: str) -> int:
+    with session_scope() as session:
+        site = session.get(Site, site_id)
+        assert site is not None
+        data = CommentIn.model_validate({"content": "Great post", "author": {"name": author, "ip": "192.0.2.1"}})
+        comment, _ = store_comment(session, site, data, source="akismet")
+        return comment.id
+
+
+def _worker_decides(comment_id: int) -> None:
+    """What the worker's scoring task does for a batch holding this comment."""
+    with session_scope() as session:
+        after_decided(session, decide_pending(session, [comment_id], decided_by="worker"))
+
+
+def _events(comment_id: int) -> int:
+    with session_scope() as session:
+        return int(
+            session.scalar(select(func.count(ModerationEvent.id)).where(ModerationEvent.comment_id == comment_id)) or 0
+        )
+
+
+def test_web_fallback_decides_once_and_the_worker_changes_nothing(app: Any, site: dict[str, Any]) -> None:
+    """No worker answered within the budget (0 ms here): the web process decides with the same code."""
+    comment_id = _pending_comment(site["id"], "viagra-test-123")
+    outcome = decide_within(comment_id, 0, enqueue=False)
+    assert (outcome.status, outcome.decision, outcome.category) == ("decided", "reject", "spam")
+    with session_scope() as session:
+        comment = session.get(Comment, comment_id)
+        assert comment is not None and comment.decided_by == "web"
+        decided_at = comment.decided_at
+    assert _events(comment_id) == 1
+
+    _worker_decides(comment_id)  # the late (or redelivered) worker task: it finds the comment decided
+    after = stored_decision(comment_id)
+    assert (after.status, after.decision) == ("decided", "reject")
+    with session_scope() as session:
+        comment = session.get(Comment, comment_id)
+        assert comment is not None and (comment.decided_by, comment.decided_at) == ("web", decided_at)
+    assert _events(comment_id) == 1
+
+
+def test_worker_first_then_fallback_changes_nothing(app: Any, site: dict[str, Any]) -> None:
+    comment_id = _pending_comment(site["id"], "Ada")
+    _worker_decides(comment_id)
+    first = stored_decision(comment_id)
+    assert first.status == "decided"
+    again = decide_within(comment_id, 0, enqueue=False)
+    assert again == first
+    assert _events(comment_id) == 1
