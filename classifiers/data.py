@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import json
 import sys
@@ -264,6 +265,26 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+def _wxr_time(gmt: str, local: str) -> dt.datetime | None:
+    """A WXR date (``2024-03-01 12:00:00``); the GMT one when set, else the site-local one."""
+    for value in (gmt, local):
+        value = (value or "").strip()
+        if value and not value.startswith("0000"):
+            try:
+                return dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+            except ValueError:
+                continue
+    return None
+
+
+def _seconds_between(post: tuple[str, str], comment: tuple[str, str]) -> float | None:
+    """Comment time minus post time; both GMT when both have it, else both site-local (same clock)."""
+    both_gmt = all(v.strip() and not v.strip().startswith("0000") for v in (post[0], comment[0]))
+    p = _wxr_time(post[0], "") if both_gmt else _wxr_time("", post[1])
+    c = _wxr_time(comment[0], "") if both_gmt else _wxr_time("", comment[1])
+    return (c - p).total_seconds() if p and c else None
+
+
 def load_wxr(path: Path | str) -> Dataset:
     """WordPress WXR export: ``comment_approved`` 1 -> ham, ``spam`` -> spam; pending and trash are skipped."""
     path = Path(path)
@@ -274,7 +295,7 @@ def load_wxr(path: Path | str) -> Dataset:
     for _event, item in ET.iterparse(path, events=("end",)):
         if _local(item.tag) != "item":
             continue
-        title = link = excerpt = post_id = ""
+        title = link = excerpt = post_id = post_gmt = post_local = ""
         for child in item:
             name = _local(child.tag)
             if name == "title":
@@ -285,6 +306,10 @@ def load_wxr(path: Path | str) -> Dataset:
                 excerpt = child.text or ""
             elif name == "post_id":
                 post_id = child.text or ""
+            elif name == "post_date_gmt":
+                post_gmt = child.text or ""
+            elif name == "post_date":
+                post_local = child.text or ""
         for c in item:
             if _local(c.tag) != "comment":
                 continue
@@ -303,6 +328,9 @@ def load_wxr(path: Path | str) -> Dataset:
                     post_excerpt=excerpt,
                     post_url=link,
                     type=f.get("comment_type", "") or "comment",
+                    seconds_since_post=_seconds_between(
+                        (post_gmt, post_local), (f.get("comment_date_gmt", ""), f.get("comment_date", ""))
+                    ),
                 )
             )
             labels.append(int(status == "spam"))

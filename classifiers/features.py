@@ -7,8 +7,10 @@ mix of training sources (most public corpora carry no metadata at all).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import string
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,12 @@ _HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?([^:/?#\s]+)", re.I
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+?\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]?\d{3,4}(?!\w)"
 )
+# A dot before a known TLD: the cheap pre-check before the full bare-domain search.
+_TLD_HINT = re.compile(r"\.(?:" + _BARE_DOMAIN.pattern.split("(?:", 2)[2].split(")", 1)[0] + r")\b", re.IGNORECASE)
+_ASCII_LETTERS = string.ascii_letters.encode()
+_ASCII_UPPER = string.ascii_uppercase.encode()
+_ASCII_DIGITS = string.digits.encode()
+_ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.isspace() accepts in ASCII
 _LONG_DIGITS = re.compile(r"(?<!\d)\d{9,13}(?!\d)")
 _WORD = re.compile(r"[^\W_]+")
 
@@ -144,18 +152,36 @@ def _since_post_bucket(seconds: float | None) -> str:
     return "since_post:>=1y"
 
 
+PREPARED_CACHE_SIZE = 4096
+
+
 def prepare_comment(comment: CommentInput | str | dict[str, Any]) -> PreparedComment:
-    """Extract everything the model needs from one comment (robust to any input)."""
+    """Extract everything the model needs from one comment (robust to any input).
+
+    Results for ``CommentInput`` values are cached (LRU, keyed by the comment's fields), so the spam and
+    the abuse model scoring the same batch prepare each comment once.
+    """
     if isinstance(comment, str):
         comment = CommentInput(text=comment)
     elif isinstance(comment, dict):
         comment = CommentInput(**comment)
+    try:
+        return _prepare_cached(comment)
+    except TypeError:  # a field of an unhashable type: still prepared, just not cached
+        return _prepare(comment)
+
+
+def prepare_many(comments: Iterable[CommentInput | str | dict[str, Any]]) -> list[PreparedComment]:
+    return [prepare_comment(c) for c in comments]
+
+
+def _prepare(comment: CommentInput) -> PreparedComment:
     raw = strip_surrogates((comment.text or "")[:MAX_CHARS])
     text = normalize_text(raw)
     tokens: list[str] = []
 
-    links = _URL.findall(raw)
-    bare = _BARE_DOMAIN.findall(_URL.sub(" ", raw)) if "." in raw else []
+    links = _URL.findall(raw) if ("//" in raw or "www" in raw.lower()) else []
+    bare = _BARE_DOMAIN.findall(_URL.sub(" ", raw) if links else raw) if _TLD_HINT.search(raw) else []
     hosts = [_host(u) for u in links] + [d.lower() for d in bare]
     hosts = [h for h in hosts if h]
     n_links = len(links) + len(bare)
@@ -183,17 +209,28 @@ def prepare_comment(comment: CommentInput | str | dict[str, Any]) -> PreparedCom
     if comment.type and comment.type not in ("comment", "reply"):
         tokens.append(f"type:{comment.type.strip().lower()[:20]}")
 
-    n_phones = len(_PHONE.findall(raw)) + len(_LONG_DIGITS.findall(raw))
+    n = max(len(raw), 1)
+    if raw.isascii():  # bytes.translate deletes a class of characters in C: same counts as the str methods
+        b = raw.encode("ascii")
+        n_letters = len(b) - len(b.translate(None, _ASCII_LETTERS))
+        upper = len(b) - len(b.translate(None, _ASCII_UPPER))
+        digits = len(b) - len(b.translate(None, _ASCII_DIGITS))
+        spaces = len(b) - len(b.translate(None, _ASCII_SPACE))
+        symbols = len(b) - n_letters - digits - spaces
+    else:
+        n_letters = sum(map(str.isalpha, raw))
+        upper = sum(map(str.isupper, raw))
+        digits = sum(map(str.isdigit, raw))
+        symbols = n - sum(map(str.isalnum, raw)) - sum(map(str.isspace, raw)) if raw else 0
+
+    n_phones = len(_PHONE.findall(raw)) + len(_LONG_DIGITS.findall(raw)) if digits >= 8 else 0
     if n_phones:
         tokens.append("phone:present")
-
-    n = max(len(raw), 1)
-    n_letters = sum(map(str.isalpha, raw))
-    upper = sum(map(str.isupper, raw))
-    digits = sum(map(str.isdigit, raw))
-    symbols = n - sum(map(str.isalnum, raw)) - sum(map(str.isspace, raw)) if raw else 0
     n_words = max(len(raw.split()), 1)
-    scripts = {_script(ch) for ch in raw[:1000] if ch.isalpha()}
+    if raw.isascii():
+        scripts = {"latin"} if n_letters else set()
+    else:  # each distinct letter once: a long comment has few distinct characters
+        scripts = {_script(ch) for ch in set(raw[:1000]) if ch.isalpha()}
     scripts.discard("other")
     if len(scripts) > 1:
         tokens.append("scripts:" + "+".join(sorted(scripts)))
@@ -220,6 +257,9 @@ def prepare_comment(comment: CommentInput | str | dict[str, Any]) -> PreparedCom
         offtopic,
     )
     return PreparedComment(text=text, meta=" ".join(tokens), numeric=numeric, n_links=n_links)
+
+
+_prepare_cached = functools.lru_cache(maxsize=PREPARED_CACHE_SIZE)(_prepare)
 
 
 class CommentPreparer(TransformerMixin, BaseEstimator):

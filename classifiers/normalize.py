@@ -36,7 +36,8 @@ _INVISIBLE = re.compile(
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Only tokens with a digit, @, $ or a non-ASCII character can need folding (fast path for plain words).
-_TOKEN = re.compile(r"[^\s]*[0-9@$\u0080-\U0010ffff][^\s]*")
+_TOKEN = re.compile(r"(?<!\S)\S*?[0-9@$\u0080-\U0010ffff]\S*")  # anchored at word starts: linear time
+_NEEDS_FOLDING = re.compile(r"[0-9@$\u0080-\U0010ffff]")
 _REPEAT = re.compile(r"(\D)\1{2,}")
 # Three or more single letters separated by one space/dot/dash/star: "f r e e" -> "free".
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ .*_\-]){2,}[^\W\d_](?![^\W\d_])")
@@ -89,10 +90,12 @@ def normalize_text(text: str, max_chars: int = MAX_CHARS) -> str:
         # Comments arrive as HTML: entities are letters, tags are markup (their links are counted elsewhere).
         text = html.unescape(_TAG.sub(" ", text))
     text = unicodedata.normalize("NFKC", text)[:max_chars]
-    text = _INVISIBLE.sub("", text)
+    if not text.isascii():
+        text = _INVISIBLE.sub("", text)
     text = _CONTROL.sub(" ", text)
     text = text.casefold()
-    text = _TOKEN.sub(lambda m: _fold_token(m.group(0)), text)
+    if _NEEDS_FOLDING.search(text):
+        text = _TOKEN.sub(lambda m: _fold_token(m.group(0)), text)
     text = _REPEAT.sub(r"\1\1", text)
     text = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group(0)), text)
     return text

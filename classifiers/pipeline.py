@@ -20,7 +20,7 @@ WORD_TOKEN_PATTERN = r"(?u)\b\w[\w'’]*\b"
 # Per kind: regularisation of the main model and its category heads.
 _PARAMS: dict[str, dict[str, float]] = {
     "spam": {"C": 8.0, "head_C": 2.0},
-    "abuse": {"C": 4.0, "head_C": 2.0},
+    "abuse": {"C": 2.0, "head_C": 2.0},  # dev: C=2 best mean over the four sources (C=4: 0.9640, 2: 0.9649)
 }
 
 

@@ -73,15 +73,23 @@ def build_starter(kind: str, data_dir: Path, out_dir: Path = STARTER_DIR) -> tup
     show_default=True,
 )
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(TRAIN_FILES)), default=("spam", "abuse"))
-def main(data_dir: Path, kinds: tuple[str, ...]) -> None:
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=STARTER_DIR,
+    show_default=True,
+    help="Write here instead (build in a scratch directory, then move the kind directories into place).",
+)
+def main(data_dir: Path, kinds: tuple[str, ...], out_dir: Path) -> None:
     """Rebuild the committed starter models and their model card."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
-        version, report = build_starter(kind, data_dir)
-        (STARTER_DIR / kind / version / "evaluation_only.json").write_text(json.dumps(report, indent=2))
+        version, report = build_starter(kind, data_dir, out_dir)
+        (out_dir / kind / version / "evaluation_only.json").write_text(json.dumps(report, indent=2))
         click.echo(f"{kind}: {version}")
     from classifiers.model_card import write_model_card
 
-    write_model_card(STARTER_DIR)
+    write_model_card(out_dir)
 
 
 if __name__ == "__main__":

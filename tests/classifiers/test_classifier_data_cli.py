@@ -16,14 +16,18 @@ WXR = """<?xml version="1.0" encoding="UTF-8"?>
 <channel><title>My blog</title>
 <item><title>Sourdough at home</title><link>https://blog.example/sourdough</link>
   <excerpt:encoded><![CDATA[How to bake bread]]></excerpt:encoded><wp:post_id>7</wp:post_id>
+  <wp:post_date>2024-03-01 13:00:00</wp:post_date><wp:post_date_gmt>2024-03-01 12:00:00</wp:post_date_gmt>
   <wp:comment><wp:comment_id>1</wp:comment_id><wp:comment_author><![CDATA[Anna]]></wp:comment_author>
     <wp:comment_author_email>anna@example.org</wp:comment_author_email><wp:comment_author_url></wp:comment_author_url>
     <wp:comment_author_IP>192.0.2.1</wp:comment_author_IP><wp:comment_approved>1</wp:comment_approved>
     <wp:comment_type>comment</wp:comment_type>
+    <wp:comment_date>2024-03-01 15:00:00</wp:comment_date>
+    <wp:comment_date_gmt>2024-03-01 14:00:00</wp:comment_date_gmt>
     <wp:comment_content><![CDATA[Lovely crumb, thanks!]]></wp:comment_content></wp:comment>
   <wp:comment><wp:comment_id>2</wp:comment_id><wp:comment_author><![CDATA[Cheap Flights]]></wp:comment_author>
     <wp:comment_author_email>x@mailinator.com</wp:comment_author_email>
     <wp:comment_author_url>http://cheap.xyz</wp:comment_author_url><wp:comment_approved>spam</wp:comment_approved>
+    <wp:comment_date>2024-03-01 13:00:20</wp:comment_date><wp:comment_date_gmt>0000-00-00 00:00:00</wp:comment_date_gmt>
     <wp:comment_content><![CDATA[Best deals http://cheap.xyz]]></wp:comment_content></wp:comment>
   <wp:comment><wp:comment_id>3</wp:comment_id><wp:comment_approved>0</wp:comment_approved>
     <wp:comment_content>pending</wp:comment_content></wp:comment>
@@ -46,6 +50,8 @@ def test_load_wxr(tmp_path: Path) -> None:
         "Sourdough at home",
     )
     assert data.comments[0].post_excerpt == "How to bake bread" and data.groups == ["7", "7"]
+    # seconds since the post: GMT dates when both have them, else the site-local ones
+    assert [c.seconds_since_post for c in data.comments] == [7200.0, 20.0]
     assert set(data.splits) <= {"train", "dev", "test"} and len(data.files[0]["sha256"]) == 64
 
 
