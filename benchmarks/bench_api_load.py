@@ -14,17 +14,42 @@ import asyncio
 import csv
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import psutil
 from sqlalchemy import create_engine, func, select, text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.stack import local_stack  # noqa: E402 - after the path setup
+
+
+def cpu_by_component() -> dict[str, float]:
+    """CPU seconds (user + system) so far of the web, worker, Redis and load-generator processes."""
+    totals: dict[str, float] = {}
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "gunicorn" in cmd and "service.wsgi" in cmd:
+            part = "web"
+        elif "celery" in cmd and "worker" in cmd and "bench-" in cmd:
+            part = "worker"
+        elif (proc.info["name"] or "").startswith("redis-server"):
+            part = "redis"
+        elif proc.pid == os.getpid():
+            part = "load-generator"
+        else:
+            continue
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        totals[part] = totals.get(part, 0.0) + times.user + times.system
+    return totals
 
 
 def comment_texts(limit: int = 2000) -> list[str]:
@@ -112,9 +137,11 @@ def main() -> None:
         worker_concurrency=args.worker_concurrency,
     ) as stack:
         asyncio.run(run_load(stack["url"], stack["api_key"], args.clients, args.warmup))
+        cpu_before = cpu_by_component()
         started = time.monotonic()
         latencies, statuses, ids = asyncio.run(run_load(stack["url"], stack["api_key"], args.clients, args.duration))
         elapsed = time.monotonic() - started
+        cpu_used = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_by_component().items()}
         engine = create_engine(stack["database_url"].replace("postgresql://", "postgresql+psycopg://", 1))
         deadline = time.monotonic() + 120
         with engine.connect() as conn:
@@ -147,6 +174,8 @@ def main() -> None:
         f"p99={ordered[int(len(ordered) * 0.99)] * 1000:.1f} max={ordered[-1] * 1000:.1f}"
     )
     print(f"persisted: {stored} of {len(ids)} accepted; after draining: {rows}")
+    per = ", ".join(f"{k} {v * 1000 / max(1, len(latencies)):.2f}" for k, v in sorted(cpu_used.items()))
+    print(f"CPU ms per comment: {per}")
 
 
 if __name__ == "__main__":

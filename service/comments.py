@@ -7,11 +7,13 @@ repeated submission of the same external_id finds the stored comment instead of 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import Insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from service.api.schemas import CommentIn
 from service.models import Comment, CommentStatus, Site
@@ -55,18 +57,20 @@ def _row(site_id: int, data: CommentIn, source: str, is_test: bool) -> dict[str,
     }
 
 
-def _insert(dialect: str) -> Insert:
-    if dialect == "postgresql":
-        return postgresql.insert(Comment).on_conflict_do_nothing(index_elements=["site_id", "external_id"])
-    return sqlite.insert(Comment).on_conflict_do_nothing(index_elements=["site_id", "external_id"])
+@cache
+def _insert(dialect: str) -> ReturningInsert[Any]:
+    """The INSERT statement, built once per dialect: values go in as parameters so SQLAlchemy caches it compiled."""
+    table = cast(Table, Comment.__table__)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(index_elements=["site_id", "external_id"]).returning(table.c.id)
 
 
 def insert_comment(
     session: Session, site_id: int, data: CommentIn, *, source: str = "api", is_test: bool = False
 ) -> tuple[int, bool]:
     """Insert the comment as pending (not committed); returns (id, created). A resubmission returns the stored id."""
-    statement = _insert(session.get_bind().dialect.name).values(_row(site_id, data, source, is_test))
-    new_id = session.execute(statement.returning(Comment.id)).scalar()
+    statement = _insert(session.get_bind().dialect.name)
+    new_id = session.execute(statement, _row(site_id, data, source, is_test)).scalar()
     if new_id is not None:
         return int(new_id), True
     existing = session.execute(
