@@ -23,7 +23,6 @@ def main(ctx: click.Context) -> None:
 
 def _register() -> None:
     from classifiers.cli import evaluate, models, train
-
     from service.cli_admin import db, sites, users
     from service.cli_run import beat, up, web, worker
 

@@ -40,7 +40,7 @@ def score_comment(requests: list[SimpleRequest]) -> None:
         try:
             with session_scope() as session:
                 decided = decide_pending(session, ids, decided_by="worker")
-                after_decided(session, decided)
+                after_decided(decided)
             return
         except OperationalError:  # a locked SQLite or a dropped connection: try again, then leave it to the sweeper
             log.warning("scoring batch failed (attempt %s)", attempt + 1, exc_info=True)

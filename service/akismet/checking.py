@@ -83,7 +83,7 @@ def _decide_here(comment_id: int) -> None:
     try:
         with session_scope() as session:
             decided = decide_pending(session, [comment_id], decided_by="web")
-            after_decided(session, decided)
+            after_decided(decided)
     except Exception:  # the comment stays pending in the database; the sweeper re-enqueues it
         log.exception("the web fallback could not decide comment %s", comment_id)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,7 +117,15 @@ def evaluate(session: Session, comments: Sequence[Comment]) -> list[tuple[Outcom
     return results
 
 
-def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str = "worker") -> dict[int, Comment]:
+@dataclass(frozen=True)
+class Decided:
+    """What one ``decide_pending`` call decided: the comments, and the callback outbox rows it wrote."""
+
+    comments: dict[int, Comment] = field(default_factory=dict)
+    delivery_ids: list[int] = field(default_factory=list)
+
+
+def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str = "worker") -> Decided:
     """Decide those of ``comment_ids`` still pending and commit; returns the comments this call decided.
 
     One conditional UPDATE ... RETURNING claims the batch (whoever commits first wins; a redelivered task or the
@@ -131,7 +140,7 @@ def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str
         )
     )
     if not comments:
-        return {}
+        return Decided()
     outcomes = evaluate(session, comments)
     now = datetime.now(UTC)
     claimed = set(
@@ -145,7 +154,7 @@ def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str
     )
     if not claimed:
         session.rollback()
-        return {}
+        return Decided()
     rows, events, deliveries = [], [], []
     won: dict[int, Comment] = {}
     for c, (outcome, extra) in zip(comments, outcomes, strict=True):
@@ -184,26 +193,23 @@ def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str
         won[c.id] = c
     session.execute(update(Comment), rows)  # ORM bulk UPDATE by primary key: one executemany
     session.execute(insert(ModerationEvent), events)
+    delivery_ids = []
     if deliveries:
-        session.execute(insert(CallbackDelivery), deliveries)
+        delivery_ids = list(session.scalars(insert(CallbackDelivery).returning(CallbackDelivery.id), deliveries))
     session.commit()
-    return won
+    return Decided(won, delivery_ids)
 
 
-def after_decided(session: Session, decided: dict[int, Comment]) -> None:
+def after_decided(decided: Decided) -> None:
     """After the commit: wake waiting requests, remember outcomes in the stream, queue callbacks."""
-    if not decided:
+    if not decided.comments:
         return
     from service import queue, redis_bus
 
     try:
-        redis_bus.notify_decided({cid: comment_view(c) for cid, c in decided.items()})
+        redis_bus.notify_decided({cid: comment_view(c) for cid, c in decided.comments.items()})
     except Exception:  # a lost wake-up only makes the request answer 202; the decision is stored
         log.warning("could not notify waiting requests", exc_info=True)
-    stream.record_decisions(list(decided.values()))
-    deliveries = session.scalars(
-        select(CallbackDelivery.id).where(
-            CallbackDelivery.comment_id.in_(list(decided)), CallbackDelivery.status == "pending"
-        )
-    ).all()
-    queue.enqueue_callbacks(list(deliveries))
+    stream.record_decisions(list(decided.comments.values()))
+    if decided.delivery_ids:
+        queue.enqueue_callbacks(decided.delivery_ids)

@@ -52,7 +52,7 @@ def _pending_comment(site_id: int, author: str) -> int:
 def _worker_decides(comment_id: int) -> None:
     """What the worker's scoring task does for a batch holding this comment."""
     with session_scope() as session:
-        after_decided(session, decide_pending(session, [comment_id], decided_by="worker"))
+        after_decided(decide_pending(session, [comment_id], decided_by="worker"))
 
 
 def _events(comment_id: int) -> int:
