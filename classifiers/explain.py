@@ -13,62 +13,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
-from sklearn.utils import murmurhash3_32
 
+from classifiers.fast import MAX_REASONS, MIN_CONTRIBUTION, NUMERIC_PHRASES, hashed_index, meta_phrase
 from classifiers.features import NUMERIC_FEATURES, PreparedComment
 
-MAX_REASONS = 5
-MIN_CONTRIBUTION = 0.05  # in calibrated logit units; below this a feature barely moved the score
 MAX_WORDS = 300
-
-_NUMERIC_PHRASES = {
-    "link_density": "many links for its length",
-    "upper_ratio": "mostly capital letters",
-    "symbol_ratio": "many symbols",
-    "digit_ratio": "many digits",
-    "length": "long text",
-    "phones": "phone number",
-    "script_mix": "mixes alphabets",
-    "offtopic": "off-topic for the post",
-}
-
-
-def _meta_phrase(token: str) -> str:
-    key, _, value = token.partition(":")
-    if key == "link_domain":
-        return f"link to {value}"
-    if key == "link_tld":
-        return f"link to a .{value} domain"
-    if key in ("author_word", "author_shape"):
-        return "author name reads like an ad"
-    if key == "author_url":
-        return "author gives a website"
-    if key == "author_url_tld":
-        return f"author website on a .{value} domain"
-    if key == "email":
-        return {
-            "free": "free-mail address",
-            "disposable": "disposable e-mail address",
-            "corporate": "company e-mail address",
-            "invalid": "invalid e-mail address",
-        }.get(value, "e-mail address")
-    if key == "email_tld":
-        return f"e-mail on a .{value} domain"
-    if key == "honeypot":
-        return "hidden form field filled in"
-    if key == "since_post":
-        return f"posted {value.replace('<', 'within ')} of the post"
-    if key == "phone":
-        return "phone number"
-    if key in ("scripts", "script"):
-        return f"written in {value.replace('+', ' and ')}"
-    if key == "type":
-        return f"a {value}"
-    return token
-
-
-def _index(term: str, n_features: int) -> int:
-    return abs(murmurhash3_32(term, seed=0, positive=False)) % n_features
 
 
 class Explainer:
@@ -104,15 +53,15 @@ class Explainer:
 
         self._text_reasons(prepared.text, contrib, add)
         for token in dict.fromkeys(prepared.meta.split()):
-            value = contrib.get(self._meta_off + _index(token, self._n_meta), 0.0)
-            add(_meta_phrase(token), value)
+            value = contrib.get(self._meta_off + hashed_index(token, self._n_meta), 0.0)
+            add(meta_phrase(token), value)
         for j, name in enumerate(NUMERIC_FEATURES):
             value = contrib.get(self._num_off + j, 0.0)
             if name == "links":
                 if prepared.n_links:
                     add(f"{prepared.n_links} link{'s' if prepared.n_links > 1 else ''}", value)
             else:
-                add(_NUMERIC_PHRASES[name], value)
+                add(NUMERIC_PHRASES[name], value)
         ranked = sorted(((v, k) for k, v in scores.items() if v >= MIN_CONTRIBUTION), reverse=True)
         return [k for _, k in ranked[:MAX_REASONS]]
 
@@ -121,7 +70,9 @@ class Explainer:
         if not words:
             return
         # Character n-grams: credit each word with its n-grams' contributions, shared among the words having them.
-        per_word_grams = [{self._char_off + _index(g, self._n_char) for g in self._char_analyzer(w)} for w in words]
+        per_word_grams = [
+            {self._char_off + hashed_index(g, self._n_char) for g in self._char_analyzer(w)} for w in words
+        ]
         owners: dict[int, int] = {}
         for grams in per_word_grams:
             for g in grams:
@@ -137,12 +88,12 @@ class Explainer:
                 if " " not in t:
                     flat.append((i, t))
         for i, t in flat:
-            j = _index(t, self._n_word)
+            j = hashed_index(t, self._n_word)
             if j not in seen:
                 seen.add(j)
                 unit[i] += contrib.get(j, 0.0)
         for (i, a), (k, b) in zip(flat, flat[1:], strict=False):
-            j = _index(f"{a} {b}", self._n_word)
+            j = hashed_index(f"{a} {b}", self._n_word)
             if j not in seen:
                 seen.add(j)
                 value = contrib.get(j, 0.0)

@@ -37,7 +37,7 @@ MIN_CONTRIBUTION = 0.05  # in calibrated logit units; below this a feature barel
 MAX_PHRASE_WORDS = 4
 CACHE_SIZE = 200_000  # distinct words / bigrams / metadata tokens per hashing set-up (≈ 40 MB when full)
 
-_NUMERIC_PHRASES = {
+NUMERIC_PHRASES = {
     "link_density": "many links for its length",
     "upper_ratio": "mostly capital letters",
     "symbol_ratio": "many symbols",
@@ -451,7 +451,7 @@ class FastScorer:
                         phrase = f"{pc.n_links} link{'s' if pc.n_links > 1 else ''}"
                         scores[phrase] = scores.get(phrase, 0.0) + value
                 else:
-                    phrase = _NUMERIC_PHRASES[name]
+                    phrase = NUMERIC_PHRASES[name]
                     scores[phrase] = scores.get(phrase, 0.0) + value
             ranked = sorted(((v, k) for k, v in scores.items() if v >= MIN_CONTRIBUTION), reverse=True)
             reasons.append([k for _, k in ranked[:MAX_REASONS]])

@@ -9,7 +9,7 @@ import pytest
 from sklearn.feature_extraction.text import HashingVectorizer
 
 from classifiers import CommentInput, build_pipeline
-from classifiers.explain import _index
+from classifiers.fast import hashed_index as _index
 from classifiers.features import NUMERIC_FEATURES, email_kind, prepare_comment
 from classifiers.normalize import MAX_CHARS, normalize_text
 
