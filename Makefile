@@ -2,23 +2,27 @@
 PYTHON ?= python3
 VENV ?= .venv
 
-.PHONY: run test lint install
+.PHONY: run test lint
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-run: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $@
+	touch $@ $(VENV)/.installed-run
 
-install: $(VENV)/.installed
-
-run: install
+run: $(VENV)/.installed-run
 	$(VENV)/bin/bouncer up
 
-lint: install
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install
+test: $(VENV)/.installed-test
 	VENV=$(VENV) bash scripts/test.sh

@@ -8,11 +8,13 @@ from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, Map
 
 from service.celery_setup import celery_init_app
 from service.config import settings
 from service.errors import error_response
 from service.extensions import csrf, limiter
+from service.models import MAX_ID
 from service.redis_bus import LIMITS_DB
 
 # No inline script or style anywhere: the moderation UI shows hostile text all day.
@@ -31,6 +33,15 @@ BLUEPRINTS: tuple[tuple[str, bool], ...] = (
     ("service.moderation", False),
     ("service.admin", False),
 )
+
+
+class IdConverter(IntegerConverter):
+    """A positive id that fits a 64-bit column."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min", 1)
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
 
 
 def _limiter_storage_uri() -> str:
@@ -59,6 +70,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     logging.basicConfig(level=cfg.log_level)
 
+    # Every <int:...> in a URL is an id: bounded to what the database holds, so a huge number is a 404, not a 500.
+    app.url_map.converters["int"] = IdConverter
     csrf.init_app(app)
     limiter.init_app(app)
     celery_init_app(app)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -19,6 +20,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# 64-bit ids on PostgreSQL (a busy network of blogs outgrows 2^31 comments); SQLite needs INTEGER for its rowid
+# alias (autoincrement), and its INTEGER is 64-bit anyway.
+ID = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**63 - 1
 
 
 def utcnow() -> datetime:
@@ -53,7 +59,7 @@ class Role(enum.StrEnum):
 class Site(Base):
     __tablename__ = "sites"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     url: Mapped[str] = mapped_column(String(2000))
     # API keys are random and long, so a fast hash (sha256) is safe and lets us look them up by hash.
@@ -84,8 +90,8 @@ class ListEntry(Base):
     __tablename__ = "list_entries"
     __table_args__ = (UniqueConstraint("site_id", "action", "kind", "value"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     action: Mapped[str] = mapped_column(String(10))  # allow | block
     kind: Mapped[str] = mapped_column(String(20))  # email | ip | domain | author | phrase
     value: Mapped[str] = mapped_column(String(500))
@@ -102,8 +108,8 @@ class Comment(Base):
         Index("ix_comments_site_author_email", "site_id", "author_email"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"))
     external_id: Mapped[str | None] = mapped_column(String(200))
     content: Mapped[str] = mapped_column(Text)
     author_name: Mapped[str] = mapped_column(String(500), default="")
@@ -149,9 +155,9 @@ class ModerationEvent(Base):
 
     __tablename__ = "moderation_events"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    comment_id: Mapped[int] = mapped_column(ID, ForeignKey("comments.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     actor: Mapped[str] = mapped_column(String(200))  # "model", "user:<id>", "blog", "akismet", "system"
     action: Mapped[str] = mapped_column(String(40))  # decide | approve | reject | undo | feedback
     from_decision: Mapped[str | None] = mapped_column(String(20))
@@ -167,9 +173,9 @@ class Label(Base):
     __tablename__ = "labels"
     __table_args__ = (Index("ix_labels_comment_created", "comment_id", "created_at"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"))
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    comment_id: Mapped[int | None] = mapped_column(ID, ForeignKey("comments.id", ondelete="CASCADE"))
+    site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     label: Mapped[str] = mapped_column(String(10))  # spam | ham | abuse
     source: Mapped[str] = mapped_column(String(20))  # moderator | blog | akismet | import
     actor: Mapped[str] = mapped_column(String(200), default="")
@@ -180,7 +186,7 @@ class Label(Base):
 class User(Base):
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
     role: Mapped[str] = mapped_column(String(20), default=Role.MODERATOR)
@@ -197,8 +203,8 @@ class UserSite(Base):
 
     __tablename__ = "user_sites"
 
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
 
 
 class CallbackDelivery(Base):
@@ -206,10 +212,10 @@ class CallbackDelivery(Base):
 
     __tablename__ = "callback_deliveries"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    comment_id: Mapped[int] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"), index=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
-    event_id: Mapped[int | None] = mapped_column(ForeignKey("moderation_events.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    comment_id: Mapped[int] = mapped_column(ID, ForeignKey("comments.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"))
+    event_id: Mapped[int | None] = mapped_column(ID, ForeignKey("moderation_events.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | delivered | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(String(1000), default="")
@@ -224,7 +230,7 @@ class RetrainRun(Base):
 
     __tablename__ = "retrain_runs"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
     kind: Mapped[str] = mapped_column(String(10))
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|promoted|needs_review|failed
     progress: Mapped[str] = mapped_column(String(200), default="")

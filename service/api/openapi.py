@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from service.api.schemas import CommentIn, FeedbackIn
+from service.models import MAX_ID
 
 _REF = "#/components/schemas/{model}"
 
@@ -81,7 +82,7 @@ def openapi_document() -> dict[str, Any]:
         "name": "comment_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
     }
     return {
         "openapi": "3.1.0",

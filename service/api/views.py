@@ -155,7 +155,7 @@ def _site_comment(session: Session, site: Site, comment_id: int) -> Comment:
     return comment
 
 
-@bp.get("/comments/<int(max=9223372036854775807):comment_id>")
+@bp.get("/comments/<int:comment_id>")
 def get_comment(comment_id: int) -> Response:
     """The comment's current status and decision."""
     with session_scope() as session:
@@ -163,7 +163,7 @@ def get_comment(comment_id: int) -> Response:
         return jsonify(comment_view(_site_comment(session, site, comment_id)))
 
 
-@bp.post("/comments/<int(max=9223372036854775807):comment_id>/feedback")
+@bp.post("/comments/<int:comment_id>/feedback")
 def comment_feedback(comment_id: int) -> Response:
     """The blog's own moderators labelled the comment: spam, ham or abuse."""
     body = _json_body()
