@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 from flask import request
 from flask_limiter import Limiter
@@ -21,5 +22,13 @@ def _rate_key() -> str:
     return "ip:" + (request.remote_addr or "unknown")
 
 
+def retry_after_seconds() -> int:
+    """Seconds until the rate limit that was just exceeded lets requests through again (for Retry-After)."""
+    current = limiter.current_limit
+    if current is None:
+        return 60
+    return max(1, int(current.reset_at - time.time()))
+
+
 csrf = CSRFProtect()
-limiter = Limiter(key_func=_rate_key, default_limits=[], headers_enabled=True)
+limiter = Limiter(key_func=_rate_key, default_limits=[])

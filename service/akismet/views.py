@@ -6,9 +6,6 @@ Akismet clients read the body, not the status. Only rate limiting answers with a
 
 from __future__ import annotations
 
-import math
-import time
-
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +17,7 @@ from service.akismet.stats import DEFAULT_STATS_PERIOD, get_stats, usage_limit
 from service.comments import insert_comment, store_comment
 from service.config import settings
 from service.db import session_scope
-from service.extensions import limiter
+from service.extensions import retry_after_seconds
 from service.human_decisions import apply_label
 from service.models import Comment, Decision, Site
 from service.sites import site_by_akismet_key
@@ -58,8 +55,7 @@ def _too_large(_exc: RequestEntityTooLarge) -> Response:
 
 @bp.errorhandler(TooManyRequests)
 def _rate_limited(_exc: TooManyRequests) -> Response:
-    current = limiter.current_limit
-    retry_after = max(1, math.ceil(current.reset_at - time.time())) if current is not None else 60
+    retry_after = retry_after_seconds()
     return _text(
         f"Too many requests for this key: retry after {retry_after} seconds.",
         status=429,
