@@ -170,7 +170,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=16)
-    parser.add_argument("--worker-pool", default="threads", choices=["threads", "prefork", "solo"])
+    parser.add_argument("--worker-pool", default="prefork", choices=["threads", "prefork", "solo"])
     parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=30.0)

@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=16)
-    parser.add_argument("--worker-pool", default="threads")
+    parser.add_argument("--worker-pool", default="prefork")
     parser.add_argument("--worker-concurrency", type=int, default=2)
     args = parser.parse_args()
 

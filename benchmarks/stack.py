@@ -25,7 +25,7 @@ def local_stack(
     database_url: str | None = None,
     web_workers: int = 2,
     web_threads: int = 16,
-    worker_pool: str = "threads",
+    worker_pool: str = "prefork",
     worker_concurrency: int = 2,
     port: int = 8765,
 ) -> Iterator[dict[str, str]]:

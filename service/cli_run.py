@@ -24,7 +24,7 @@ WSGI_APP = "service.wsgi:app"
 CELERY_APP = "workers.celery_app:celery"
 WORKER_QUEUES = ("score", "default", "callbacks")
 WORKER_POOLS = ("prefork", "threads", "solo")
-DEFAULT_POOL = "threads"  # measured: prefork children never finished a scoring batch; threads and solo do
+DEFAULT_POOL = "prefork"  # measured (docs/performance.md): scoring in 2 processes beats threads under one GIL
 
 _pass_through = {"ignore_unknown_options": True, "allow_extra_args": False}
 

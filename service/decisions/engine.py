@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -125,12 +125,35 @@ class Decided:
     delivery_ids: list[int] = field(default_factory=list)
 
 
+_COMMENTS = cast(Table, Comment.__table__)
+_DECISION_FIELDS = (
+    "decision",
+    "auto_decision",
+    "category",
+    "reasons",
+    "spam_score",
+    "abuse_score",
+    "categories",
+    "model_versions",
+    "campaign_key",
+)
+# Built once: executemany of a cached statement is the cheapest way to write a batch, and it keeps the SQLite
+# write lock short (web requests insert comments meanwhile).
+_SET_DECISION = (
+    update(_COMMENTS)
+    .where(_COMMENTS.c.id == bindparam("b_id"))
+    .values({name: bindparam(name) for name in _DECISION_FIELDS})
+)
+_INSERT_EVENT = insert(cast(Table, ModerationEvent.__table__))
+
+
 def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str = "worker") -> Decided:
     """Decide those of ``comment_ids`` still pending and commit; returns the comments this call decided.
 
-    One conditional UPDATE ... RETURNING claims the batch (whoever commits first wins; a redelivered task or the
-    web fallback changes nothing), then the values, audit events and callback outbox rows are written in bulk.
-    Side effects after the commit (notifications, callbacks, stream memory) are the caller's: see ``after_decided``.
+    Everything is computed first; then one conditional UPDATE ... RETURNING claims the batch (whoever commits first
+    wins; a redelivered task or the web fallback changes nothing), and the values, audit events and callback outbox
+    rows of the claimed comments are written in bulk. Side effects after the commit (notifications, callbacks,
+    stream memory) are the caller's: see ``after_decided``.
     """
     comments = list(
         session.scalars(
@@ -141,8 +164,30 @@ def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str
     )
     if not comments:
         return Decided()
-    outcomes = evaluate(session, comments)
     now = datetime.now(UTC)
+    actor = "model" if decided_by == "worker" else decided_by
+    planned = []
+    for c, (outcome, extra) in zip(comments, evaluate(session, comments), strict=True):
+        values = {
+            "decision": outcome.decision,
+            "auto_decision": outcome.decision,
+            "category": outcome.category,
+            "reasons": outcome.reasons,
+            **{name: extra[name] for name in _DECISION_FIELDS[4:]},
+        }
+        event = {
+            "comment_id": c.id,
+            "site_id": c.site_id,
+            "actor": actor,
+            "action": "decide",
+            "from_decision": None,
+            "to_decision": outcome.decision,
+            "category": outcome.category,
+            "details": {"rules": extra["rule_codes"], "models": extra["model_versions"]},
+            "created_at": now,
+        }
+        planned.append((c, values, event))
+
     claimed = set(
         session.scalars(
             update(Comment)
@@ -152,52 +197,26 @@ def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str
             .execution_options(synchronize_session=False)
         )
     )
-    if not claimed:
+    won = [(c, values, event) for c, values, event in planned if c.id in claimed]  # the rest: someone else won
+    if not won:
         session.rollback()
         return Decided()
-    rows, events, deliveries = [], [], []
-    won: dict[int, Comment] = {}
-    for c, (outcome, extra) in zip(comments, outcomes, strict=True):
-        if c.id not in claimed:
-            continue  # someone else decided it first; change nothing
-        values = {
-            "decision": outcome.decision,
-            "auto_decision": outcome.decision,
-            "category": outcome.category,
-            "reasons": outcome.reasons,
-            "spam_score": extra["spam_score"],
-            "abuse_score": extra["abuse_score"],
-            "categories": extra["categories"],
-            "model_versions": extra["model_versions"],
-            "campaign_key": extra["campaign_key"],
-        }
-        rows.append({"id": c.id, **values})
-        values.update(status=CommentStatus.DECIDED, decided_by=decided_by, decided_at=now)
-        for key, value in values.items():
-            set_committed_value(c, key, value)  # the bulk UPDATE below writes them; don't flush them twice
-        events.append(
-            {
-                "comment_id": c.id,
-                "site_id": c.site_id,
-                "actor": "model" if decided_by == "worker" else decided_by,
-                "action": "decide",
-                "from_decision": None,
-                "to_decision": outcome.decision,
-                "category": outcome.category,
-                "details": {"rules": extra["rule_codes"], "models": extra["model_versions"]},
-                "created_at": now,
-            }
-        )
-        if c.site.callback_url:
-            deliveries.append({"comment_id": c.id, "site_id": c.site_id, "event_id": None, "created_at": now})
-        won[c.id] = c
-    session.execute(update(Comment), rows)  # ORM bulk UPDATE by primary key: one executemany
-    session.execute(insert(ModerationEvent), events)
+    session.execute(_SET_DECISION, [{"b_id": c.id, **values} for c, values, _ in won])
+    session.execute(_INSERT_EVENT, [event for _, _, event in won])
+    deliveries = [
+        {"comment_id": c.id, "site_id": c.site_id, "event_id": None, "created_at": now}
+        for c, _, _ in won
+        if c.site.callback_url
+    ]
     delivery_ids = []
     if deliveries:
         delivery_ids = list(session.scalars(insert(CallbackDelivery).returning(CallbackDelivery.id), deliveries))
     session.commit()
-    return Decided(won, delivery_ids)
+    for c, values, _ in won:
+        values.update(status=CommentStatus.DECIDED, decided_by=decided_by, decided_at=now)
+        for key, value in values.items():
+            set_committed_value(c, key, value)  # what the bulk UPDATE wrote, without marking the object dirty
+    return Decided({c.id: c for c, _, _ in won}, delivery_ids)
 
 
 def after_decided(decided: Decided) -> None:
