@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from service.models import Comment
+
+
+def _utc_iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with its offset; SQLite hands timestamps back without a zone, PostgreSQL with one."""
+    if value is None:
+        return None
+    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
 
 
 def comment_view(c: Comment) -> dict[str, Any]:
@@ -25,5 +33,5 @@ def comment_view(c: Comment) -> dict[str, Any]:
         view["reasons"] = list(c.reasons or [])
         view["model"] = dict(c.model_versions or {})
         view["decided_by"] = c.decided_by
-        view["decided_at"] = c.decided_at.isoformat() if c.decided_at else None
+        view["decided_at"] = _utc_iso(c.decided_at)
     return view
