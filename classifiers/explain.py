@@ -14,7 +14,14 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
-from classifiers.fast import MAX_REASONS, MIN_CONTRIBUTION, NUMERIC_PHRASES, hashed_index, meta_phrase
+from classifiers.fast import (
+    MAX_REASONS,
+    MIN_CONTRIBUTION,
+    NUMERIC_PHRASES,
+    hashed_index,
+    meta_phrase,
+    numeric_contribution,
+)
 from classifiers.features import NUMERIC_FEATURES, PreparedComment
 
 MAX_WORDS = 300
@@ -56,7 +63,7 @@ class Explainer:
             value = contrib.get(self._meta_off + hashed_index(token, self._n_meta), 0.0)
             add(meta_phrase(token), value)
         for j, name in enumerate(NUMERIC_FEATURES):
-            value = contrib.get(self._num_off + j, 0.0)
+            value = numeric_contribution(contrib.get(self._num_off + j, 0.0), prepared.numeric[j], j)
             if name == "links":
                 if prepared.n_links:
                     add(f"{prepared.n_links} link{'s' if prepared.n_links > 1 else ''}", value)

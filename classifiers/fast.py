@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import murmurhash3_32
 
 from classifiers.comment import ModelScore
-from classifiers.features import NUMERIC_FEATURES, NumericFeatures, PreparedComment
+from classifiers.features import NUMERIC_FEATURES, NumericFeatures, PreparedComment, numeric_reference
 
 MAX_REASONS = 5
 MIN_CONTRIBUTION = 0.05  # in calibrated logit units; below this a feature barely moved the score
@@ -83,6 +83,16 @@ def meta_phrase(token: str) -> str:
     if key == "type":
         return f"a {value}"
     return token
+
+
+_NUMERIC_REFERENCE = numeric_reference()
+
+
+def numeric_contribution(contribution: float, value: float, k: int) -> float:
+    """A numeric signal's share of the score relative to a typical comment (weight × (value − typical value))."""
+    if value == 0.0:  # nothing of it in this comment (an empty text is not "long")
+        return 0.0
+    return contribution * (value - _NUMERIC_REFERENCE[k]) / value
 
 
 def hashed_index(term: str, n_features: int) -> int:
@@ -445,7 +455,7 @@ class FastScorer:
                 phrase = meta_phrase(token)
                 scores[phrase] = scores.get(phrase, 0.0) + float(meta_w[j])
             for k, name in enumerate(NUMERIC_FEATURES):
-                value = float(num_contrib[i, k])
+                value = numeric_contribution(float(num_contrib[i, k]), float(numeric[i, k]), k)
                 if name == "links":
                     if pc.n_links:
                         phrase = f"{pc.n_links} link{'s' if pc.n_links > 1 else ''}"

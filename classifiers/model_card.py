@@ -49,7 +49,8 @@ def write_model_card(starter_dir: Path) -> Path:
             f"skops {m['libraries']['skops']}, git commit {m.get('git_commit') or 'n/a'}. "
             f"Trained on {m['rows']['train']:,} deduplicated `train` rows; "
             f"thresholds chosen on {m['rows']['dev']:,} `dev` rows for ≤0.5% of legitimate comments rejected and "
-            f"≤2% of positives approved: approve below **{t['approve_below']}**, reject at **{t['reject_at']}**.",
+            "≤2% of positives approved (mean of the per-source rates: every source counts the same): "
+            f"approve below **{t['approve_below']}**, reject at **{t['reject_at']}**.",
             "",
             "Model: word 1–2-grams + character 2–5-grams (hashed, sublinear TF-IDF) on normalised text, metadata "
             "tokens and bounded numeric signals, one logistic regression with Platt calibration on out-of-fold "

@@ -42,6 +42,27 @@ def test_choose_operating_point_meets_its_budget() -> None:
         choose_operating_point([0, 0], [0.1, 0.2])
 
 
+def test_choose_operating_point_counts_every_source_the_same() -> None:
+    # A big, easy source and a small, hard one: pooled, the big one sets the band and the small one's
+    # ham is rejected far beyond budget; with sources, the budget holds for the mean of the two rates.
+    rng = np.random.default_rng(1)
+    y_big, p_big = np.r_[np.zeros(5000), np.ones(1000)], np.r_[rng.beta(1, 20, 5000), rng.beta(20, 1, 1000)]
+    y_small, p_small = np.r_[np.zeros(200), np.ones(200)], np.r_[rng.beta(2, 3, 200), rng.beta(3, 2, 200)]
+    y, p = np.r_[y_big, y_small].astype(int), np.r_[p_big, p_small]
+    sources = ["big"] * len(y_big) + ["small"] * len(y_small)
+    pooled = choose_operating_point(y, p)
+    per_source = choose_operating_point(y, p, sources=sources)
+    assert choose_operating_point(y, p, sources=["one"] * len(y)) == pooled
+
+    def rates(t: Thresholds) -> tuple[float, float]:
+        ham = np.mean([(pp[yy == 0] >= t.reject_at).mean() for yy, pp in ((y_big, p_big), (y_small, p_small))])
+        pos = np.mean([(pp[yy == 1] < t.approve_below).mean() for yy, pp in ((y_big, p_big), (y_small, p_small))])
+        return float(ham), float(pos)
+
+    assert rates(pooled)[0] > 0.005
+    assert rates(per_source)[0] <= 0.005 and rates(per_source)[1] <= 0.02
+
+
 def test_thresholds_decide() -> None:
     t = Thresholds(approve_below=0.2, reject_at=0.9)
     assert [t.decide(p) for p in (0.1, 0.2, 0.5, 0.9)] == ["approve", "hold", "hold", "reject"]

@@ -121,3 +121,15 @@ def test_starter_models_are_shipped_small_and_safe() -> None:
             "youtube", "sms", "spamassassin", "jigsaw", "jigsaw-categories", "davidson", "convabuse"
         }  # fmt: skip
     assert (STARTER_DIR / "MODEL_CARD.md").is_file()
+
+
+def test_numeric_reasons_are_relative_to_a_typical_comment(tmp_path: Path) -> None:
+    """Length has a positive spam weight, yet a short comment must not be told it is a "long text"."""
+    model = ModelRegistry(tmp_path).active("spam")
+    short = CommentInput(text="Check out my channel and subscribe please!!")
+    (score,) = model.score([short])
+    assert score.probability > 0.9
+    assert "long text" not in score.reasons
+    assert "mostly capital letters" not in score.reasons
+    (shouting,) = model.score([CommentInput(text="BUY NOW!!! BEST PRICES ON WATCHES, CLICK THE LINK IN MY PROFILE")])
+    assert "mostly capital letters" in shouting.reasons
