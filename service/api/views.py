@@ -108,6 +108,8 @@ def _answer(view: dict[str, Any]) -> Response:
 @bp.post("/comments")
 def create_comment() -> Response:
     """Accept a comment: it is stored before any 2xx, then scored by a worker within the wait budget."""
+    with session_scope() as session:  # authenticate first: no validation details for unknown clients
+        site_id = _authenticated_site_id(session)
     budget = _wait_budget()
     body = _json_body()
     try:
@@ -115,7 +117,6 @@ def create_comment() -> Response:
     except ValidationError as exc:
         raise _validation_error(exc) from exc
     with session_scope() as session:
-        site_id = _authenticated_site_id(session)
         comment_id, created = insert_comment(session, site_id, data)
         if created:
             view: dict[str, Any] = {"id": comment_id, "external_id": data.external_id, "status": "pending"}
@@ -166,6 +167,8 @@ def get_comment(comment_id: int) -> Response:
 @bp.post("/comments/<int:comment_id>/feedback")
 def comment_feedback(comment_id: int) -> Response:
     """The blog's own moderators labelled the comment: spam, ham or abuse."""
+    with session_scope() as session:
+        _authenticated_site(session)  # authenticate first: no validation details for unknown clients
     body = _json_body()
     try:
         data = FeedbackIn.model_validate(body)

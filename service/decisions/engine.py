@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -59,7 +59,11 @@ def _trusted_authors(session: Session, comments: Sequence[Comment]) -> set[tuple
     for site_id, emails in wanted.items():
         rows = session.execute(
             select(Comment.author_email)
-            .where(Comment.site_id == site_id, Comment.author_email.in_(emails), Comment.decision == "approve")
+            .where(
+                Comment.site_id == site_id,
+                func.lower(Comment.author_email).in_(emails),  # e-mail addresses compare case-insensitively
+                Comment.decision == "approve",
+            )
             .distinct()
         )
         trusted.update((site_id, e.strip().lower()) for (e,) in rows)

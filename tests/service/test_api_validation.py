@@ -200,3 +200,12 @@ def test_security_headers(client: Any) -> None:
     response = client.get("/api/v1/health")
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_authentication_comes_before_validation(client: Any, site: dict[str, Any]) -> None:
+    """An unknown client learns nothing about the body rules: 401, not 422."""
+    response = client.post(
+        "/api/v1/comments", data=json.dumps({"colour": "red"}), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 401
+    assert _count(site["id"]) == 0

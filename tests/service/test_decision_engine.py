@@ -1,0 +1,54 @@
+"""The decision engine against the database: trusted authors, list entries, one winner per comment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from service.api.schemas import CommentIn
+from service.comments import insert_comment
+from service.db import session_scope
+from service.decisions.engine import decide_pending, evaluate
+from service.models import Comment, ListEntry, ModerationEvent
+
+
+def _store(site_id: int, content: str, email: str) -> int:
+    with session_scope() as session:
+        data = CommentIn.model_validate({"content": content, "author": {"email": email}})
+        comment_id, _ = insert_comment(session, site_id, data)
+        return comment_id
+
+
+def test_a_previously_approved_author_is_trusted_whatever_the_case_of_the_email(site: dict[str, Any]) -> None:
+    first = _store(site["id"], "Lovely write-up about winter pruning, thank you.", "Ada@Example.org")
+    with session_scope() as session:
+        stored = session.get(Comment, first)
+        assert stored is not None
+        stored.decision = "approve"
+    second = _store(site["id"], "Following up on my earlier question about roses.", "ada@example.org")
+    with session_scope() as session:
+        comment = session.get(Comment, second)
+        assert comment is not None
+        ((outcome, extra),) = evaluate(session, [comment])
+    assert "trusted_author" in extra["rule_codes"]
+
+
+def test_an_allow_entry_approves_and_a_redelivery_changes_nothing(site: dict[str, Any]) -> None:
+    with session_scope() as session:
+        session.add(ListEntry(site_id=site["id"], action="block", kind="phrase", value="casino"))
+        session.add(ListEntry(site_id=site["id"], action="allow", kind="email", value="editor@blog.example"))
+    allowed = _store(
+        site["id"], "Our casino review is up, CHECK IT OUT http://casino.example.top", "editor@blog.example"
+    )
+    blocked = _store(site["id"], "Best casino bonus ever", "someone@example.net")
+    with session_scope() as session:
+        decided = decide_pending(session, [allowed, blocked])
+    assert decided.comments[allowed].decision == "approve"
+    assert (decided.comments[blocked].decision, decided.comments[blocked].category) == ("reject", "spam")
+    with session_scope() as session:
+        assert decide_pending(session, [allowed, blocked]).comments == {}  # already decided: nothing changes
+        events = session.scalar(
+            select(func.count()).select_from(ModerationEvent).where(ModerationEvent.comment_id.in_([allowed, blocked]))
+        )
+    assert events == 2
