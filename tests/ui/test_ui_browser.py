@@ -96,6 +96,8 @@ def test_keyboard_shortcuts(browser_session: Sessions) -> None:
     page.locator(f"#c{fourth}.current").wait_for()
     page.keyboard.press("x")
     wait_for_state(fourth, ("reject", "abuse"), page)
+    # Undo is armed once the answer is on screen (the toast), which can come after the database write.
+    page.locator("#toast").filter(has_text="rejected as abuse").wait_for()
     page.keyboard.press("u")  # undo the last action
     wait_for_state(fourth, ("hold", "spam"), page)
     page.keyboard.press("k")  # the last row stayed current after its action
