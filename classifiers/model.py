@@ -2,6 +2,11 @@
 
 A single linear model (rather than an ensemble of calibrated folds) keeps explanations exact:
 the logit is ``a * (w . x + b) + c``, so ``w_j * x_j`` is feature j's contribution.
+
+Optionally the first ``nb_columns`` columns (the n-grams) are scaled by ``|r_j| ** nb_power`` before the fit,
+where ``r_j`` is the naive-Bayes log-count ratio of n-gram j (Wang & Manning 2012, "NBSVM"): n-grams that are
+much more frequent in one class get a weaker penalty, ones that both classes use alike a stronger one. The scale
+is folded back into the weights, so the fitted model is still ``w . x`` on the unscaled features.
 """
 
 from __future__ import annotations
@@ -26,6 +31,21 @@ def _fit_linear(X: Any, y: np.ndarray, w: np.ndarray, C: float, random_state: in
     return lr.coef_.ravel().astype(np.float64), float(lr.intercept_[0])
 
 
+def nb_scale(X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, columns: int, power: float, alpha: float) -> np.ndarray:
+    """Per-column factor ``|r| ** power`` for the first ``columns`` columns (1 elsewhere); ``r`` is the
+    log-ratio of the (weighted, smoothed) share of each class's documents that contain the column."""
+    scale = np.ones(X.shape[1])
+    if power == 0.0 or columns == 0:
+        return scale
+    present = X[:, :columns].copy()
+    present.data = np.ones_like(present.data, dtype=np.float64)
+    pos = alpha + present.T @ (w * (y == 1))
+    neg = alpha + present.T @ (w * (y == 0))
+    r = np.log(pos / pos.sum()) - np.log(neg / neg.sum())
+    scale[:columns] = np.abs(r) ** power
+    return scale
+
+
 def _fit_platt(scores: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     """Sigmoid calibration of out-of-fold decision values (Platt 1999)."""
     lr = LogisticRegression(C=1e4, solver="lbfgs", max_iter=1000)
@@ -40,11 +60,23 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
     category name to an array of 1/0 labels, -1 where the row's source does not annotate it.
     """
 
-    def __init__(self, C: float = 4.0, head_C: float = 2.0, cv: int = 3, random_state: int = 0) -> None:
+    def __init__(
+        self,
+        C: float = 4.0,
+        head_C: float = 2.0,
+        cv: int = 3,
+        random_state: int = 0,
+        nb_columns: int = 0,
+        nb_power: float = 0.0,
+        nb_alpha: float = 1.0,
+    ) -> None:
         self.C = C
         self.head_C = head_C
         self.cv = cv
         self.random_state = random_state
+        self.nb_columns = nb_columns
+        self.nb_power = nb_power
+        self.nb_alpha = nb_alpha
 
     def fit(
         self,
@@ -59,7 +91,7 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         cw = w if calibration_weight is None else np.asarray(calibration_weight, dtype=np.float64)
-        coef, intercept, a, b = self._fit_calibrated(X, y, w, cw, self.C)
+        coef, intercept, a, b = self._fit_calibrated(X, y, w, cw, self.C, self.nb_power)
         self.calibration_ = np.array([a, b])
         self.coef_ = coef
         self.intercept_ = intercept
@@ -73,7 +105,7 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
             known = labels >= 0
             if known.sum() < 50 or labels[known].sum() < 10 or (labels[known] == 0).sum() < 10:
                 continue  # too few examples to say anything about this category
-            hc, hi, a, b = self._fit_calibrated(X[known], labels[known], w[known], cw[known], self.head_C)
+            hc, hi, a, b = self._fit_calibrated(X[known], labels[known], w[known], cw[known], self.head_C, 0.0)
             # Store heads sparse: they are fit on a subset, most hashed columns stay exactly zero.
             hc[np.abs(hc) < 1e-3 * np.abs(hc).max()] = 0.0
             names.append(name)
@@ -87,17 +119,29 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit_calibrated(
-        self, X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cw: np.ndarray, C: float
+        self, X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cw: np.ndarray, C: float, nb_power: float
     ) -> tuple[np.ndarray, float, float, float]:
-        """Linear model on all rows + Platt scaling fitted on out-of-fold decision values."""
+        """Linear model on all rows + Platt scaling fitted on out-of-fold decision values.
+
+        The naive-Bayes scale is computed inside each fold too, so out-of-fold scores never saw their labels.
+        """
         oof = np.zeros(len(y))
         folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         for train_idx, held_idx in folds.split(np.zeros(len(y)), y):
-            coef, intercept = _fit_linear(X[train_idx], y[train_idx], w[train_idx], C, self.random_state)
+            coef, intercept = self._fit_scaled(X[train_idx], y[train_idx], w[train_idx], C, nb_power)
             oof[held_idx] = X[held_idx] @ coef + intercept
         a, b = _fit_platt(oof, y, cw)
-        coef, intercept = _fit_linear(X, y, w, C, self.random_state)
+        coef, intercept = self._fit_scaled(X, y, w, C, nb_power)
         return coef, intercept, a, b
+
+    def _fit_scaled(
+        self, X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, C: float, nb_power: float
+    ) -> tuple[np.ndarray, float]:
+        scale = nb_scale(X, y, w, self.nb_columns, nb_power, self.nb_alpha)
+        if nb_power == 0.0:
+            return _fit_linear(X, y, w, C, self.random_state)
+        coef, intercept = _fit_linear(X @ sp.diags(scale), y, w, C, self.random_state)
+        return coef * scale, intercept
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Calibrated logit."""

@@ -104,3 +104,36 @@ def test_evaluate_reports_sublabel_breakdown(abuse_model, data_dir, slicer) -> N
     out = evaluate(model, hatecheck)
     assert out["n"] == 200 and "by_sublabel" in out
     assert set(out["operating_point"]) == {"approve_below", "reject_at", "ham_rejected", "positives_approved", "held"}
+
+
+def test_naive_bayes_weighting_folds_into_the_weights() -> None:
+    """NB scaling changes the fit, not the model's shape: scores are ``x . w`` on the unscaled features,
+    columns both classes use alike are damped, and columns past ``nb_columns`` are left alone."""
+    import scipy.sparse as sp
+
+    from classifiers.model import ModerationClassifier, nb_scale
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    X = np.zeros((n, 4))
+    X[:, 0] = y * rng.random(n)  # only in positives: strongly indicative
+    X[:, 1] = rng.random(n)  # both classes alike: uninformative
+    X[:, 2] = (1 - y) * rng.random(n)  # only in negatives
+    X[:, 3] = rng.random(n)  # past nb_columns: never scaled
+    Xs = sp.csr_matrix(X)
+    w = np.ones(n)
+    scale = nb_scale(Xs, y, w, columns=3, power=0.5, alpha=1.0)
+    assert scale[3] == 1.0
+    assert scale[0] > 5 * scale[1] and scale[2] > 5 * scale[1]
+    assert np.array_equal(nb_scale(Xs, y, w, columns=3, power=0.0, alpha=1.0), np.ones(4))
+
+    plain = ModerationClassifier(C=1.0).fit(Xs, y)
+    weighted = ModerationClassifier(C=1.0, nb_columns=3, nb_power=0.5).fit(Xs, y)
+    assert weighted.coef_.shape == plain.coef_.shape
+    a, b = weighted.calibration_
+    expected = a * (X @ weighted.coef_ + weighted.intercept_) + b
+    assert np.allclose(weighted.decision_function(Xs), expected)
+    # The uninformative column loses weight relative to the informative one.
+    assert abs(weighted.coef_[1] / weighted.coef_[0]) < abs(plain.coef_[1] / plain.coef_[0])
+    assert weighted.predict_proba(Xs)[y == 1, 1].mean() > weighted.predict_proba(Xs)[y == 0, 1].mean() + 0.5
