@@ -18,9 +18,9 @@ rounding; the tests check it) without sklearn's per-call validation and FeatureU
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,10 @@ from classifiers.features import NUMERIC_FEATURES, NumericFeatures, PreparedComm
 MAX_REASONS = 5
 MIN_CONTRIBUTION = 0.05  # in calibrated logit units; below this a feature barely moved the score
 MAX_PHRASE_WORDS = 4
-CACHE_SIZE = 200_000  # distinct words / bigrams / metadata tokens per hashing set-up (≈ 40 MB when full)
+CACHE_SIZE = 200_000  # distinct words / tokens / bigrams / metadata tokens per hashing set-up (≈ 40 MB when full)
+_ID_BITS = 32  # word and token ids (< CACHE_SIZE + a batch) in packed int64 keys
+_ID_MASK = (1 << _ID_BITS) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: multiplicative hashing of int keys
 
 NUMERIC_PHRASES = {
     "link_density": "many links for its length",
@@ -100,12 +103,115 @@ def hashed_index(term: str, n_features: int) -> int:
     return abs(murmurhash3_32(term, seed=0, positive=False)) % n_features
 
 
+class _Buffer:
+    """A growing 1-d integer array (amortised appends); entries once written never change."""
+
+    __slots__ = ("data", "size")
+
+    def __init__(self, dtype: type) -> None:
+        self.data: np.ndarray = np.zeros(1024, dtype=dtype)
+        self.size = 0
+
+    def extend(self, values: Sequence[int] | np.ndarray) -> None:
+        end = self.size + len(values)
+        if end > len(self.data):
+            grown = np.zeros(max(end, 2 * len(self.data)), dtype=self.data.dtype)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : end] = values
+        self.size = end
+
+    def view(self) -> np.ndarray:
+        return self.data[: self.size]
+
+
+class _IntMap:
+    """Non-negative int64 keys to int64 values: open addressing (linear probing), vectorised look-ups and inserts."""
+
+    _MIN_BITS = 12
+
+    def __init__(self) -> None:
+        self._allocate(self._MIN_BITS)
+
+    def _allocate(self, bits: int) -> None:
+        self._bits = bits
+        self._keys = np.full(1 << bits, -1, dtype=np.int64)  # -1: free slot
+        self._values = np.zeros(1 << bits, dtype=np.int64)
+        self.size = 0
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys.astype(np.uint64) * _GOLDEN) >> np.uint64(64 - self._bits)).astype(np.int64)
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        """The value of each key, -1 for keys not in the map."""
+        out = np.full(len(keys), -1, dtype=np.int64)
+        todo = np.arange(len(keys))
+        slots = self._slots(keys)
+        mask = (1 << self._bits) - 1
+        while len(todo):
+            found = self._keys[slots]
+            hit = found == keys[todo]
+            out[todo[hit]] = self._values[slots[hit]]
+            more = ~hit & (found >= 0)
+            todo, slots = todo[more], (slots[more] + 1) & mask
+        return out
+
+    def insert(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Add distinct ``keys`` that are not in the map yet."""
+        if 2 * (self.size + len(keys)) > len(self._keys):
+            old = self._keys >= 0
+            old_keys, old_values = self._keys[old], self._values[old]
+            bits = max(self._MIN_BITS, (2 * (self.size + len(keys))).bit_length())
+            self._allocate(bits)
+            keys, values = np.concatenate([old_keys, keys]), np.concatenate([old_values, values])
+        self.size += len(keys)
+        todo = np.arange(len(keys))
+        slots = self._slots(keys)
+        mask = (1 << self._bits) - 1
+        while len(todo):
+            free = np.flatnonzero(self._keys[slots] < 0)
+            _, first = np.unique(slots[free], return_index=True)  # one key per free slot and round
+            won = free[first]
+            self._values[slots[won]] = values[todo[won]]
+            self._keys[slots[won]] = keys[todo[won]]
+            rest = np.ones(len(todo), dtype=bool)
+            rest[won] = False
+            todo, slots = todo[rest], (slots[rest] + 1) & mask
+
+
+class _Vocab:
+    """One generation of a hasher's word caches: words and tokens get integer ids, their columns live in flat arrays.
+
+    Word ``k`` has the char-block columns ``char_cols[char_start[k] : char_start[k] + char_len[k]]`` (distinct, with
+    ``char_counts`` occurrences) and the tokens ``tok_ids`` / word-block columns ``tok_cols`` in
+    ``[tok_start[k] : tok_start[k] + tok_len[k]]``. Bigram columns are cached by token-id pair (``a << 32 | b``).
+    """
+
+    def __init__(self) -> None:
+        self.word_ids: dict[str, int] = {}
+        self.token_ids: dict[str, int] = {}
+        self.tokens: list[str] = []
+        self.bigrams = _IntMap()
+        self.char_start, self.char_len = _Buffer(np.int64), _Buffer(np.int64)
+        self.char_cols, self.char_counts = _Buffer(np.int32), _Buffer(np.int32)
+        self.tok_start, self.tok_len = _Buffer(np.int64), _Buffer(np.int64)
+        self.tok_ids, self.tok_cols = _Buffer(np.int64), _Buffer(np.int32)
+
+
 @dataclass(frozen=True, slots=True)
-class _Word:
-    tokens: tuple[str, ...]  # word tokens (token_pattern) inside this space-separated word
-    unigrams: tuple[int, ...]  # their word-block columns
-    char_cols: np.ndarray  # distinct char-block columns of the word's char_wb n-grams (int64)
-    char_counts: np.ndarray  # occurrences of each (float64)
+class _Words:
+    """The words of a batch resolved against one cache generation (a consistent snapshot of its arrays)."""
+
+    ids: np.ndarray  # word id of each word position of the batch
+    vocab: _Vocab
+    char_start: np.ndarray
+    char_len: np.ndarray
+    char_cols: np.ndarray
+    char_counts: np.ndarray
+    tok_start: np.ndarray
+    tok_len: np.ndarray
+    tok_ids: np.ndarray
+    tok_cols: np.ndarray
 
 
 class TextHasher:
@@ -122,46 +228,90 @@ class TextHasher:
         self._tokenize = tokenize
         self._char_analyzer = char_analyzer
         self.n_word, self.n_char, self.n_meta = n_word, n_char, n_meta
-        self._words: dict[str, _Word] = {}
-        self._bigrams: dict[tuple[str, str], int] = {}
+        self._vocab = _Vocab()
         self._meta: dict[str, int] = {}
+        self._lock = threading.Lock()
 
-    @property
-    def cached_word(self) -> Callable[[str], _Word | None]:
-        return self._words.get
+    def words(self, words: list[str]) -> _Words:
+        """Word ids of ``words`` (hashing the ones not seen yet) with the arrays they index."""
+        with self._lock:
+            vocab = self._vocab
+            if len(vocab.word_ids) >= CACHE_SIZE or len(vocab.tokens) >= CACHE_SIZE:
+                vocab = self._vocab = _Vocab()  # crude but bounded; refills from the next comments
+            ids = list(map(vocab.word_ids.get, words))
+            if None in ids:
+                self._add_words(vocab, [w for w, k in zip(words, ids, strict=True) if k is None])
+                ids = list(map(vocab.word_ids.__getitem__, words))
+            return _Words(
+                np.array(ids, dtype=np.int64),
+                vocab,
+                vocab.char_start.view(),
+                vocab.char_len.view(),
+                vocab.char_cols.view(),
+                vocab.char_counts.view(),
+                vocab.tok_start.view(),
+                vocab.tok_len.view(),
+                vocab.tok_ids.view(),
+                vocab.tok_cols.view(),
+            )
 
-    def word(self, w: str) -> _Word:
-        info = self._words.get(w)
-        if info is None:
-            tokens = tuple(self._tokenize(w))
+    def _add_words(self, vocab: _Vocab, words: list[str]) -> None:
+        char_len: list[int] = []
+        tok_len: list[int] = []
+        char_cols: list[np.ndarray] = []
+        char_counts: list[np.ndarray] = []
+        tok_ids: list[int] = []
+        tok_cols: list[int] = []
+        for w in dict.fromkeys(words):
+            vocab.word_ids[w] = len(vocab.word_ids)
             grams = self._char_analyzer(w)
             cols, counts = np.unique(
                 np.fromiter((hashed_index(g, self.n_char) for g in grams), dtype=np.int64, count=len(grams)),
                 return_counts=True,
             )
-            info = _Word(tokens, tuple(hashed_index(t, self.n_word) for t in tokens), cols, counts.astype(np.float64))
-            if len(self._words) >= CACHE_SIZE:
-                self._words.clear()  # crude but bounded; refills from the next comments
-            self._words[w] = info
-        return info
+            char_cols.append(cols)
+            char_counts.append(counts)
+            char_len.append(len(cols))
+            tokens = self._tokenize(w)
+            for t in tokens:
+                k = vocab.token_ids.get(t)
+                if k is None:
+                    k = vocab.token_ids[t] = len(vocab.tokens)
+                    vocab.tokens.append(t)
+                tok_ids.append(k)
+                tok_cols.append(hashed_index(t, self.n_word))
+            tok_len.append(len(tokens))
+        vocab.char_start.extend(vocab.char_cols.size + np.cumsum([0] + char_len[:-1]))
+        vocab.char_len.extend(char_len)
+        vocab.char_cols.extend(np.concatenate(char_cols))
+        vocab.char_counts.extend(np.concatenate(char_counts))
+        vocab.tok_start.extend(vocab.tok_ids.size + np.cumsum([0] + tok_len[:-1]))
+        vocab.tok_len.extend(tok_len)
+        vocab.tok_ids.extend(tok_ids)
+        vocab.tok_cols.extend(tok_cols)
 
-    def bigrams(self, tokens: list[str]) -> list[int]:
-        """Columns of the bigrams of ``tokens`` (cached by token pair: no string is built on a hit)."""
-        cache = self._bigrams
-        pairs = zip(tokens, tokens[1:], strict=False)
-        try:
-            return [cache[ab] for ab in pairs]
-        except KeyError:
-            return [self._bigram(ab) for ab in zip(tokens, tokens[1:], strict=False)]
-
-    def _bigram(self, pair: tuple[str, str]) -> int:
-        j = self._bigrams.get(pair)
-        if j is None:
-            j = hashed_index(f"{pair[0]} {pair[1]}", self.n_word)
-            if len(self._bigrams) >= CACHE_SIZE:
-                self._bigrams.clear()
-            self._bigrams[pair] = j
-        return j
+    def bigrams(self, words: _Words, pairs: np.ndarray) -> np.ndarray:
+        """Word-block columns of the bigrams with token-id pairs ``pairs`` (``a << 32 | b``) of ``words``' ids."""
+        vocab = words.vocab
+        with self._lock:
+            if vocab.bigrams.size >= CACHE_SIZE:
+                vocab.bigrams = _IntMap()
+            cols = vocab.bigrams.get(pairs)
+            missing = cols < 0
+            if missing.any():
+                new = np.unique(pairs[missing])
+                tokens = vocab.tokens
+                new_cols = np.fromiter(
+                    (
+                        hashed_index(f"{tokens[k >> _ID_BITS]} {tokens[k & _ID_MASK]}", self.n_word)
+                        for k in new.tolist()
+                    ),
+                    dtype=np.int64,
+                    count=len(new),
+                )
+                vocab.bigrams.insert(new, new_cols)
+                cols[missing] = new_cols[np.searchsorted(new, pairs[missing])]
+        return cols
 
     def meta(self, token: str) -> int:
         j = self._meta.get(token)
@@ -217,26 +367,69 @@ class _Block:
     cols: np.ndarray  # column within the block
     values: np.ndarray  # feature value (what the linear model multiplies)
     inverse: np.ndarray  # for each raw entry, its distinct entry
+    first: np.ndarray  # for each distinct entry, its first raw entry
 
 
-def _first_occurrences(inverse: np.ndarray, n_distinct: int) -> np.ndarray:
-    """Index of the first raw entry of each distinct entry."""
-    first = np.full(n_distinct, len(inverse), dtype=np.int64)
-    np.minimum.at(first, inverse, np.arange(len(inverse)))
-    return first
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + k) for s, k in zip(starts, lengths)])`` without the Python loop."""
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - ends + lengths, lengths)
+
+
+def _sum_by_key(keys: np.ndarray, counts: np.ndarray | None, key_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ``keys`` (sorted) and the sum of the positive integer ``counts`` (``None``: ones) of each.
+
+    Sorting is the only O(n log n) step; the counts ride along in the low bits of the sorted values (no argsort).
+    """
+    spare = 63 - key_bits
+    if len(keys) == 0:
+        return keys, np.zeros(0, dtype=np.int64)
+    if counts is None:
+        ordered = np.sort(keys)
+        amounts = None
+    elif spare > 0 and int(counts.max()) < 1 << spare:
+        packed = (keys << spare) | counts
+        packed.sort()
+        ordered, amounts = packed >> spare, packed & ((1 << spare) - 1)
+    else:  # counts too large to pack: sort with a permutation
+        distinct, inverse = np.unique(keys, return_inverse=True)
+        return distinct, np.bincount(inverse.ravel(), weights=counts).astype(np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    if amounts is None:
+        sums = np.diff(starts, append=len(ordered))
+    else:
+        sums = np.add.reduceat(amounts, starts)
+    return ordered[starts], sums
+
+
+def _tf_idf(tf: np.ndarray, cols: np.ndarray, idf: np.ndarray, sub: bool) -> np.ndarray:
+    """TfidfTransformer's arithmetic before the norm: (log) term frequency × idf."""
+    return (np.log(tf) + 1.0 if sub else tf.astype(np.float64)) * idf[cols]
 
 
 def _tfidf_block(
-    rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_rows: int, n_features: int, idf: np.ndarray, sub: bool
+    keys: np.ndarray, counts: np.ndarray | None, col_bits: int, n_rows: int, idf: np.ndarray, sub: bool
 ) -> _Block:
-    """Sum duplicate (row, column) entries, then TfidfTransformer's arithmetic: log tf, × idf, row l2 norm."""
-    keys, inverse = np.unique(rows * n_features + cols, return_inverse=True)
-    tf = np.bincount(inverse, weights=counts)
-    r, c = np.divmod(keys, n_features)
-    values = (np.log(tf) + 1.0 if sub else tf) * idf[c]
+    """Sum duplicate (row, column) entries (``row << col_bits | column``), then log tf, × idf, row l2 norm."""
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    tf = np.bincount(inverse, weights=counts, minlength=len(distinct))
+    r, c = distinct >> col_bits, distinct & ((1 << col_bits) - 1)
+    values = _tf_idf(tf, c, idf, sub)
     norms = np.sqrt(np.bincount(r, weights=values * values, minlength=n_rows))
     values /= norms[r]
-    return _Block(r, c, values, inverse.ravel())
+    return _Block(r, c, values, inverse, first)
+
+
+def _block_logit(
+    keys: np.ndarray, tf: np.ndarray, col_bits: int, n_rows: int, idf: np.ndarray, sub: bool, w: np.ndarray
+) -> np.ndarray:
+    """Per row, the block's share of the logit: ``w · x`` for the l2-normalised TF-IDF row ``x``."""
+    r, c = keys >> col_bits, keys & ((1 << col_bits) - 1)
+    values = _tf_idf(tf, c, idf, sub)
+    norms = np.sqrt(np.bincount(r, weights=values * values, minlength=n_rows))
+    dots = np.bincount(r, weights=values * w[c], minlength=n_rows)
+    return np.divide(dots, norms, out=np.zeros(n_rows), where=norms > 0)
 
 
 class FastScorer:
@@ -253,6 +446,7 @@ class FastScorer:
         self._idf_char = np.asarray(t_char.idf_, dtype=np.float64)
         self._sub_word, self._sub_char = bool(t_word.sublinear_tf), bool(t_char.sublinear_tf)
         n_word, n_char, n_meta = words.n_features, chars.n_features, meta.n_features
+        self._word_bits, self._char_bits = (n_word - 1).bit_length(), (n_char - 1).bit_length()
         self._off_char = n_word
         self._off_meta = n_word + n_char
         self._off_num = n_word + n_char + n_meta
@@ -320,60 +514,41 @@ class FastScorer:
     ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         n = len(prepared)
         hasher = self.hasher
-        word_of = hasher.word
-        cached = hasher.cached_word
-        w_cols: list[int] = []  # word block: one entry per token / bigram occurrence
-        w_per_row: list[int] = []
-        w_ua: list[int] = []  # distinct-word ids an entry is credited to (a bigram: its two words)
-        w_ub: list[int] = []
-        c_cols: list[np.ndarray] = []  # char block: one piece per distinct word of a comment
-        c_counts: list[np.ndarray] = []
-        c_lens: list[int] = []
-        pieces_per_row: list[int] = []
-        u_text: list[str] = []  # distinct words of every comment, batch-wide ids in first-occurrence order
-        pos_u: list[list[int]] = []  # per comment: the distinct-word id of each word position
-        texts: list[list[str]] = []
+        texts = [pc.text.split() for pc in prepared]
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+        words = hasher.words(list(chain.from_iterable(texts)))
+        row_bits = max(n - 1, 0).bit_length()  # keys below are (row << column bits) | column
+        pos_rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        # Units: the distinct words of each comment (sorted by row, then word id), with their multiplicity.
+        pos_keys = (pos_rows << _ID_BITS) | words.ids
+        if explain:
+            units, unit_first, pos_unit, mult = np.unique(
+                pos_keys, return_index=True, return_inverse=True, return_counts=True
+            )
+            pos_unit = pos_unit.ravel()
+        else:
+            units, mult = _sum_by_key(pos_keys, None, row_bits + _ID_BITS)
+        u_rows, u_ids = units >> _ID_BITS, units & _ID_MASK
+        # Char block: each unit's distinct n-grams, counted once per occurrence of the word.
+        c_len = words.char_len[u_ids]
+        c_idx = _ranges(words.char_start[u_ids], c_len)
+        c_keys = (np.repeat(u_rows, c_len) << self._char_bits) | words.char_cols[c_idx]
+        c_counts = words.char_counts[c_idx] * np.repeat(mult, c_len)
+        # Word block: the tokens of every word position in order, then the bigrams of adjacent tokens of a comment.
+        t_len = words.tok_len[words.ids]
+        t_idx = _ranges(words.tok_start[words.ids], t_len)
+        t_rows = np.repeat(pos_rows, t_len)
+        w_keys = (t_rows << self._word_bits) | words.tok_cols[t_idx]
+        b_first = np.zeros(0, dtype=np.int64)  # token index of each bigram's first token
+        if self._bigrams and len(t_rows) > 1:
+            b_first = np.flatnonzero(t_rows[1:] == t_rows[:-1])
+            tids = words.tok_ids[t_idx]
+            b_cols = hasher.bigrams(words, (tids[b_first] << _ID_BITS) | tids[b_first + 1])
+            w_keys = np.concatenate([w_keys, (t_rows[b_first] << self._word_bits) | b_cols])
         m_rows: list[int] = []
         m_cols: list[int] = []
         m_tokens: list[list[tuple[str, int]]] = []
         for i, pc in enumerate(prepared):
-            words = pc.text.split()
-            counts = Counter(words)
-            base = len(u_text)
-            infos = [cached(w) or word_of(w) for w in counts]
-            u_text.extend(counts)
-            c_cols.extend([info.char_cols for info in infos])
-            c_counts.extend(
-                [
-                    info.char_counts * m if m > 1 else info.char_counts
-                    for info, m in zip(infos, counts.values(), strict=True)
-                ]
-            )
-            c_lens.extend([len(info.char_cols) for info in infos])
-            pieces_per_row.append(len(infos))
-            if len(infos) == len(words):
-                seq = list(range(base, base + len(words)))
-                seq_infos = infos
-            else:
-                local = {w: base + k for k, w in enumerate(counts)}
-                seq = [local[w] for w in words]
-                seq_infos = [infos[u - base] for u in seq]
-            toks = [t for info in seq_infos for t in info.tokens]
-            w_cols.extend([j for info in seq_infos for j in info.unigrams])
-            n_entries = len(toks)
-            if self._bigrams and len(toks) > 1:
-                w_cols.extend(hasher.bigrams(toks))
-                n_entries += len(toks) - 1
-            w_per_row.append(n_entries)
-            if explain:
-                pos_u.append(seq)
-                texts.append(words)
-                tok_u = [u for info, u in zip(seq_infos, seq, strict=True) for _ in info.tokens]
-                w_ua.extend(tok_u)
-                w_ub.extend(tok_u)
-                if self._bigrams and len(toks) > 1:
-                    w_ua.extend(tok_u[:-1])
-                    w_ub.extend(tok_u[1:])
             if pc.meta:
                 tokens = list(dict.fromkeys(pc.meta.split()))
                 cols = [hasher.meta(t) for t in tokens]
@@ -383,62 +558,45 @@ class FastScorer:
                     m_cols.append(j)
             else:
                 m_tokens.append([])
-
-        z = np.full(n, self._bias)
-        wb = _tfidf_block(
-            np.repeat(np.arange(n), w_per_row),
-            np.asarray(w_cols, dtype=np.int64),
-            np.ones(len(w_cols)),
-            n,
-            hasher.n_word,
-            self._idf_word,
-            self._sub_word,
-        )
-        w_contrib = wb.values * self._w_word[wb.cols]
-        z += np.bincount(wb.rows, weights=w_contrib, minlength=n)
-        lens = np.asarray(c_lens, dtype=np.int64)
-        cb = _tfidf_block(
-            np.repeat(np.repeat(np.arange(n), pieces_per_row), lens),
-            np.concatenate(c_cols) if c_cols else np.zeros(0, dtype=np.int64),
-            np.concatenate(c_counts) if c_counts else np.zeros(0),
-            n,
-            hasher.n_char,
-            self._idf_char,
-            self._sub_char,
-        )
-        c_contrib = cb.values * self._w_char[cb.cols]
-        z += np.bincount(cb.rows, weights=c_contrib, minlength=n)
         m_r = np.asarray(m_rows, dtype=np.int64)
         m_c = np.asarray(m_cols, dtype=np.int64)
-        z += np.bincount(m_r, weights=self._w_meta[m_c], minlength=n)
         numeric = np.asarray([pc.numeric for pc in prepared], dtype=np.float32).astype(np.float64)
         numeric = numeric.reshape(n, len(NUMERIC_FEATURES))
         num_contrib = numeric * self._w_num
-        z += num_contrib.sum(axis=1)
-        p = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
-        if not explain:
-            return p, np.zeros((n, 0)), []
 
+        z = np.full(n, self._bias)
+        z += np.bincount(m_r, weights=self._w_meta[m_c], minlength=n)
+        z += num_contrib.sum(axis=1)
+        if not explain:  # only the per-row sums: no permutation to keep
+            word_tf = _sum_by_key(w_keys, None, row_bits + self._word_bits)
+            char_tf = _sum_by_key(c_keys, c_counts, row_bits + self._char_bits)
+            z += _block_logit(*word_tf, self._word_bits, n, self._idf_word, self._sub_word, self._w_word)
+            z += _block_logit(*char_tf, self._char_bits, n, self._idf_char, self._sub_char, self._w_char)
+            return _sigmoid(z), np.zeros((n, 0)), []
+
+        wb = _tfidf_block(w_keys, None, self._word_bits, n, self._idf_word, self._sub_word)
+        w_contrib = wb.values * self._w_word[wb.cols]
+        z += np.bincount(wb.rows, weights=w_contrib, minlength=n)
+        cb = _tfidf_block(c_keys, c_counts, self._char_bits, n, self._idf_char, self._sub_char)
+        c_contrib = cb.values * self._w_char[cb.cols]
+        z += np.bincount(cb.rows, weights=c_contrib, minlength=n)
+        p = _sigmoid(z)
         cats = self._categories(n, wb, cb, m_r, m_c, numeric)
-        # Credit each distinct word of a comment with its columns' contributions.
-        n_u = len(u_text)
+        # Credit each unit with its columns' contributions.
+        n_u = len(units)
         unit = np.zeros(n_u)
         if len(cb.inverse):
-            owners = np.bincount(cb.inverse, minlength=len(cb.values))  # distinct words sharing the n-gram
+            owners = np.bincount(cb.inverse, minlength=len(cb.values))  # units sharing the n-gram
             share = (c_contrib / owners)[cb.inverse]
-            unit += np.bincount(np.repeat(np.arange(n_u), lens), weights=share, minlength=n_u)
-        if w_ua:
-            first = _first_occurrences(wb.inverse, len(wb.values))  # each column credited once
-            share = w_contrib[wb.inverse[first]] / 2.0
-            unit += np.bincount(np.asarray(w_ua, dtype=np.int64)[first], weights=share, minlength=n_u)
-            unit += np.bincount(np.asarray(w_ub, dtype=np.int64)[first], weights=share, minlength=n_u)
-        # Word positions that pushed towards the positive class, batch-wide; a repeated word counts at its
-        # first occurrence (ids are handed out in first-occurrence order, so a later one is never a new maximum).
-        flat = np.fromiter((u for seq in pos_u for u in seq), dtype=np.int64)
-        values = unit[flat]
-        if len(flat) > 1:
-            values[1:] *= flat[1:] > np.maximum.accumulate(flat)[:-1]
-        starts = np.cumsum([0] + [len(seq) for seq in pos_u])
+            unit += np.bincount(np.repeat(np.arange(n_u), c_len), weights=share, minlength=n_u)
+        if len(wb.inverse):  # each column credited once, at its first entry: a token's word, or half to each word
+            tok_unit = np.repeat(pos_unit, t_len)  # of a bigram
+            share = w_contrib / 2.0
+            for owner in (tok_unit[b_first], tok_unit[b_first + 1]):
+                unit += np.bincount(np.concatenate([tok_unit, owner])[wb.first], weights=share, minlength=n_u)
+        # Word positions that pushed towards the positive class; a repeated word counts at its first occurrence.
+        values = unit[pos_unit] * (unit_first[pos_unit] == np.arange(len(pos_unit)))
+        starts = np.concatenate(([0], np.cumsum(lengths)))
         hot = np.flatnonzero(values >= MIN_CONTRIBUTION / 2)
         hot_rows = np.searchsorted(starts, hot, side="right") - 1
         hot_by_row: dict[int, list[int]] = {}
@@ -486,7 +644,11 @@ class FastScorer:
         # float32 x float32 (C-ordered): scipy multiplies without copying the heads
         raw = np.asarray(X @ self._heads, dtype=np.float64) + self._head_params[:, 0]
         z = self._head_params[:, 1] * raw + self._head_params[:, 2]
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+        return _sigmoid(z)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
 
 
 def _phrases(words: list[str], hot: list[int], values: np.ndarray, scores: dict[str, float]) -> None:
