@@ -55,6 +55,11 @@ def write_model_card(starter_dir: Path) -> Path:
             "Model: word 1–2-grams + character 2–5-grams (hashed, sublinear TF-IDF) on normalised text, metadata "
             "tokens and bounded numeric signals, one logistic regression with Platt calibration on out-of-fold "
             "scores; within each source both classes weigh the same."
+            + (
+                f" N-gram columns weighted by naive-Bayes log-count ratios (power {nb})."
+                if (nb := m["parameters"].get("clf__nb_power"))
+                else ""
+            )
             + (f" Category heads: {', '.join(m['categories'])}." if m.get("categories") else ""),
             "",
             "### Training data",
