@@ -423,16 +423,19 @@ def _human(comment: Comment) -> bool:
     return decided_by.startswith("moderator") or decided_by == "blog"
 
 
-def record_decisions(comments: Sequence[Comment]) -> None:
+def record_decisions(comments: Sequence[Comment], cleared: Sequence[Comment] = ()) -> None:
     """Remember which campaigns had a copy rejected (spam or abuse), so later near-duplicates are rejected too.
 
     Call after the decisions are committed, automatic or human. A human approval of a copy clears the mark (a
-    moderator said this text is fine). Uses ``campaign_key`` when set, else finds the cluster from the text. Never
-    raises on Redis errors.
+    moderator said this text is fine), and so does each comment in ``cleared`` (a moderator's rejection that was
+    undone: a slip must not go on rejecting the campaign's later copies). Uses ``campaign_key`` when set, else
+    finds the cluster from the text. Never raises on Redis errors.
     """
     items: list[dict[str, Any]] = []
-    for c in comments:
-        if c.decision == "reject" and c.category in ("spam", "abuse"):
+    for c, undone in [(c, False) for c in comments] + [(c, True) for c in cleared]:
+        if undone:
+            action = "clear"
+        elif c.decision == "reject" and c.category in ("spam", "abuse"):
             action = "reject"
         elif c.decision == "approve" and _human(c):
             action = "clear"

@@ -47,17 +47,19 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _after_commit(comments: Sequence[Comment], delivery_ids: Sequence[int]) -> None:
+def _after_commit(
+    comments: Sequence[Comment], delivery_ids: Sequence[int], undone_rejections: Sequence[Comment] = ()
+) -> None:
     """Work that must only happen once the decisions are stored: callbacks and stream learning."""
     from service.queue import enqueue_callbacks
 
     if delivery_ids:
         enqueue_callbacks(list(delivery_ids))
-    if comments:
+    if comments or undone_rejections:
         try:
             from service.decisions.stream import record_decisions
 
-            record_decisions(list(comments))
+            record_decisions(list(comments), cleared=list(undone_rejections))
         except Exception:  # the stream checks are an optimisation; the decision is stored either way
             log.warning("could not record decisions in the stream checks", exc_info=True)
 
@@ -113,6 +115,7 @@ def undo(user: CurrentUser, event_ids: Sequence[int], now: datetime | None = Non
     results: list[ActionResult] = []
     deliveries: list[int] = []
     restored: list[Comment] = []
+    undone_rejections: list[Comment] = []
     with session_scope() as session:
         for event_id in event_ids:
             event = session.get(ModerationEvent, event_id)
@@ -130,10 +133,12 @@ def undo(user: CurrentUser, event_ids: Sequence[int], now: datetime | None = Non
             results.append(result)
             if result.applied:
                 restored.append(comment)
+                if event.to_decision == "reject" and comment.decision != "reject":
+                    undone_rejections.append(comment)
                 delivery = _delivery(session, comment, result.event_id)
                 if delivery is not None:
                     deliveries.append(delivery)
-    _after_commit(restored, deliveries)
+    _after_commit(restored, deliveries, undone_rejections)
     return results
 
 

@@ -245,6 +245,23 @@ def test_reversing_a_rejection_restores_the_category_on_undo(
     assert comment_state(cid) == ("reject", "abuse")
 
 
+def test_undoing_a_rejection_forgets_the_campaign_mark(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]
+) -> None:
+    """A slip of the "s" key must not go on rejecting the campaign's later copies once it is undone."""
+    from service import redis_bus
+
+    key = f"undo-camp-{ui_site['id']}"
+    cid = add_comment(ui_site["id"], campaign_key=key)
+    stream_db = redis_bus.client(redis_bus.STREAM_DB)
+    token = login(client, moderator)
+    body = act(client, token, cid, "spam").get_json()
+    assert stream_db.get(f"cl:{key}:rej") == b"spam"
+    client.post("/moderation/undo", data={"event": str(body["undo"]["events"][0]), "csrf_token": token})
+    assert comment_state(cid) == ("hold", "spam")
+    assert stream_db.get(f"cl:{key}:rej") is None
+
+
 def test_campaign_reject(client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]) -> None:
     key = "camp-" + str(ui_site["id"])
     members = [add_comment(ui_site["id"], campaign_key=key) for _ in range(4)]
