@@ -6,9 +6,15 @@ rounding; the tests check it) without sklearn's per-call validation and FeatureU
 
 - n-grams are hashed once per distinct *word* and cached: ``char_wb`` n-grams never cross a space and the
   word tokens of a text are the tokens of its space-separated words, so a comment's columns are the union of
-  its words' columns (plus its word bigrams). The cache is shared by every model with the same hashing
-  set-up (the spam and abuse models), so the second model of a batch finds every word hashed already;
-- TF-IDF, l2 norms, the calibrated logit and the category heads are a handful of array operations per batch;
+  its words' columns (plus its word bigrams). Words and tokens get integer ids and their columns live in flat
+  arrays, so per batch the only per-word Python is one dictionary look-up; the columns, bigram pairs and term
+  counts are numpy index arithmetic, bigram columns come from a numpy hash map keyed by token-id pair. The
+  caches are shared by every model with the same hashing set-up (the spam and abuse models);
+- TF-IDF, l2 norms, the calibrated logit and the category heads are a handful of array operations per batch.
+  ``predict_proba`` only needs per-comment sums, so it groups the (comment, column) entries with a plain sort
+  (the counts packed into the sorted values) instead of ``np.unique``'s permutation;
+- everything before the model's weights (columns, term frequencies, word positions) is one ``_Batch``: the
+  next model scoring the same prepared comments (the abuse model after the spam model) reuses it;
 - explanations reuse the same arrays: a column's contribution is ``calibrated weight × value``; a char
   n-gram's contribution is split between the comment's words that contain it, a bigram's between its two
   words; runs of words that push towards the positive class read as one phrase. Only those words are
@@ -17,6 +23,7 @@ rounding; the tests check it) without sklearn's per-call validation and FeatureU
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,10 +42,11 @@ from classifiers.features import NUMERIC_FEATURES, NumericFeatures, PreparedComm
 MAX_REASONS = 5
 MIN_CONTRIBUTION = 0.05  # in calibrated logit units; below this a feature barely moved the score
 MAX_PHRASE_WORDS = 4
-CACHE_SIZE = 200_000  # distinct words / tokens / bigrams / metadata tokens per hashing set-up (≈ 40 MB when full)
+CACHE_SIZE = 200_000  # distinct words / tokens / bigrams / metadata tokens per hashing set-up (≈ 110 MB when full)
 _ID_BITS = 32  # word and token ids (< CACHE_SIZE + a batch) in packed int64 keys
 _ID_MASK = (1 << _ID_BITS) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: multiplicative hashing of int keys
+_CHUNK = 1 << 16  # entries per step of the category heads' product
 
 NUMERIC_PHRASES = {
     "link_density": "many links for its length",
@@ -89,6 +97,7 @@ def meta_phrase(token: str) -> str:
 
 
 _NUMERIC_REFERENCE = numeric_reference()
+_NUMERIC_REFERENCE_ARRAY = np.asarray(_NUMERIC_REFERENCE)
 
 
 def numeric_contribution(contribution: float, value: float, k: int) -> float:
@@ -126,7 +135,7 @@ class _Buffer:
 
 
 class _IntMap:
-    """Non-negative int64 keys to int64 values: open addressing (linear probing), vectorised look-ups and inserts."""
+    """Non-negative int64 keys to int32 values: open addressing (linear probing), vectorised look-ups and inserts."""
 
     _MIN_BITS = 12
 
@@ -136,7 +145,7 @@ class _IntMap:
     def _allocate(self, bits: int) -> None:
         self._bits = bits
         self._keys = np.full(1 << bits, -1, dtype=np.int64)  # -1: free slot
-        self._values = np.zeros(1 << bits, dtype=np.int64)
+        self._values = np.zeros(1 << bits, dtype=np.int32)
         self.size = 0
 
     def _slots(self, keys: np.ndarray) -> np.ndarray:
@@ -158,10 +167,10 @@ class _IntMap:
 
     def insert(self, keys: np.ndarray, values: np.ndarray) -> None:
         """Add distinct ``keys`` that are not in the map yet."""
-        if 2 * (self.size + len(keys)) > len(self._keys):
+        if 4 * (self.size + len(keys)) > len(self._keys):  # at most a quarter full: short probe runs
             old = self._keys >= 0
             old_keys, old_values = self._keys[old], self._values[old]
-            bits = max(self._MIN_BITS, (2 * (self.size + len(keys))).bit_length())
+            bits = max(self._MIN_BITS, (4 * (self.size + len(keys))).bit_length())
             self._allocate(bits)
             keys, values = np.concatenate([old_keys, keys]), np.concatenate([old_values, values])
         self.size += len(keys)
@@ -231,6 +240,7 @@ class TextHasher:
         self._vocab = _Vocab()
         self._meta: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.last_batch: _Batch | None = None  # the last batch scored, for the next model scoring the same one
 
     def words(self, words: list[str]) -> _Words:
         """Word ids of ``words`` (hashing the ones not seen yet) with the arrays they index."""
@@ -361,15 +371,6 @@ def _tfidf(block: Any) -> TfidfTransformer | None:
     return t if ok else None
 
 
-@dataclass
-class _Block:
-    rows: np.ndarray  # row of each distinct (row, column) entry
-    cols: np.ndarray  # column within the block
-    values: np.ndarray  # feature value (what the linear model multiplies)
-    inverse: np.ndarray  # for each raw entry, its distinct entry
-    first: np.ndarray  # for each distinct entry, its first raw entry
-
-
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """``concatenate([arange(s, s + k) for s, k in zip(starts, lengths)])`` without the Python loop."""
     ends = np.cumsum(lengths)
@@ -377,29 +378,165 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _sum_by_key(keys: np.ndarray, counts: np.ndarray | None, key_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct ``keys`` (sorted) and the sum of the positive integer ``counts`` (``None``: ones) of each.
+    """Distinct ``keys`` (non-negative, below ``2**key_bits``; sorted) and the sum of their integer ``counts``.
 
-    Sorting is the only O(n log n) step; the counts ride along in the low bits of the sorted values (no argsort).
+    ``counts=None`` counts occurrences. Sorting is the only O(n log n) step: the counts ride along in the low bits
+    of the sorted values, so no permutation (argsort) is needed.
     """
-    spare = 63 - key_bits
     if len(keys) == 0:
         return keys, np.zeros(0, dtype=np.int64)
+    spare = 63 - key_bits
     if counts is None:
-        ordered = np.sort(keys)
-        amounts = None
+        ordered, amounts = np.sort(keys), None
     elif spare > 0 and int(counts.max()) < 1 << spare:
         packed = (keys << spare) | counts
         packed.sort()
         ordered, amounts = packed >> spare, packed & ((1 << spare) - 1)
-    else:  # counts too large to pack: sort with a permutation
+    else:  # counts too large to pack
         distinct, inverse = np.unique(keys, return_inverse=True)
         return distinct, np.bincount(inverse.ravel(), weights=counts).astype(np.int64)
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    if amounts is None:
-        sums = np.diff(starts, append=len(ordered))
-    else:
-        sums = np.add.reduceat(amounts, starts)
+    sums = np.diff(starts, append=len(ordered)) if amounts is None else np.add.reduceat(amounts, starts)
     return ordered[starts], sums
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """A block's raw (row, column) entries of a batch, summed: ``keys`` are ``row << column bits | column``, sorted."""
+
+    keys: np.ndarray
+    tf: np.ndarray  # summed counts
+    first: np.ndarray  # explanations only (else empty): the first raw entry of each key
+    inverse: np.ndarray  # explanations only (else empty): the key of each raw entry
+
+
+def _terms(keys: np.ndarray, counts: np.ndarray | None, key_bits: int, explain: bool) -> _Terms:
+    if not explain:
+        return _Terms(*_sum_by_key(keys, counts, key_bits), _NONE, _NONE)
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    return _Terms(distinct, np.bincount(inverse, weights=counts, minlength=len(distinct)), first, inverse)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What scoring a batch needs before any model weight: the part the spam and the abuse model share.
+
+    *Units* are the distinct words of each comment (sorted by comment, then word id); explanations credit them.
+    """
+
+    prepared: tuple[PreparedComment, ...]
+    bigrams: bool
+    explain: bool
+    word: _Terms
+    char: _Terms
+    meta_rows: np.ndarray
+    meta_cols: np.ndarray
+    meta_tokens: list[list[tuple[str, int]]]
+    numeric: np.ndarray  # (comments, NUMERIC_FEATURES) float64
+    # explanations only (else empty)
+    texts: list[list[str]]  # the words of each comment
+    starts: np.ndarray  # index of each comment's first word position (and the total at the end)
+    n_units: int
+    pos_unit: np.ndarray  # unit of each word position
+    pos_first: np.ndarray  # whether the position is its unit's first occurrence
+    char_unit: np.ndarray  # unit of each raw char entry
+    char_owners: np.ndarray  # units sharing each char key
+    word_units: tuple[np.ndarray, np.ndarray]  # per word key, the unit(s) credited (a bigram: its two words)
+
+
+def _batch(
+    hasher: TextHasher,
+    prepared: Sequence[PreparedComment],
+    bigrams: bool,
+    word_bits: int,
+    char_bits: int,
+    explain: bool,
+) -> _Batch:
+    n = len(prepared)
+    texts = [pc.text.split() for pc in prepared]
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+    words = hasher.words(list(chain.from_iterable(texts)))
+    row_bits = max(n - 1, 0).bit_length()
+    pos_rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    pos_keys = (pos_rows << _ID_BITS) | words.ids
+    if explain:
+        units, unit_first, pos_unit, mult = np.unique(
+            pos_keys, return_index=True, return_inverse=True, return_counts=True
+        )
+        pos_unit = pos_unit.ravel()
+    else:
+        units, mult = _sum_by_key(pos_keys, None, row_bits + _ID_BITS)
+    u_rows, u_ids = units >> _ID_BITS, units & _ID_MASK
+    # Char block: each unit's distinct n-grams, counted once per occurrence of the word in its comment.
+    c_len = words.char_len[u_ids]
+    c_idx = _ranges(words.char_start[u_ids], c_len)
+    c_keys = (np.repeat(u_rows, c_len) << char_bits) | words.char_cols[c_idx]
+    char = _terms(c_keys, words.char_counts[c_idx] * np.repeat(mult, c_len), row_bits + char_bits, explain)
+    # Word block: the tokens of every word position in order, then the bigrams of a comment's adjacent tokens.
+    t_len = words.tok_len[words.ids]
+    t_idx = _ranges(words.tok_start[words.ids], t_len)
+    t_rows = np.repeat(pos_rows, t_len)
+    w_keys = (t_rows << word_bits) | words.tok_cols[t_idx]
+    b_first = _NONE  # token index of each bigram's first token
+    if bigrams and len(t_rows) > 1:
+        b_first = np.flatnonzero(t_rows[1:] == t_rows[:-1])
+        tids = words.tok_ids[t_idx]
+        b_cols = hasher.bigrams(words, (tids[b_first] << _ID_BITS) | tids[b_first + 1])
+        w_keys = np.concatenate([w_keys, (t_rows[b_first] << word_bits) | b_cols])
+    word = _terms(w_keys, None, row_bits + word_bits, explain)
+    m_rows: list[int] = []
+    m_cols: list[int] = []
+    m_tokens: list[list[tuple[str, int]]] = []
+    for i, pc in enumerate(prepared):
+        if pc.meta:
+            tokens = list(dict.fromkeys(pc.meta.split()))
+            cols = [hasher.meta(t) for t in tokens]
+            m_tokens.append(list(zip(tokens, cols, strict=True)))
+            for j in dict.fromkeys(cols):
+                m_rows.append(i)
+                m_cols.append(j)
+        else:
+            m_tokens.append([])
+    numeric = np.asarray([pc.numeric for pc in prepared], dtype=np.float32).astype(np.float64)
+    common = (
+        tuple(prepared),
+        bigrams,
+        explain,
+        word,
+        char,
+        np.asarray(m_rows, dtype=np.int64),
+        np.asarray(m_cols, dtype=np.int64),
+        m_tokens,
+        numeric.reshape(n, len(NUMERIC_FEATURES)),
+    )
+    if not explain:
+        return _Batch(*common, [], _NONE, 0, _NONE, _NONE, _NONE, _NONE, (_NONE, _NONE))
+    tok_unit = np.repeat(pos_unit, t_len)
+    return _Batch(
+        *common,
+        texts,
+        np.concatenate(([0], np.cumsum(lengths))),
+        len(units),
+        pos_unit,
+        unit_first[pos_unit] == np.arange(len(pos_unit)),
+        np.repeat(np.arange(len(units)), c_len),
+        np.bincount(char.inverse, minlength=len(char.keys)),
+        (
+            np.concatenate([tok_unit, tok_unit[b_first]])[word.first],
+            np.concatenate([tok_unit, tok_unit[b_first + 1]])[word.first],
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    rows: np.ndarray  # row of each distinct (row, column) entry
+    cols: np.ndarray  # column within the block
+    values: np.ndarray  # feature value (what the linear model multiplies)
 
 
 def _tf_idf(tf: np.ndarray, cols: np.ndarray, idf: np.ndarray, sub: bool) -> np.ndarray:
@@ -407,26 +544,19 @@ def _tf_idf(tf: np.ndarray, cols: np.ndarray, idf: np.ndarray, sub: bool) -> np.
     return (np.log(tf) + 1.0 if sub else tf.astype(np.float64)) * idf[cols]
 
 
-def _tfidf_block(
-    keys: np.ndarray, counts: np.ndarray | None, col_bits: int, n_rows: int, idf: np.ndarray, sub: bool
-) -> _Block:
-    """Sum duplicate (row, column) entries (``row << col_bits | column``), then log tf, × idf, row l2 norm."""
-    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    tf = np.bincount(inverse, weights=counts, minlength=len(distinct))
-    r, c = distinct >> col_bits, distinct & ((1 << col_bits) - 1)
-    values = _tf_idf(tf, c, idf, sub)
+def _tfidf_block(terms: _Terms, col_bits: int, n_rows: int, idf: np.ndarray, sub: bool) -> _Block:
+    """TfidfTransformer's arithmetic: log tf, × idf, row l2 norm."""
+    r, c = terms.keys >> col_bits, terms.keys & ((1 << col_bits) - 1)
+    values = _tf_idf(terms.tf, c, idf, sub)
     norms = np.sqrt(np.bincount(r, weights=values * values, minlength=n_rows))
     values /= norms[r]
-    return _Block(r, c, values, inverse, first)
+    return _Block(r, c, values)
 
 
-def _block_logit(
-    keys: np.ndarray, tf: np.ndarray, col_bits: int, n_rows: int, idf: np.ndarray, sub: bool, w: np.ndarray
-) -> np.ndarray:
+def _block_logit(terms: _Terms, col_bits: int, n_rows: int, idf: np.ndarray, sub: bool, w: np.ndarray) -> np.ndarray:
     """Per row, the block's share of the logit: ``w · x`` for the l2-normalised TF-IDF row ``x``."""
-    r, c = keys >> col_bits, keys & ((1 << col_bits) - 1)
-    values = _tf_idf(tf, c, idf, sub)
+    r, c = terms.keys >> col_bits, terms.keys & ((1 << col_bits) - 1)
+    values = _tf_idf(terms.tf, c, idf, sub)
     norms = np.sqrt(np.bincount(r, weights=values * values, minlength=n_rows))
     dots = np.bincount(r, weights=values * w[c], minlength=n_rows)
     return np.divide(dots, norms, out=np.zeros(n_rows), where=norms > 0)
@@ -461,7 +591,7 @@ class FastScorer:
         self._w_num = w[self._off_num :]
         self._bias = a * float(clf.intercept_) + b
         self.categories = [str(c) for c in clf.category_names_]
-        # Category heads as a dense (features x heads) float32 matrix: one sparse-dense product per batch.
+        # Category heads as a dense (features x heads) float32 matrix: rows gathered per batch.
         heads = sp.csr_matrix(clf.category_coef_)
         self._heads = np.ascontiguousarray(heads.T.toarray(), dtype=np.float32) if len(self.categories) else None
         self._head_params = np.asarray(clf.category_params_, dtype=np.float64).reshape(-1, 3)
@@ -502,118 +632,80 @@ class FastScorer:
         names = self.categories
         return [
             ModelScore(
-                probability=float(p[i]),
-                reasons=reasons[i],
-                categories={name: round(float(cats[i, j]), 4) for j, name in enumerate(names)},
+                probability=p_i, reasons=r_i, categories={name: round(c, 4) for name, c in zip(names, c_i, strict=True)}
             )
-            for i in range(len(prepared))
+            for p_i, r_i, c_i in zip(p.tolist(), reasons, cats.tolist(), strict=True)
         ]
+
+    def _batch(self, prepared: Sequence[PreparedComment], explain: bool) -> _Batch:
+        """The batch's shared part, reused when the previous model scored the same prepared comments."""
+        last = self.hasher.last_batch
+        if (
+            last is not None
+            and last.bigrams == self._bigrams
+            and (last.explain or not explain)
+            and len(last.prepared) == len(prepared)
+            and all(map(operator.is_, last.prepared, prepared))
+        ):
+            return last
+        batch = _batch(self.hasher, prepared, self._bigrams, self._word_bits, self._char_bits, explain)
+        self.hasher.last_batch = batch
+        return batch
 
     def _run(
         self, prepared: Sequence[PreparedComment], explain: bool
     ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         n = len(prepared)
-        hasher = self.hasher
-        texts = [pc.text.split() for pc in prepared]
-        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-        words = hasher.words(list(chain.from_iterable(texts)))
-        row_bits = max(n - 1, 0).bit_length()  # keys below are (row << column bits) | column
-        pos_rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
-        # Units: the distinct words of each comment (sorted by row, then word id), with their multiplicity.
-        pos_keys = (pos_rows << _ID_BITS) | words.ids
-        if explain:
-            units, unit_first, pos_unit, mult = np.unique(
-                pos_keys, return_index=True, return_inverse=True, return_counts=True
-            )
-            pos_unit = pos_unit.ravel()
-        else:
-            units, mult = _sum_by_key(pos_keys, None, row_bits + _ID_BITS)
-        u_rows, u_ids = units >> _ID_BITS, units & _ID_MASK
-        # Char block: each unit's distinct n-grams, counted once per occurrence of the word.
-        c_len = words.char_len[u_ids]
-        c_idx = _ranges(words.char_start[u_ids], c_len)
-        c_keys = (np.repeat(u_rows, c_len) << self._char_bits) | words.char_cols[c_idx]
-        c_counts = words.char_counts[c_idx] * np.repeat(mult, c_len)
-        # Word block: the tokens of every word position in order, then the bigrams of adjacent tokens of a comment.
-        t_len = words.tok_len[words.ids]
-        t_idx = _ranges(words.tok_start[words.ids], t_len)
-        t_rows = np.repeat(pos_rows, t_len)
-        w_keys = (t_rows << self._word_bits) | words.tok_cols[t_idx]
-        b_first = np.zeros(0, dtype=np.int64)  # token index of each bigram's first token
-        if self._bigrams and len(t_rows) > 1:
-            b_first = np.flatnonzero(t_rows[1:] == t_rows[:-1])
-            tids = words.tok_ids[t_idx]
-            b_cols = hasher.bigrams(words, (tids[b_first] << _ID_BITS) | tids[b_first + 1])
-            w_keys = np.concatenate([w_keys, (t_rows[b_first] << self._word_bits) | b_cols])
-        m_rows: list[int] = []
-        m_cols: list[int] = []
-        m_tokens: list[list[tuple[str, int]]] = []
-        for i, pc in enumerate(prepared):
-            if pc.meta:
-                tokens = list(dict.fromkeys(pc.meta.split()))
-                cols = [hasher.meta(t) for t in tokens]
-                m_tokens.append(list(zip(tokens, cols, strict=True)))
-                for j in dict.fromkeys(cols):
-                    m_rows.append(i)
-                    m_cols.append(j)
-            else:
-                m_tokens.append([])
-        m_r = np.asarray(m_rows, dtype=np.int64)
-        m_c = np.asarray(m_cols, dtype=np.int64)
-        numeric = np.asarray([pc.numeric for pc in prepared], dtype=np.float32).astype(np.float64)
-        numeric = numeric.reshape(n, len(NUMERIC_FEATURES))
+        batch = self._batch(prepared, explain)
+        numeric = batch.numeric
         num_contrib = numeric * self._w_num
-
         z = np.full(n, self._bias)
-        z += np.bincount(m_r, weights=self._w_meta[m_c], minlength=n)
+        z += np.bincount(batch.meta_rows, weights=self._w_meta[batch.meta_cols], minlength=n)
         z += num_contrib.sum(axis=1)
-        if not explain:  # only the per-row sums: no permutation to keep
-            word_tf = _sum_by_key(w_keys, None, row_bits + self._word_bits)
-            char_tf = _sum_by_key(c_keys, c_counts, row_bits + self._char_bits)
-            z += _block_logit(*word_tf, self._word_bits, n, self._idf_word, self._sub_word, self._w_word)
-            z += _block_logit(*char_tf, self._char_bits, n, self._idf_char, self._sub_char, self._w_char)
+        if not explain:  # only the per-row sums
+            z += _block_logit(batch.word, self._word_bits, n, self._idf_word, self._sub_word, self._w_word)
+            z += _block_logit(batch.char, self._char_bits, n, self._idf_char, self._sub_char, self._w_char)
             return _sigmoid(z), np.zeros((n, 0)), []
 
-        wb = _tfidf_block(w_keys, None, self._word_bits, n, self._idf_word, self._sub_word)
+        wb = _tfidf_block(batch.word, self._word_bits, n, self._idf_word, self._sub_word)
         w_contrib = wb.values * self._w_word[wb.cols]
         z += np.bincount(wb.rows, weights=w_contrib, minlength=n)
-        cb = _tfidf_block(c_keys, c_counts, self._char_bits, n, self._idf_char, self._sub_char)
+        cb = _tfidf_block(batch.char, self._char_bits, n, self._idf_char, self._sub_char)
         c_contrib = cb.values * self._w_char[cb.cols]
         z += np.bincount(cb.rows, weights=c_contrib, minlength=n)
         p = _sigmoid(z)
-        cats = self._categories(n, wb, cb, m_r, m_c, numeric)
-        # Credit each unit with its columns' contributions.
-        n_u = len(units)
+        cats = self._categories(n, wb, cb, batch.meta_rows, batch.meta_cols, numeric)
+        # Credit each unit with its columns' contributions: a char n-gram split between the units containing it,
+        # a word-block column once (at its first entry), to its token's word or half to each word of a bigram.
+        n_u = batch.n_units
         unit = np.zeros(n_u)
-        if len(cb.inverse):
-            owners = np.bincount(cb.inverse, minlength=len(cb.values))  # units sharing the n-gram
-            share = (c_contrib / owners)[cb.inverse]
-            unit += np.bincount(np.repeat(np.arange(n_u), c_len), weights=share, minlength=n_u)
-        if len(wb.inverse):  # each column credited once, at its first entry: a token's word, or half to each word
-            tok_unit = np.repeat(pos_unit, t_len)  # of a bigram
-            share = w_contrib / 2.0
-            for owner in (tok_unit[b_first], tok_unit[b_first + 1]):
-                unit += np.bincount(np.concatenate([tok_unit, owner])[wb.first], weights=share, minlength=n_u)
+        if len(batch.char_unit):
+            share = (c_contrib / batch.char_owners)[batch.char.inverse]
+            unit += np.bincount(batch.char_unit, weights=share, minlength=n_u)
+        for owner in batch.word_units:
+            unit += np.bincount(owner, weights=w_contrib / 2.0, minlength=n_u)
         # Word positions that pushed towards the positive class; a repeated word counts at its first occurrence.
-        values = unit[pos_unit] * (unit_first[pos_unit] == np.arange(len(pos_unit)))
-        starts = np.concatenate(([0], np.cumsum(lengths)))
+        values = unit[batch.pos_unit] * batch.pos_first
+        starts = batch.starts
         hot = np.flatnonzero(values >= MIN_CONTRIBUTION / 2)
         hot_rows = np.searchsorted(starts, hot, side="right") - 1
         hot_by_row: dict[int, list[int]] = {}
         for r, h in zip(hot_rows.tolist(), hot.tolist(), strict=True):
             hot_by_row.setdefault(r, []).append(h - int(starts[r]))
+        # Numeric signals relative to a typical comment (see numeric_contribution), all rows at once.
+        safe = np.where(numeric == 0.0, 1.0, numeric)
+        relative = np.where(numeric == 0.0, 0.0, num_contrib * (numeric - _NUMERIC_REFERENCE_ARRAY) / safe).tolist()
+        values_list = values.tolist()
         meta_w = self._w_meta
         reasons: list[list[str]] = []
         for i, pc in enumerate(prepared):
             scores: dict[str, float] = {}
             if i in hot_by_row:
-                row_values = values[starts[i] : starts[i + 1]]
-                _phrases(texts[i], hot_by_row[i], row_values, scores)
-            for token, j in m_tokens[i]:
+                _phrases(batch.texts[i], hot_by_row[i], values_list[starts[i] : starts[i + 1]], scores)
+            for token, j in batch.meta_tokens[i]:
                 phrase = meta_phrase(token)
                 scores[phrase] = scores.get(phrase, 0.0) + float(meta_w[j])
-            for k, name in enumerate(NUMERIC_FEATURES):
-                value = numeric_contribution(float(num_contrib[i, k]), float(numeric[i, k]), k)
+            for name, value in zip(NUMERIC_FEATURES, relative[i], strict=True):
                 if name == "links":
                     if pc.n_links:
                         phrase = f"{pc.n_links} link{'s' if pc.n_links > 1 else ''}"
@@ -630,19 +722,23 @@ class FastScorer:
     ) -> np.ndarray:
         if self._heads is None:
             return np.zeros((n, 0))
-        rows = np.concatenate([wb.rows, cb.rows, m_r, np.repeat(np.arange(n), numeric.shape[1])])
-        cols = np.concatenate(
-            [
-                wb.cols,
-                cb.cols + self._off_char,
-                m_c + self._off_meta,
-                np.tile(np.arange(numeric.shape[1]), n) + self._off_num,
-            ]
-        )
-        values = np.concatenate([wb.values, cb.values, np.ones(len(m_c)), numeric.ravel()]).astype(np.float32)
-        X = sp.csr_matrix((values, (rows, cols)), shape=(n, self.n_features))
-        # float32 x float32 (C-ordered): scipy multiplies without copying the heads
-        raw = np.asarray(X @ self._heads, dtype=np.float64) + self._head_params[:, 0]
+        # X @ heads without building a sparse X: each block's entries are sorted by row, so a segment sum per
+        # block (in chunks: a huge batch does not hold entries x heads products at once).
+        heads = self._heads
+        raw = numeric @ heads[self._off_num :].astype(np.float64)
+        for rows, cols, values in (
+            (wb.rows, wb.cols, wb.values.astype(np.float32)),  # the pipeline's features are float32
+            (cb.rows, cb.cols + self._off_char, cb.values.astype(np.float32)),
+            (m_r, m_c + self._off_meta, None),
+        ):
+            for lo in range(0, len(rows), _CHUNK):
+                r = rows[lo : lo + _CHUNK]
+                products = heads[cols[lo : lo + _CHUNK]]
+                if values is not None:
+                    products *= values[lo : lo + _CHUNK, None]
+                starts = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
+                raw[r[starts]] += np.add.reduceat(products, starts, axis=0, dtype=np.float64)
+        raw += self._head_params[:, 0]
         z = self._head_params[:, 1] * raw + self._head_params[:, 2]
         return _sigmoid(z)
 
@@ -651,7 +747,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
 
 
-def _phrases(words: list[str], hot: list[int], values: np.ndarray, scores: dict[str, float]) -> None:
+def _phrases(words: list[str], hot: list[int], values: list[float], scores: dict[str, float]) -> None:
     """Runs of up to four adjacent words that each pushed towards the positive class (``hot`` positions)."""
     seen: set[str] = set()
     hot_set = set(hot)
@@ -668,4 +764,4 @@ def _phrases(words: list[str], hot: list[int], values: np.ndarray, scores: dict[
             label = f"phrase '{phrase}'" if k > i else f"word '{phrase}'"
             if label not in seen:  # a repeated phrase is one reason, counted once
                 seen.add(label)
-                scores[label] = scores.get(label, 0.0) + float(values[i : k + 1].sum())
+                scores[label] = scores.get(label, 0.0) + sum(values[i : k + 1])
