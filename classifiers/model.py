@@ -7,11 +7,6 @@ Optionally the first ``nb_columns`` columns (the n-grams) are scaled by ``|r_j| 
 where ``r_j`` is the naive-Bayes log-count ratio of n-gram j (Wang & Manning 2012, "NBSVM"): n-grams that are
 much more frequent in one class get a weaker penalty, ones that both classes use alike a stronger one. The scale
 is folded back into the weights, so the fitted model is still ``w . x`` on the unscaled features.
-
-Optionally (``block_edges`` + ``block_C``) the columns are cut into blocks (words, characters, metadata) and each
-block gets its own logistic regression with its own regularisation; a logistic regression on the blocks'
-out-of-fold logits then both weighs the blocks and calibrates the sum (Platt scaling with one input per block).
-That too folds into one weight vector: ``sum_j s_j (w_j . x_j + b_j) + s_0``.
 """
 
 from __future__ import annotations
@@ -51,11 +46,11 @@ def nb_scale(X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, columns: int, power
     return scale
 
 
-def _fit_platt(scores: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
-    """Sigmoid calibration of out-of-fold decision values (Platt 1999), one column per input."""
+def _fit_platt(scores: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Sigmoid calibration of out-of-fold decision values (Platt 1999)."""
     lr = LogisticRegression(C=1e4, solver="lbfgs", max_iter=1000)
-    lr.fit(scores.reshape(len(y), -1), y, sample_weight=w)
-    return lr.coef_.ravel().astype(np.float64), float(lr.intercept_[0])
+    lr.fit(scores.reshape(-1, 1), y, sample_weight=w)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 
 
 class ModerationClassifier(ClassifierMixin, BaseEstimator):
@@ -74,8 +69,6 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
         nb_columns: int = 0,
         nb_power: float = 0.0,
         nb_alpha: float = 1.0,
-        block_edges: tuple[int, ...] = (),
-        block_C: tuple[float, ...] = (),
     ) -> None:
         self.C = C
         self.head_C = head_C
@@ -84,8 +77,6 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
         self.nb_columns = nb_columns
         self.nb_power = nb_power
         self.nb_alpha = nb_alpha
-        self.block_edges = block_edges
-        self.block_C = block_C
 
     def fit(
         self,
@@ -100,10 +91,7 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         cw = w if calibration_weight is None else np.asarray(calibration_weight, dtype=np.float64)
-        if self.block_C:
-            coef, intercept, a, b = self._fit_blocks(X, y, w, cw)
-        else:
-            coef, intercept, a, b = self._fit_calibrated(X, y, w, cw, self.C, self.nb_power)
+        coef, intercept, a, b = self._fit_calibrated(X, y, w, cw, self.C, self.nb_power)
         self.calibration_ = np.array([a, b])
         self.coef_ = coef
         self.intercept_ = intercept
@@ -144,34 +132,7 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
             oof[held_idx] = X[held_idx] @ coef + intercept
         a, b = _fit_platt(oof, y, cw)
         coef, intercept = self._fit_scaled(X, y, w, C, nb_power)
-        return coef, intercept, float(a[0]), b
-
-    def _fit_blocks(
-        self, X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cw: np.ndarray
-    ) -> tuple[np.ndarray, float, float, float]:
-        """One model per column block, combined and calibrated by Platt scaling on their out-of-fold logits.
-
-        Returns the folded weights and intercept with calibration (1, 0): the combiner is already calibrated.
-        """
-        if self.nb_power:
-            raise ValueError("naive-Bayes weighting and column blocks are not combined")
-        edges = [0, *self.block_edges, X.shape[1]]
-        if len(edges) - 1 != len(self.block_C):
-            raise ValueError(f"{len(edges) - 1} column blocks but {len(self.block_C)} values of block_C")
-        blocks = [X[:, lo:hi].tocsr() for lo, hi in zip(edges, edges[1:], strict=False)]
-        oof = np.zeros((len(y), len(blocks)))
-        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
-        for train_idx, held_idx in folds.split(np.zeros(len(y)), y):
-            for j, (block, C) in enumerate(zip(blocks, self.block_C, strict=True)):
-                coef, intercept = _fit_linear(block[train_idx], y[train_idx], w[train_idx], C, self.random_state)
-                oof[held_idx, j] = block[held_idx] @ coef + intercept
-        mix, bias = _fit_platt(oof, y, cw)
-        parts = []
-        for block, C, s in zip(blocks, self.block_C, mix, strict=True):
-            coef, intercept = _fit_linear(block, y, w, C, self.random_state)
-            parts.append(s * coef)
-            bias += s * intercept
-        return np.concatenate(parts), float(bias), 1.0, 0.0
+        return coef, intercept, a, b
 
     def _fit_scaled(
         self, X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, C: float, nb_power: float

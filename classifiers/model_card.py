@@ -53,13 +53,8 @@ def write_model_card(starter_dir: Path) -> Path:
             f"approve below **{t['approve_below']}**, reject at **{t['reject_at']}**.",
             "",
             "Model: word 1–2-grams + character 2–5-grams (hashed, sublinear TF-IDF) on normalised text, metadata "
-            "tokens and bounded numeric signals, "
-            + (
-                f"one logistic regression per block (words, characters, metadata; C = {block_c}) mixed and "
-                "calibrated by a logistic regression on their out-of-fold logits"
-                if (block_c := m["parameters"].get("clf__block_C"))
-                else "one logistic regression with Platt calibration on out-of-fold scores"
-            )
+            "tokens and bounded numeric signals, one logistic regression with Platt calibration on out-of-fold "
+            "scores"
             + "; within each source both classes weigh the same."
             + (
                 f" N-gram columns weighted by naive-Bayes log-count ratios (power {nb})."
@@ -74,7 +69,11 @@ def write_model_card(starter_dir: Path) -> Path:
             "|---|---|---|---|---|",
         ]
         for f in m["data"]:
-            lines.append(f"| {f['path']} | {f['rows']:,} | `{f['sha256'][:16]}` | {f['licence']} | {f['citation']} |")
+            use = ", ".join(
+                filter(None, [f.get("used_as"), f"a fixed {f['fraction']:.0%} sample" if "fraction" in f else ""])
+            )
+            path = f"{f['path']} ({use})" if use else f["path"]
+            lines.append(f"| {path} | {f['rows']:,} | `{f['sha256'][:16]}` | {f['licence']} | {f['citation']} |")
         lines += [
             "",
             "### Test metrics (`test` split of each training source)",

@@ -1,6 +1,6 @@
 """Reproduce the starter models: ``python -m classifiers.starter [--data-dir ../shared/data]``.
 
-Trains each kind on the training-allowed files only (data README), writes
+Trains each kind on its recipe (``classifiers.base_data``: training-allowed files only, data README), writes
 ``classifiers/starter_models/<kind>/<version>/`` and regenerates ``MODEL_CARD.md`` with the measured metrics,
 including the evaluation-only files (never trained on).
 """
@@ -14,14 +14,11 @@ from typing import Any
 
 import click
 
-from classifiers.data import SOURCES, load_csv
+from classifiers.base_data import BASE_TRAINING, load_base_training
+from classifiers.data import load_csv
 from classifiers.registry import STARTER_DIR, ModelRegistry
 from classifiers.training import evaluate, train_model
 
-TRAIN_FILES = {
-    "spam": ["spam/youtube.csv", "spam/sms.csv", "spam/spamassassin.csv"],
-    "abuse": ["abuse/jigsaw.csv", "abuse/jigsaw-categories.csv", "abuse/davidson.csv", "abuse/convabuse.csv"],
-}
 # Evaluation only (never trained on): file and the split reported.
 EVAL_FILES = {
     "spam": [("spam/youtube-extra.csv", "all")],
@@ -37,10 +34,7 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data
 
 def build_starter(kind: str, data_dir: Path, out_dir: Path = STARTER_DIR) -> tuple[str, dict[str, Any]]:
     """Train, register into ``out_dir/<kind>`` (replacing older starters) and return version + eval report."""
-    for name in TRAIN_FILES[kind]:
-        assert SOURCES[Path(name).stem]["train_allowed"], f"{name} may not train a shipped model"
-    datasets = [load_csv(data_dir / name) for name in TRAIN_FILES[kind]]
-    pipeline, manifest = train_model(kind, datasets)
+    pipeline, manifest = train_model(kind, load_base_training(kind, data_dir))
     for f in manifest["data"]:
         f["path"] = str(Path(f["path"]).relative_to(data_dir))  # no machine paths in a committed manifest
     kind_dir = out_dir / kind
@@ -72,7 +66,7 @@ def build_starter(kind: str, data_dir: Path, out_dir: Path = STARTER_DIR) -> tup
     default=DEFAULT_DATA_DIR,
     show_default=True,
 )
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(TRAIN_FILES)), default=("spam", "abuse"))
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(BASE_TRAINING)), default=("spam", "abuse"))
 @click.option(
     "--out-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -137,31 +137,3 @@ def test_naive_bayes_weighting_folds_into_the_weights() -> None:
     # The uninformative column loses weight relative to the informative one.
     assert abs(weighted.coef_[1] / weighted.coef_[0]) < abs(plain.coef_[1] / plain.coef_[0])
     assert weighted.predict_proba(Xs)[y == 1, 1].mean() > weighted.predict_proba(Xs)[y == 0, 1].mean() + 0.5
-
-
-def test_column_blocks_fold_into_one_calibrated_linear_model() -> None:
-    """Per-block models mixed by Platt scaling on out-of-fold logits: still one weight vector, calibrated."""
-    import scipy.sparse as sp
-
-    from classifiers.model import ModerationClassifier
-
-    rng = np.random.default_rng(1)
-    n = 600
-    y = rng.integers(0, 2, n)
-    X = rng.random((n, 6)) * 0.5
-    X[:, 0] += y * 0.8  # block 1 informative
-    X[:, 3] += y * 0.3  # block 2 weakly informative
-    Xs = sp.csr_matrix(X)
-    model = ModerationClassifier(block_edges=(2, 4), block_C=(1.0, 1.0, 1.0)).fit(Xs, y)
-    assert model.coef_.shape == (6,)
-    assert tuple(model.calibration_) == (1.0, 0.0)
-    assert np.allclose(model.decision_function(Xs), X @ model.coef_ + model.intercept_)
-    assert abs(model.coef_[0]) > abs(model.coef_[3]) > 0
-    p = model.predict_proba(Xs)[:, 1]
-    # Calibrated: predicted and observed rates agree in each half of the scores.
-    for part in (p < 0.5, p >= 0.5):
-        assert abs(p[part].mean() - y[part].mean()) < 0.08
-    with pytest.raises(ValueError, match="3 column blocks but 2"):
-        ModerationClassifier(block_edges=(2, 4), block_C=(1.0, 1.0)).fit(Xs, y)
-    with pytest.raises(ValueError, match="not combined"):
-        ModerationClassifier(block_edges=(2,), block_C=(1.0, 1.0), nb_columns=2, nb_power=0.5).fit(Xs, y)

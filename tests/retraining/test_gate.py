@@ -65,6 +65,19 @@ def test_worse_than_tolerance_on_a_frozen_set_needs_review() -> None:
     ]
 
 
+def test_a_rise_of_fewer_than_min_comments_is_noise_not_a_regression() -> None:
+    """94 spams in the set: 2 more approved is +2.1% (over the 2% tolerance) but two messages; 3 more is not noise."""
+    counted = {"n": 780, "positives": 94}
+    two_more = _sets((_m(brier=0.05), _m(brier=0.2)), ({**_m(pos_app=0.0851), **counted}, _m(pos_app=0.0638)))
+    assert gate(two_more, RetrainOptions()) == (True, [])
+    three_more = _sets((_m(brier=0.05), _m(brier=0.2)), ({**_m(pos_app=0.0957), **counted}, _m(pos_app=0.0638)))
+    promote, reasons = gate(three_more, RetrainOptions())
+    assert not promote and "positives_approved 0.0957 vs active 0.0638" in reasons[0]
+    # Ham rejected counts the set's negatives: 686 here, so +0.6% is 4 comments, a regression.
+    more_ham = _sets((_m(brier=0.05), _m(brier=0.2)), ({**_m(ham_rej=0.0078), **counted}, _m(ham_rej=0.0015)))
+    assert not gate(more_ham, RetrainOptions())[0]
+
+
 def test_without_holdout_or_active_model_nothing_is_promoted() -> None:
     promote, reasons = gate(_sets(None, (_m(), _m())), RetrainOptions(min_holdout=10))
     assert not promote and "fewer than 20 site labels" in reasons[0]

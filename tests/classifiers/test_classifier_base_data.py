@@ -1,0 +1,49 @@
+"""The base-training recipe shared by the starter build and retraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifiers import base_data
+from classifiers.base_data import BASE_TRAINING, BaseFile, load_base_training
+from classifiers.data import SOURCES
+
+
+def test_every_recipe_file_may_train_a_shipped_model() -> None:
+    for kind, files in BASE_TRAINING.items():
+        for f in files:
+            assert SOURCES[f.stem]["train_allowed"], f"{kind}: {f.path}"
+
+
+def test_spam_recipe_adds_discussion_comments_as_negatives(data_dir: Path) -> None:
+    datasets = load_base_training("spam", data_dir)
+    discussion = next(d for d in datasets if d.sources and d.sources[0] == "jigsaw-discussion")
+    assert len(discussion) > 1000 and not discussion.labels.any()
+    assert not discussion.categories and set(discussion.sublabels) == {""}
+    assert discussion.files[0]["used_as"] == "negatives (jigsaw-discussion)"
+    assert discussion.files[0]["fraction"] == 0.5
+    assert {"train", "dev", "test"} <= set(discussion.splits)  # the file's own splits are kept
+    again = load_base_training("spam", data_dir)
+    same = next(d for d in again if d.sources[0] == "jigsaw-discussion")
+    assert [c.text for c in same.comments] == [c.text for c in discussion.comments]  # a fixed sample
+    spam_files = [d for d in datasets if d.sources[0] != "jigsaw-discussion"]
+    assert all(d.labels.any() and not d.labels.all() for d in spam_files)
+
+
+def test_recipe_refuses_an_evaluation_only_file(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(base_data.BASE_TRAINING, "spam", (BaseFile("spam/youtube-extra.csv"),))
+    with pytest.raises(ValueError, match="may not train a shipped model"):
+        load_base_training("spam", data_dir)
+
+
+def test_as_negatives_keeps_comments_and_splits(data_dir: Path) -> None:
+    from classifiers.data import load_csv
+
+    data = load_csv(data_dir / "abuse" / "convabuse.csv")
+    neg = base_data.as_negatives(data, "chat")
+    assert len(neg) == len(data) and np.array_equal(neg.labels, np.zeros(len(data)))
+    assert neg.splits == data.splits and set(neg.sources) == {"chat"}
+    assert neg.comments[0] is data.comments[0]
