@@ -34,6 +34,15 @@ def active_models() -> dict[str, LoadedModel]:
     return {kind: reg.active(kind) for kind in KINDS}
 
 
+def warm_up() -> dict[str, str]:
+    """Load every kind's active model and score one comment with each (first-use costs paid up front)."""
+    models = active_models()
+    sample = [CommentInput(text="Thanks for the post, this was a helpful read.", author_name="Reader")]
+    for model in models.values():
+        model.score(sample)
+    return {kind: model.version for kind, model in models.items()}
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None

@@ -52,3 +52,15 @@ def test_an_allow_entry_approves_and_a_redelivery_changes_nothing(site: dict[str
             select(func.count()).select_from(ModerationEvent).where(ModerationEvent.comment_id.in_([allowed, blocked]))
         )
     assert events == 2
+
+
+def test_worker_start_loads_the_active_models(site: dict[str, Any]) -> None:
+    """The worker's start-up hook loads every kind's active model, so its first comment pays no disk load."""
+    from classifiers.registry import STARTER_DIR
+    from service.scoring import active_models, warm_up
+
+    versions = warm_up()
+    assert set(versions) == {"spam", "abuse"}
+    for kind, version in versions.items():
+        assert (STARTER_DIR / kind / version).is_dir()  # a fresh data dir starts from the shipped starters
+        assert active_models()[kind].version == version
