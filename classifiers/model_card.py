@@ -49,7 +49,8 @@ def write_model_card(starter_dir: Path) -> Path:
             f"skops {m['libraries']['skops']}, git commit {m.get('git_commit') or 'n/a'}. "
             f"Trained on {m['rows']['train']:,} deduplicated `train` rows; "
             f"thresholds chosen on {m['rows']['dev']:,} `dev` rows for ≤0.5% of legitimate comments rejected and "
-            "≤2% of positives approved (mean of the per-source rates: every source counts the same): "
+            "≤2% of positives approved (ham rejected: within budget in every source; positives approved: the mean "
+            "of the per-source rates): "
             f"approve below **{t['approve_below']}**, reject at **{t['reject_at']}**.",
             "",
             "Model: word 1–2-grams + character 2–5-grams (hashed, sublinear TF-IDF) on normalised text, metadata "
@@ -59,6 +60,12 @@ def write_model_card(starter_dir: Path) -> Path:
             + (
                 f" N-gram columns weighted by naive-Bayes log-count ratios (power {nb})."
                 if (nb := m["parameters"].get("clf__nb_power"))
+                else ""
+            )
+            + (
+                f" Naive-Bayes log-count ratios (smoothing {m['parameters'].get('clf__nb_alpha')}) mixed into the "
+                f"weights at {mix}."
+                if (mix := m["parameters"].get("clf__nb_mix"))
                 else ""
             )
             + (f" Category heads: {', '.join(m['categories'])}." if m.get("categories") else ""),

@@ -47,15 +47,37 @@ _URL_LIKE = re.compile(r"^(?:https?://|www\.)|\.[a-z]{2,6}(?:/|$)")
 
 
 _NAME_WITH_NUMBER = re.compile(r"([a-z]+)(\d+)")
+# A number with a unit or an ordinal ("10am", "3rd", "100mg", "1080p"): a quantity, not leetspeak.
+_QUANTITY = re.compile(
+    r"\d+(?:st|nd|rd|th|am|pm|s|k|m|g|p|x|d|h|kb|mb|gb|tb|mg|kg|km|cm|mm|ml|lb|lbs|oz|ft|hz|khz|mhz|ghz|"
+    r"min|mins|hr|hrs|yr|yrs|mph|fps|kw|v|w)"
+)
+# Pieces of a token that are folded one by one: "$85/hour" is a price and a word, "5-star" a number and a word.
+_PIECE_SEPARATORS = re.compile(r"([/|+&=~\-]+)")
 
 
 def _looks_like_name(core: str) -> bool:
-    """'mp3', 'covid19', 'user123' are names with a number, not leetspeak like 'fr33'."""
+    """'mp3', 'covid19', 'user123' are names with a number, '10am', '3rd' quantities: not leetspeak like 'fr33'."""
+    if _QUANTITY.fullmatch(core):
+        return True
     m = _NAME_WITH_NUMBER.fullmatch(core)
     if m is None:
         return False
     letters, digits = m.groups()
     return any(d not in _LEET_CHARS for d in digits) or (len(letters) <= 2 and len(digits) == 1)
+
+
+def _fold_leet(piece: str) -> str:
+    """Leetspeak to letters ("fr33", "v1agra", "c@sh", "$ex"); "2024", "10.5", "$85", "mp3", "10am" stay."""
+    if not any(ch in _LEET_CHARS for ch in piece):
+        return piece
+    letters = sum(ch.isalpha() for ch in piece)
+    if letters == 0 or piece.replace(",", "").replace(".", "").isdigit():
+        return piece
+    core = piece.strip(".,!?;:'\"()[]")
+    if (letters >= 2 or core[:1] in "$@") and not _looks_like_name(core):
+        return piece.translate(_LEET_TABLE)
+    return piece
 
 
 def _fold_token(token: str) -> str:
@@ -65,15 +87,11 @@ def _fold_token(token: str) -> str:
         token = token.translate(_HOMOGLYPH_TABLE)
     if _URL_LIKE.search(token):
         return token  # links keep their digits: they become domain features elsewhere
-    if any(ch in _LEET_CHARS for ch in token):
-        letters = sum(ch.isalpha() for ch in token)
-        if letters >= 1 and not token.replace(",", "").replace(".", "").isdigit():
-            # "fr33", "v1agra", "c@sh", "$ex" -> letters; "2024", "10.5", "mp3" keep their digits
-            core = token.strip(".,!?;:'\"()[]")
-            if letters >= 2 or core[:1] in "$@":
-                if not _looks_like_name(core):
-                    token = token.translate(_LEET_TABLE)
-    return token
+    if not any(ch in _LEET_CHARS for ch in token):
+        return token
+    if not _PIECE_SEPARATORS.search(token):
+        return _fold_leet(token)
+    return "".join(part if i % 2 else _fold_leet(part) for i, part in enumerate(_PIECE_SEPARATORS.split(token)))
 
 
 def strip_surrogates(text: str) -> str:

@@ -21,6 +21,7 @@ from classifiers.normalize import MAX_CHARS, normalize_text
         ("Сheap viаgra", "cheap viagra"),  # Cyrillic С and а inside Latin words
         ("f r e e money", "free money"),
         ("c@sh $ex h4te", "cash sex hate"),
+        ("c@sh-m0ney v1agra/c1alis", "cash-money viagra/cialis"),  # each piece of a joined token
         ("zero\u200bwidth\u2060join\ufeff", "zerowidthjoin"),
         ("\u202eevil\u202c text", "evil text"),  # bidi override stripped
         ("sooooo goooood", "soo good"),
@@ -32,7 +33,17 @@ def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
     assert normalize_text(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["call 1-800-555-0199 in 2024", "price 10.50 for 3 items", "mp3 covid19 user123"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "call 1-800-555-0199 in 2024",
+        "price 10.50 for 3 items",
+        "mp3 covid19 user123",
+        "earn $85/hour from home",  # a price and a word, not "s8s/hour"
+        "a 5-star covid-19 hotel, 24/7",
+        "open 10am to 5pm on the 3rd, 100mg, 1080p",
+    ],
+)
 def test_normalize_keeps_numbers_and_names(raw: str) -> None:
     assert normalize_text(raw) == raw.lower()
 

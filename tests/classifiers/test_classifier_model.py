@@ -44,7 +44,8 @@ def test_choose_operating_point_meets_its_budget() -> None:
 
 def test_choose_operating_point_counts_every_source_the_same() -> None:
     # A big, easy source and a small, hard one: pooled, the big one sets the band and the small one's
-    # ham is rejected far beyond budget; with sources, the budget holds for the mean of the two rates.
+    # ham is rejected far beyond budget; with sources, each source's ham rejected stays within budget and
+    # the positives-approved budget holds for the mean of the two rates.
     rng = np.random.default_rng(1)
     y_big, p_big = np.r_[np.zeros(5000), np.ones(1000)], np.r_[rng.beta(1, 20, 5000), rng.beta(20, 1, 1000)]
     y_small, p_small = np.r_[np.zeros(200), np.ones(200)], np.r_[rng.beta(2, 3, 200), rng.beta(3, 2, 200)]
@@ -61,6 +62,10 @@ def test_choose_operating_point_counts_every_source_the_same() -> None:
 
     assert rates(pooled)[0] > 0.005
     assert rates(per_source)[0] <= 0.005 and rates(per_source)[1] <= 0.02
+    assert (p_small[y_small == 0] >= per_source.reject_at).mean() <= 0.005
+    assert (p_big[y_big == 0] >= per_source.reject_at).mean() <= 0.005
+    # The approve edge averages: the easy source's unused budget lets the hard one approve more than 2% alone.
+    assert (p_small[y_small == 1] < per_source.approve_below).mean() > 0.02
 
 
 def test_thresholds_decide() -> None:
@@ -137,3 +142,34 @@ def test_naive_bayes_weighting_folds_into_the_weights() -> None:
     # The uninformative column loses weight relative to the informative one.
     assert abs(weighted.coef_[1] / weighted.coef_[0]) < abs(plain.coef_[1] / plain.coef_[0])
     assert weighted.predict_proba(Xs)[y == 1, 1].mean() > weighted.predict_proba(Xs)[y == 0, 1].mean() + 0.5
+
+
+def test_naive_bayes_mix_folds_into_the_weights() -> None:
+    """``nb_mix`` adds naive-Bayes log-ratios to the regression's weights: still one weight vector, a rare
+    column seen only in positives gains weight, and a column never seen in training stays at zero."""
+    import scipy.sparse as sp
+
+    from classifiers.model import ModerationClassifier, nb_log_ratio
+
+    rng = np.random.default_rng(0)
+    n = 600
+    y = rng.integers(0, 2, n)
+    X = np.zeros((n, 5))
+    X[:, 0] = y * (rng.random(n) < 0.03)  # rare, and only ever in positives
+    X[:, 1] = rng.random(n)  # both classes alike
+    X[:, 2] = y * rng.random(n) + 0.2 * rng.random(n)  # common, mostly in positives
+    X[:, 3] = 0.0  # never seen in training
+    X[:, 4] = rng.random(n)  # past nb_columns: not a naive-Bayes column
+    Xs = sp.csr_matrix(X)
+    w = np.ones(n)
+    r = nb_log_ratio(Xs, y, w, columns=4, alpha=0.1)
+    assert r.shape == (4,) and r[3] == 0.0 and r[0] > 1.0 and abs(r[1]) < 0.3
+
+    plain = ModerationClassifier(C=1.0, nb_columns=4).fit(Xs, y)
+    mixed = ModerationClassifier(C=1.0, nb_columns=4, nb_alpha=0.1, nb_mix=0.5).fit(Xs, y)
+    assert mixed.coef_.shape == plain.coef_.shape and mixed.coef_[3] == 0.0
+    assert mixed.coef_[4] == plain.coef_[4]  # the regression part is the same fit
+    assert mixed.coef_[0] / mixed.coef_[2] > plain.coef_[0] / plain.coef_[2]  # the rare clean signal counts more
+    a, b = mixed.calibration_
+    assert np.allclose(mixed.decision_function(Xs), a * (X @ mixed.coef_ + mixed.intercept_) + b)
+    assert mixed.predict_proba(Xs)[y == 1, 1].mean() > mixed.predict_proba(Xs)[y == 0, 1].mean() + 0.3
