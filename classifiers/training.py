@@ -32,9 +32,11 @@ SOURCE_POWER = {"spam": 0.0, "abuse": 0.5}
 # ×1 .978/.9931/.9982, ×2 .9804/.9930/.9981, ×4 .9820/.9930/.9979, ×8 .9834/.9928/.9976, ×16 .9848/.9925/.9974:
 # ×4 is the largest that costs the other sources ≤ 0.0003. Abuse: convabuse ×3 or jigsaw+convabuse ×2 did not
 # beat ×1 on the mean dev ROC-AUC (.9645 / .9644 / .9644), so none.
-# Spam: the discussion negatives (base_data) weigh 0.1 of a source: enough to stop holding ordinary discussion
-# (Jigsaw test held 50% -> 7.5%, rejected 1.2% -> 0.07%) at a small cost to the spam sources' own dev ROC-AUC
-# (youtube .9820 -> .9791, sms .9930 -> .9914); 0.25 and 1.0 cost more (youtube .9782 / .9761).
+# Spam: the discussion negatives (base_data) stop the model holding ordinary discussion (Jigsaw test held 50% ->
+# 7.5%, rejected 1.2% -> 0.07% at 0.1 of a source, YouTube x4) at a small cost to the spam sources' own dev ROC-AUC
+# (youtube .9820 -> .9791, sms .9930 -> .9914; 0.25 and 1.0 cost more: youtube .9782 / .9761). With the
+# naive-Bayes mix (pipeline._PARAMS) YouTube x8 and discussion 0.15: dev youtube/sms/spamassassin .9845/.9914/.9985,
+# discussion held on dev 5.7% (docs/models.md has the comparison).
 SOURCE_WEIGHT: dict[str, dict[str, float]] = {"spam": {"youtube": 8.0, "jigsaw-discussion": 0.15}, "abuse": {}}
 
 
