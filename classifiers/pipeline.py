@@ -17,8 +17,9 @@ CHAR_FEATURES = 2**18
 META_FEATURES = 2**14
 WORD_TOKEN_PATTERN = r"(?u)\b\w[\w'’]*\b"
 
-# Per kind: regularisation of the main model and its category heads, and the naive-Bayes weighting of the
-# n-grams (model.nb_scale; 0 = none).
+# Per kind: regularisation of the main model and its category heads, the naive-Bayes weighting of the n-grams
+# before the fit (model.nb_scale; 0 = none) and the naive-Bayes log-ratios mixed into the weights after it
+# (model.nb_log_ratio; nb_mix 0 = none; nb_alpha smooths both).
 _PARAMS: dict[str, dict[str, float]] = {
     # With training.SOURCE_WEIGHT youtube ×4 (weights renormalised to mean 1). Dev ROC-AUC youtube/sms/spamassassin:
     # C=8 .9821/.9925/.9975, C=16 .9820/.9930/.9979, C=32 .9820/.9932/.9981 (twice the training time).
