@@ -81,7 +81,14 @@ def write_model_card(starter_dir: Path) -> Path:
         ]
         for f in m["data"]:
             use = ", ".join(
-                filter(None, [f.get("used_as"), f"a fixed {f['fraction']:.0%} sample" if "fraction" in f else ""])
+                filter(
+                    None,
+                    [
+                        f.get("used_as"),
+                        f"a fixed {f['fraction']:.0%} sample" if "fraction" in f else "",
+                        "e-mail and URL columns blanked" if f.get("blanked") else "",
+                    ],
+                )
             )
             path = f"{f['path']} ({use})" if use else f["path"]
             lines.append(f"| {path} | {f['rows']:,} | `{f['sha256'][:16]}` | {f['licence']} | {f['citation']} |")

@@ -47,3 +47,17 @@ def test_as_negatives_keeps_comments_and_splits(data_dir: Path) -> None:
     assert len(neg) == len(data) and np.array_equal(neg.labels, np.zeros(len(data)))
     assert neg.splits == data.splits and set(neg.sources) == {"chat"}
     assert neg.comments[0] is data.comments[0]
+
+
+def test_spam_recipe_blanks_the_contact_columns_of_e_mail(data_dir: Path) -> None:
+    """SpamAssassin's sender address and first body link are not a commenter's e-mail and website."""
+    datasets = {d.sources[0]: d for d in load_base_training("spam", data_dir)}
+    mail = datasets["spamassassin"]
+    assert not any(c.author_email or c.author_url for c in mail.comments)
+    assert any(c.author_name for c in mail.comments)  # the sender's name is kept: names read alike everywhere
+    assert mail.files[0]["blanked"] == ["email", "url"]
+    from classifiers.data import load_csv
+
+    raw = load_csv(data_dir / "spam" / "spamassassin.csv")
+    assert sum(bool(c.author_email) for c in raw.comments) > 5000  # the file itself has them
+    assert [c.text for c in raw.comments] == [c.text for c in mail.comments]

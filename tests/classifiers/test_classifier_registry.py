@@ -123,6 +123,22 @@ def test_starter_models_are_shipped_small_and_safe() -> None:
     assert (STARTER_DIR / "MODEL_CARD.md").is_file()
 
 
+def test_a_commenters_e_mail_and_website_do_not_make_spam(tmp_path: Path) -> None:
+    """No shipped training source has a commenter's e-mail or website (SpamAssassin's are blanked): the starter
+    spam model must not have learnt "Gmail address" or "gives a website" from e-mail senders."""
+    model = ModelRegistry(tmp_path).active("spam")
+    text = "Thanks for the great article, the second example helped me a lot."
+    variants = [
+        CommentInput(text=text),
+        CommentInput(text=text, author_email="jane.doe@gmail.com"),
+        CommentInput(text=text, author_email="jane@university.edu"),
+        CommentInput(text=text, author_url="https://janedoe.blog"),
+    ]
+    p = model.predict_proba(variants)
+    assert p[0] < 0.05
+    assert np.allclose(p, p[0], atol=1e-6), p
+
+
 def test_numeric_reasons_are_relative_to_a_typical_comment(tmp_path: Path) -> None:
     """Length has a positive spam weight, yet a short comment must not be told it is a "long text"."""
     model = ModelRegistry(tmp_path).active("spam")
