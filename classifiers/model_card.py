@@ -18,7 +18,9 @@ _LIMITS = """\
   `toxic`, Davidson `offensive`) count it as abusive.
 - No training source carries blog metadata (post title, seconds since post, honeypot, author URL): those features
   are in the pipeline with weight zero (absent = neutral) and are learned once a site retrains on its own
-  moderated comments. The spam model did learn author-name and e-mail signals from YouTube and SpamAssassin.
+  moderated comments. The spam model did learn author-name signals from YouTube and SpamAssassin's senders;
+  SpamAssassin's e-mail and URL columns are blanked in training (a sender's address and the first link of a
+  mail are not a commenter's e-mail and website), so e-mail and website features are neutral too.
 - Probabilities are calibrated on the training mix (each source weighed as described in the manifest), not on
   any one site: use the stored thresholds as a start and let moderators' decisions retrain them.
 - The reject threshold keeps every training source's legitimate dev comments within the 0.5% budget, so the
