@@ -88,6 +88,22 @@ def test_metadata_features() -> None:
     assert dict(zip(NUMERIC_FEATURES, p.numeric, strict=True))["offtopic"] == 1.0
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("visit idquw.tk now", "visit link: idquw.tk now"),
+        ("check out http://idquw.tk", "check out link: http://idquw.tk"),
+        ('great <a href="http://x.com/a">cheap pills</a>', "great link: cheap pills"),
+        ('see <a href="http://x.com">http://x.com</a>', "see link: http://x.com"),  # one mark per link
+        ("link: http://a.com", "link: http://a.com"),
+        ("no links in this one, just a dot.", "no links in this one, just a dot."),
+    ],
+)
+def test_every_link_is_marked_in_the_text(text: str, expected: str) -> None:
+    """A link with or without its scheme, or hidden in an anchor, shares the n-grams around it."""
+    assert " ".join(prepare_comment(CommentInput(text=text)).text.split()) == expected
+
+
 def test_missing_metadata_is_neutral() -> None:
     """Absent metadata yields no tokens and zero numeric values: nothing for a model to learn from."""
     p = prepare_comment(CommentInput(text="just some words here"))
