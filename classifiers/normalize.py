@@ -39,6 +39,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _TOKEN = re.compile(r"(?<!\S)\S*?[0-9@$\u0080-\U0010ffff]\S*")  # anchored at word starts: linear time
 _NEEDS_FOLDING = re.compile(r"[0-9@$\u0080-\U0010ffff]")
 _REPEAT = re.compile(r"(\D)\1{2,}")
+_ANY_TRIPLE = re.compile(r"(.)\1\1", re.DOTALL)  # cheap pre-check (a fifth of _REPEAT.sub's time on comments)
 # Three or more single letters separated by one space/dot/dash/star: "f r e e" -> "free".
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ .*_\-]){2,}[^\W\d_](?![^\W\d_])")
 _SPACED_SEP = re.compile(r"[ .*_\-]")
@@ -114,6 +115,7 @@ def normalize_text(text: str, max_chars: int = MAX_CHARS) -> str:
     text = text.casefold()
     if _NEEDS_FOLDING.search(text):
         text = _TOKEN.sub(lambda m: _fold_token(m.group(0)), text)
-    text = _REPEAT.sub(r"\1\1", text)
+    if _ANY_TRIPLE.search(text):
+        text = _REPEAT.sub(r"\1\1", text)
     text = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group(0)), text)
     return text
