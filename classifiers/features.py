@@ -34,8 +34,13 @@ _HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?([^:/?#\s]+)", re.I
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+?\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]?\d{3,4}(?!\w)"
 )
+_TLDS = _BARE_DOMAIN.pattern.split("(?:", 2)[2].split(")", 1)[0]  # "com|net|…"
 # A dot before a known TLD: the cheap pre-check before the full bare-domain search.
-_TLD_HINT = re.compile(r"\.(?:" + _BARE_DOMAIN.pattern.split("(?:", 2)[2].split(")", 1)[0] + r")\b", re.IGNORECASE)
+_TLD_HINT = re.compile(rf"\.(?:{_TLDS})\b", re.IGNORECASE)
+# "example(dot)com", "example [dot] co [dot] uk": a dot written out to dodge link filters, folded back before links
+# are found (only in brackets and before a known TLD, so "the dot com bubble" stays prose).
+_DOT_WORD = r" ?[(\[{] ?dot ?[)\]}] ?"
+_SPELLED_DOT = re.compile(rf"(?<=\w){_DOT_WORD}(?=(?:[a-z0-9-]{{1,63}}{_DOT_WORD}){{0,3}}(?:{_TLDS})\b)", re.IGNORECASE)
 # Every link in the text is preceded by the word "link:", so "visit idquw.tk", "visit http://idquw.tk" and
 # '<a href="http://idquw.tk">visit</a>' share the n-grams around the link ("visit link"): spam that drops the
 # scheme or hides the address in markup is still a comment with a link. Dev ROC-AUC of the spam sources is
@@ -201,6 +206,8 @@ def prepare_many(comments: Iterable[CommentInput | str | dict[str, Any]]) -> lis
 
 def _prepare(comment: CommentInput) -> PreparedComment:
     raw = strip_surrogates((comment.text or "")[:MAX_CHARS])
+    if "dot" in raw.lower():
+        raw = _SPELLED_DOT.sub(".", raw)
     tokens: list[str] = []
 
     links = _URL.findall(raw) if ("//" in raw or "www" in raw.lower()) else []

@@ -57,7 +57,7 @@ def test_normalize_leaves_real_non_latin_text_alone() -> None:
 @pytest.mark.parametrize(
     "text",
     ["", " ", "\x00\x01\x02\x7f", "\u202e\u200f" * 100, "🙂" * 3000, "a" * 1_000_000, "<" * 10_000,
-     "http://" * 5000, "\ud800", "&" * 20_000, "Ω≈ç√∫" * 1000, "1" * 100_000, "c@sh/$5-" * 20_000],
+     "http://" * 5000, "x(dot)" * 3000, "\ud800", "&" * 20_000, "Ω≈ç√∫" * 1000, "1" * 100_000, "c@sh/$5-" * 20_000],
 )  # fmt: skip
 def test_prepare_survives_hostile_input_quickly(text: str) -> None:
     start = time.perf_counter()
@@ -96,6 +96,9 @@ def test_metadata_features() -> None:
         ('great <a href="http://x.com/a">cheap pills</a>', "great link: cheap pills"),
         ('see <a href="http://x.com">http://x.com</a>', "see link: http://x.com"),  # one mark per link
         ("link: http://a.com", "link: http://a.com"),
+        ("news at gonintendo(dot)com/?id=5", "news at link: gonintendo.com/?id=5"),  # a dot spelled out
+        ("visit example [dot] co [dot] uk", "visit link: example.co.uk"),
+        ("the dot com bubble, the (dot) notation", "the dot com bubble, the (dot) notation"),
         ("no links in this one, just a dot.", "no links in this one, just a dot."),
     ],
 )
