@@ -21,6 +21,7 @@ from classifiers.fast import (
     hashed_index,
     meta_phrase,
     numeric_contribution,
+    phrase_label,
 )
 from classifiers.features import NUMERIC_FEATURES, PreparedComment
 
@@ -116,9 +117,8 @@ class Explainer:
             k = i
             while k + 1 < len(words) and unit[k + 1] >= threshold and k + 1 - i < 4:
                 k += 1
-            phrase = " ".join(w.strip(".,;:!?\"'()[]") for w in words[i : k + 1]).strip()[:60]
-            if phrase:
-                label = f"phrase '{phrase}'" if k > i else f"word '{phrase}'"
+            label = phrase_label(words[i : k + 1])
+            if label:
                 add(label, float(unit[i : k + 1].sum()))
             i = k + 1
 

@@ -37,7 +37,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import murmurhash3_32
 
 from classifiers.comment import ModelScore
-from classifiers.features import NUMERIC_FEATURES, NumericFeatures, PreparedComment, numeric_reference
+from classifiers.features import LINK_MARK, NUMERIC_FEATURES, NumericFeatures, PreparedComment, numeric_reference
 
 MAX_REASONS = 5
 MIN_CONTRIBUTION = 0.05  # in calibrated logit units; below this a feature barely moved the score
@@ -747,6 +747,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
 
 
+def phrase_label(words: Sequence[str]) -> str:
+    """The reason for a run of the comment's words: "phrase '…'" or "word '…'", quoting them without the link
+    mark the preparer put before each link (it is not the commenter's word); the mark alone is "a link in the text"."""
+    kept = [w for w in (w.strip(".,;:!?\"'()[]") for w in words if w != LINK_MARK) if w]
+    if not kept:
+        return "a link in the text" if LINK_MARK in words else ""
+    text = " ".join(kept)[:60]
+    return f"phrase '{text}'" if len(kept) > 1 else f"word '{text}'"
+
+
 def _phrases(words: list[str], hot: list[int], values: list[float], scores: dict[str, float]) -> None:
     """Runs of up to four adjacent words that each pushed towards the positive class (``hot`` positions)."""
     seen: set[str] = set()
@@ -759,9 +769,7 @@ def _phrases(words: list[str], hot: list[int], values: list[float], scores: dict
         while k + 1 in hot_set and k + 1 - i < MAX_PHRASE_WORDS:
             k += 1
         end = k
-        phrase = " ".join(w.strip(".,;:!?\"'()[]") for w in words[i : k + 1]).strip()[:60]
-        if phrase:
-            label = f"phrase '{phrase}'" if k > i else f"word '{phrase}'"
-            if label not in seen:  # a repeated phrase is one reason, counted once
-                seen.add(label)
-                scores[label] = scores.get(label, 0.0) + sum(values[i : k + 1])
+        label = phrase_label(words[i : k + 1])
+        if label and label not in seen:  # a repeated phrase is one reason, counted once
+            seen.add(label)
+            scores[label] = scores.get(label, 0.0) + sum(values[i : k + 1])

@@ -141,6 +141,24 @@ def test_a_commenters_e_mail_and_website_do_not_make_spam(tmp_path: Path) -> Non
     assert np.abs(p - p[0]).max() < 0.01, p
 
 
+def test_a_link_written_without_its_scheme_still_reads_as_a_link(tmp_path: Path) -> None:
+    """The preparer marks every link, so a bare domain shares the n-grams of a full URL; the reasons quote the
+    comment's own words, never the mark."""
+    model = ModelRegistry(tmp_path).active("spam")
+    comments = [
+        CommentInput(text="visit my page idquw.tk"),
+        CommentInput(text="visit my page"),
+        CommentInput(text="Cheap movies every day at gonintendo(dot)com/?id=5"),
+        CommentInput(text="Click here http://bit.ly/3xYz and start today"),
+    ]
+    scores = model.score(comments)
+    assert scores[0].probability > scores[1].probability + 0.05  # the link itself is evidence
+    for comment, score in zip(comments, scores, strict=True):
+        quoted = [r for r in score.reasons if r.startswith(("phrase '", "word '"))]
+        assert all("link" not in r for r in quoted), (comment.text, score.reasons)
+    assert any("a .com domain" in r for r in scores[2].reasons), scores[2].reasons  # the dot spelled out
+
+
 def test_numeric_reasons_are_relative_to_a_typical_comment(tmp_path: Path) -> None:
     """Length has a positive spam weight, yet a short comment must not be told it is a "long text"."""
     model = ModelRegistry(tmp_path).active("spam")
