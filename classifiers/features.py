@@ -24,17 +24,16 @@ from classifiers.comment import CommentInput
 from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
-_BARE_DOMAIN = re.compile(
-    r"\b(?:[a-z0-9][a-z0-9-]{0,62}\.)+(?:com|net|org|info|biz|ru|xyz|top|io|co|us|uk|de|me|tk|ml|ga|cf|gq|"
-    r"online|site|club|shop|store|live|pw|cc|ly|be|gl|in|cn|pl|fr|it|nl|es|br|eu|tv|ws|su|vip|win|bid|loan|"
-    r"click|link|work|today|icu|buzz|fun|space|website|tech|app|page)\b(?!\.\w)",
-    re.IGNORECASE,
+_TLDS = (
+    "com|net|org|info|biz|ru|xyz|top|io|co|us|uk|de|me|tk|ml|ga|cf|gq|online|site|club|shop|store|live|pw|cc|ly|be|"
+    "gl|in|cn|pl|fr|it|nl|es|br|eu|tv|ws|su|vip|win|bid|loan|click|link|work|today|icu|buzz|fun|space|website|tech|"
+    "app|page"
 )
+_BARE_DOMAIN = re.compile(rf"\b(?:[a-z0-9][a-z0-9-]{{0,62}}\.)+(?:{_TLDS})\b(?!\.\w)", re.IGNORECASE)
 _HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?([^:/?#\s]+)", re.IGNORECASE)
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+?\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]?\d{3,4}(?!\w)"
 )
-_TLDS = _BARE_DOMAIN.pattern.split("(?:", 2)[2].split(")", 1)[0]  # "com|net|…"
 # A dot before a known TLD: the cheap pre-check before the full bare-domain search.
 _TLD_HINT = re.compile(rf"\.(?:{_TLDS})\b", re.IGNORECASE)
 # "example(dot)com", "example [dot] co [dot] uk": a dot written out to dodge link filters, folded back before links
@@ -206,11 +205,12 @@ def prepare_many(comments: Iterable[CommentInput | str | dict[str, Any]]) -> lis
 
 def _prepare(comment: CommentInput) -> PreparedComment:
     raw = strip_surrogates((comment.text or "")[:MAX_CHARS])
-    if "dot" in raw.lower():
-        raw = _SPELLED_DOT.sub(".", raw)
+    lower = raw.lower()
+    if "dot" in lower:
+        raw = _SPELLED_DOT.sub(".", raw)  # removes brackets and "dot" only: `lower` still answers "www?" below
     tokens: list[str] = []
 
-    links = _URL.findall(raw) if ("//" in raw or "www" in raw.lower()) else []
+    links = _URL.findall(raw) if ("//" in raw or "www" in lower) else []
     bare = _BARE_DOMAIN.findall(_URL.sub(" ", raw) if links else raw) if _TLD_HINT.search(raw) else []
     hosts = [_host(u) for u in links] + [d.lower() for d in bare]
     hosts = [h for h in hosts if h]
