@@ -42,6 +42,7 @@ def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
         "earn $85/hour from home",  # a price and a word, not "s8s/hour"
         "a 5-star covid-19 hotel, 24/7",
         "open 10am to 5pm on the 3rd, 100mg, 1080p",
+        "@john, @user123: a reply (@ starts a handle), not 'ajohn'",
     ],
 )
 def test_normalize_keeps_numbers_and_names(raw: str) -> None:
