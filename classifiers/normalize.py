@@ -35,13 +35,17 @@ _INVISIBLE = re.compile(
 )
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# Only tokens with a digit, @, $ or a non-ASCII character can need folding (fast path for plain words).
-_TOKEN = re.compile(r"(?<!\S)\S*?[0-9@$\u0080-\U0010ffff]\S*")  # anchored at word starts: linear time
-_NEEDS_FOLDING = re.compile(r"[0-9@$\u0080-\U0010ffff]")
-_REPEAT = re.compile(r"(\D)\1{2,}")
-_ANY_TRIPLE = re.compile(r"(.)\1\1", re.DOTALL)  # cheap pre-check (a fifth of _REPEAT.sub's time on comments)
+# Only tokens with a leetspeak character or a homoglyph can change (every other token is left as it is).
+_FOLDS = re.escape("".join(sorted(_LEET_CHARS | _HOMOGLYPHS.keys())))
+# Anchored at word starts, the run before the first such character taken possessively: linear time.
+_TOKEN = re.compile(rf"(?<!\S)[^\s{_FOLDS}]*+[{_FOLDS}]\S*")
+_NEEDS_FOLDING = re.compile(rf"[{_FOLDS}]")
+# A run of three or more of one character; runs of digits ("1000") are numbers and stay.
+_RUN = re.compile(r"(.)\1\1+", re.DOTALL)
 # Three or more single letters separated by one space/dot/dash/star: "f r e e" -> "free".
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ .*_\-]){2,}[^\W\d_](?![^\W\d_])")
+# What every match of _SPACED contains (its last two letters): a cheap search that skips most comments.
+_SPACED_TAIL = re.compile(r"[ .*_\-][^\W\d_][ .*_\-][^\W\d_](?![^\W\d_])")
 _SPACED_SEP = re.compile(r"[ .*_\-]")
 _TAG = re.compile(r"<[^<>]{0,500}>")
 _URL_LIKE = re.compile(r"^(?:https?://|www\.)|\.[a-z]{2,6}(?:/|$)")
@@ -100,6 +104,11 @@ def _fold_token(token: str) -> str:
     return "".join(part if i % 2 else _fold_leet(part) for i, part in enumerate(_PIECE_SEPARATORS.split(token)))
 
 
+def _fold_run(m: re.Match[str]) -> str:
+    """A run of one character folded to two ("sooooo" -> "soo", "!!!!" -> "!!"); a run of digits ("1000") stays."""
+    return m.group(0) if m.group(1).isdecimal() else m.group(1) * 2
+
+
 def strip_surrogates(text: str) -> str:
     """Lone surrogates (possible from JSON ``\\ud800`` escapes) cannot be encoded or hashed: drop them."""
     return _SURROGATE.sub("", text) if not text.isascii() else text
@@ -120,7 +129,7 @@ def normalize_text(text: str, max_chars: int = MAX_CHARS) -> str:
     text = text.casefold()
     if _NEEDS_FOLDING.search(text):
         text = _TOKEN.sub(lambda m: _fold_token(m.group(0)), text)
-    if _ANY_TRIPLE.search(text):
-        text = _REPEAT.sub(r"\1\1", text)
-    text = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group(0)), text)
+    text = _RUN.sub(_fold_run, text)
+    if _SPACED_TAIL.search(text):
+        text = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group(0)), text)
     return text

@@ -25,6 +25,8 @@ from classifiers.normalize import MAX_CHARS, normalize_text
         ("zero\u200bwidth\u2060join\ufeff", "zerowidthjoin"),
         ("\u202eevil\u202c text", "evil text"),  # bidi override stripped
         ("sooooo goooood", "soo good"),
+        ("wow!!!!\n\n\n\nnooo", "wow!!\n\nnoo"),  # any repeated character, newlines too
+        ("h.e.l.l.o there, f-r-e-e", "hello there, free"),
         ("ＦＵＬＬＷＩＤＴＨ", "fullwidth"),  # NFKC
         ("it&#39;s <b>bold</b>", "it's  bold "),
     ],
@@ -42,6 +44,7 @@ def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
         "earn $85/hour from home",  # a price and a word, not "s8s/hour"
         "a 5-star covid-19 hotel, 24/7",
         "open 10am to 5pm on the 3rd, 100mg, 1080p",
+        "1000000 visitors, ٣٣٣٣ (Arabic-Indic digits) and café’s crêpes",  # digit runs, accents, curly quotes
         "@john, @user123: a reply (@ starts a handle), not 'ajohn'",
     ],
 )
