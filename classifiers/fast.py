@@ -386,8 +386,15 @@ def _sum_by_key(keys: np.ndarray, counts: np.ndarray | None, key_bits: int) -> t
     if len(keys) == 0:
         return keys, np.zeros(0, dtype=np.int64)
     spare = 63 - key_bits
+    spare32 = 32 - key_bits  # 32-bit values sort about twice as fast (batches of up to 64 comments fit)
     if counts is None:
-        ordered, amounts = np.sort(keys), None
+        ordered = np.sort(keys.astype(np.uint32)).astype(np.int64) if spare32 >= 0 else np.sort(keys)
+        amounts = None
+    elif spare32 > 0 and int(counts.max()) < 1 << spare32:
+        packed32 = ((keys << spare32) | counts).astype(np.uint32)
+        packed32.sort()
+        ordered = (packed32 >> spare32).astype(np.int64)
+        amounts = (packed32 & ((1 << spare32) - 1)).astype(np.int64)
     elif spare > 0 and int(counts.max()) < 1 << spare:
         packed = (keys << spare) | counts
         packed.sort()
