@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss
 
-from classifiers import CommentInput, Dataset, Thresholds, build_pipeline, choose_operating_point, evaluate, load_csv
+from classifiers import (
+    CommentInput,
+    Dataset,
+    Thresholds,
+    build_pipeline,
+    choose_operating_point,
+    evaluate,
+    load_csv,
+    train_model,
+)
 from classifiers.registry import LoadedModel
 
 
@@ -173,3 +182,35 @@ def test_naive_bayes_mix_folds_into_the_weights() -> None:
     a, b = mixed.calibration_
     assert np.allclose(mixed.decision_function(Xs), a * (X @ mixed.coef_ + mixed.intercept_) + b)
     assert mixed.predict_proba(Xs)[y == 1, 1].mean() > mixed.predict_proba(Xs)[y == 0, 1].mean() + 0.3
+
+
+def test_category_boost_weighs_up_the_labelled_categories() -> None:
+    from classifiers.training import category_boost
+
+    categories = {
+        "hate": np.array([1, 0, -1, -1, 0]),  # Davidson rows annotate "hate"; -1: not annotated by the row's source
+        "threat": np.array([-1, -1, 1, 0, 0]),
+        "obscene": np.array([-1, -1, 1, 1, 0]),
+    }
+    boost = category_boost(categories, 5, {"hate": 8.0, "threat": 3.0, "identity_hate": 2.0})
+    assert boost.tolist() == [8.0, 1.0, 3.0, 1.0, 1.0]
+    assert category_boost({}, 3, {"hate": 8.0}).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_category_weights_teach_the_model_more_about_hate(data_dir, slicer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from classifiers import training
+
+    davidson = slicer.take(load_csv(data_dir / "abuse" / "davidson.csv"), {"train": 500, "dev": 100})
+    hate = davidson.categories["hate"] == 1
+    offensive = davidson.categories["offensive"] == 1
+
+    def hate_gap(weights: dict[str, float]) -> float:
+        monkeypatch.setitem(training.CATEGORY_WEIGHT, "abuse", weights)
+        pipeline, manifest = train_model("abuse", [davidson], evaluate_on=())
+        assert manifest["parameters"]["category_weight"] == weights
+        logit = pipeline.named_steps["clf"].decision_function(pipeline[:-1].transform(davidson.comments))
+        return float(logit[hate].mean() - logit[offensive].mean())
+
+    assert hate.sum() >= 20
+    plain, weighted = hate_gap({}), hate_gap({"hate": 8.0})  # mean logit of hate minus offensive rows
+    assert weighted > plain + 0.5
