@@ -31,6 +31,14 @@ _LIMITS = """\
 """
 
 
+def _by_weight(weights: dict[str, float]) -> dict[float, list[str]]:
+    """Category names grouped by their training weight."""
+    out: dict[float, list[str]] = {}
+    for name, weight in weights.items():
+        out.setdefault(weight, []).append(name)
+    return out
+
+
 def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -73,6 +81,10 @@ def write_model_card(starter_dir: Path) -> Path:
                 f"weights at {mix}."
                 if (mix := m["parameters"].get("clf__nb_mix"))
                 else ""
+            )
+            + "".join(
+                f" Positives labelled {', '.join(sorted(names))} weigh ×{weight:g} in training."
+                for weight, names in _by_weight(m["parameters"].get("category_weight") or {}).items()
             )
             + (f" Category heads: {', '.join(m['categories'])}." if m.get("categories") else ""),
             "",
