@@ -15,8 +15,10 @@ from classifiers import (
     evaluate,
     load_csv,
     train_model,
+    training,
 )
 from classifiers.registry import LoadedModel
+from classifiers.training import category_boost
 
 
 def test_build_pipeline_rejects_unknown_kind() -> None:
@@ -185,8 +187,6 @@ def test_naive_bayes_mix_folds_into_the_weights() -> None:
 
 
 def test_category_boost_weighs_up_the_labelled_categories() -> None:
-    from classifiers.training import category_boost
-
     categories = {
         "hate": np.array([1, 0, -1, -1, 0]),  # Davidson rows annotate "hate"; -1: not annotated by the row's source
         "threat": np.array([-1, -1, 1, 0, 0]),
@@ -198,8 +198,6 @@ def test_category_boost_weighs_up_the_labelled_categories() -> None:
 
 
 def test_category_weights_teach_the_model_more_about_hate(data_dir, slicer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from classifiers import training
-
     davidson = slicer.take(load_csv(data_dir / "abuse" / "davidson.csv"), {"train": 500, "dev": 100})
     hate = davidson.categories["hate"] == 1
     offensive = davidson.categories["offensive"] == 1
