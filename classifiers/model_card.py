@@ -31,14 +31,6 @@ _LIMITS = """\
 """
 
 
-def _by_weight(weights: dict[str, float]) -> dict[float, list[str]]:
-    """Category names grouped by their training weight."""
-    out: dict[float, list[str]] = {}
-    for name, weight in weights.items():
-        out.setdefault(weight, []).append(name)
-    return out
-
-
 def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -82,9 +74,12 @@ def write_model_card(starter_dir: Path) -> Path:
                 if (mix := m["parameters"].get("clf__nb_mix"))
                 else ""
             )
-            + "".join(
-                f" Positives labelled {', '.join(sorted(names))} weigh ×{weight:g} in training."
-                for weight, names in _by_weight(m["parameters"].get("category_weight") or {}).items()
+            + (
+                " Training weight of the positives labelled "
+                + ", ".join(f"{name} ×{weight:g}" for name, weight in sorted(cw.items()))
+                + "."
+                if (cw := m["parameters"].get("category_weight"))
+                else ""
             )
             + (f" Category heads: {', '.join(m['categories'])}." if m.get("categories") else ""),
             "",
