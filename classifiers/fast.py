@@ -73,7 +73,7 @@ def meta_phrase(token: str) -> str:
         return f"link to {value}"
     if key == "link_tld":
         return f"link to a .{value} domain"
-    if key in ("author_word", "author_shape"):
+    if key == "author_shape":
         return "author name reads like an ad"
     if key == "author_url":
         return "author gives a website"

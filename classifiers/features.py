@@ -146,11 +146,18 @@ def email_kind(email: str) -> str:
 
 
 def _author_tokens(name: str) -> list[str]:
+    """How the author's name reads (digits, many words, Title Case, a web address), never who it is.
+
+    The name's words are not features: learnt from e-mail senders and YouTube channels they were identities
+    (mailing-list regulars "Tom" -2.3 logits, "Paul" -1.8; "Kate" +2.0, "Matt" +2.6), so a commenter's first
+    name, and with it often their gender, moved the spam score. Who an author is belongs to the rules (trusted
+    authors, block lists), how the name reads to the model.
+    """
     name = unicodedata.normalize("NFKC", name)[:200].strip()
     if not name:
         return []
     words = _WORD.findall(name)
-    tokens = [f"author_word:{w}" for w in normalize_text(" ".join(words)).split()[:8]]
+    tokens = []
     if any(ch.isdigit() for ch in name):
         tokens.append("author_shape:digits")
     if len(words) >= 3:

@@ -87,9 +87,26 @@ def test_metadata_features() -> None:
     tokens = set(p.meta.split())
     assert {"link_tld:xyz", "link_domain:cheap.xyz", "link_domain:hdmoviestream.com", "author_url:present",
             "email:disposable", "honeypot:filled", "since_post:<1m", "phone:present",
-            "author_shape:many_words", "author_shape:digits", "author_word:support"} <= tokens  # fmt: skip
+            "author_shape:many_words", "author_shape:digits"} <= tokens  # fmt: skip
     assert p.n_links == 2
     assert dict(zip(NUMERIC_FEATURES, p.numeric, strict=True))["offtopic"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "shapes"),
+    [
+        ("Tom", set()),
+        ("kate_77", {"digits"}),
+        ("Cheap Flights", {"title_case"}),
+        ("best seo services company", {"many_words"}),
+        ("Norton Support Number 24x7", {"digits", "many_words", "title_case"}),
+        ("hdmoviestream.com", {"domain"}),
+    ],
+)
+def test_author_name_tokens_say_how_the_name_reads_not_who_it_is(name: str, shapes: set[str]) -> None:
+    tokens = prepare_comment(CommentInput(text="hello", author_name=name)).meta.split()
+    assert all(t.startswith("author_shape:") for t in tokens), tokens  # no word of the name is a feature
+    assert {t.removeprefix("author_shape:") for t in tokens} == shapes
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,18 @@ def test_a_commenters_e_mail_and_website_do_not_make_spam(tmp_path: Path) -> Non
     assert np.abs(p - p[0]).max() < 0.01, p
 
 
+def test_a_commenters_first_name_does_not_move_the_spam_score(tmp_path: Path) -> None:
+    """Name words learnt from e-mail senders and YouTube channels were identities ("Tom" -2.3 logits, "Matt"
+    +2.6): the starter spam model reads how a name looks, not who it is, so first names score alike."""
+    model = ModelRegistry(tmp_path).active("spam")
+    text = "Wow, superb blog layout! How long have you been blogging for? You make blogging look easy."
+    names = ["Tom", "Paul", "John", "Kate", "Matt", "Lisa", "Anna", "Priya", "Mohammed"]
+    p = model.predict_proba([CommentInput(text=text, author_name=n) for n in names])
+    assert np.ptp(p) == 0.0, dict(zip(names, p.round(4), strict=True))
+    brand = model.predict_proba([CommentInput(text=text, author_name="Best Cheap Flights 24x7")])
+    assert brand[0] > p[0]  # a name of many Title Case words with digits reads like an ad
+
+
 def test_a_link_written_without_its_scheme_still_reads_as_a_link(tmp_path: Path) -> None:
     """The preparer marks every link, so a bare domain shares the n-grams of a full URL; the reasons quote the
     comment's own words, never the mark."""
