@@ -18,14 +18,16 @@ _LIMITS = """\
   `toxic`, Davidson `offensive`) count it as abusive.
 - No training source carries blog metadata (post title, seconds since post, honeypot, author URL): those features
   are in the pipeline with weight zero (absent = neutral) and are learned once a site retrains on its own
-  moderated comments. The spam model did learn author-name signals from YouTube and SpamAssassin's senders;
-  SpamAssassin's e-mail and URL columns are blanked in training (a sender's address and the first link of a
-  mail are not a commenter's e-mail and website), so e-mail and website features are neutral too.
+  moderated comments. The spam model learnt how an author name reads (digits, many words, Title Case, a web
+  address) from YouTube and SpamAssassin's senders, never the name's words: learnt from senders they were
+  identities, and a first name (often a gender) moved the score. SpamAssassin's e-mail and URL columns are
+  blanked in training (a sender's address and the first link of a mail are not a commenter's e-mail and website),
+  so e-mail and website features are neutral too.
 - Probabilities are calibrated on the training mix (each source weighed as described in the manifest), not on
   any one site: use the stored thresholds as a start and let moderators' decisions retrain them.
 - The reject threshold keeps every training source's legitimate dev comments within the 0.5% budget, so the
   source whose legitimate text looks most like the positive class sets it (SpamAssassin's e-mail for spam,
-  Davidson's non-offensive tweets for abuse). Comments between the two thresholds are held: about a fifth of
+  Davidson's non-offensive tweets for abuse). Comments between the two thresholds are held: about a sixth of
   YouTube comments for spam, a third of ordinary discussion comments for abuse (tables above).
 - Content warning: the abuse training data contains slurs; the model's reasons can quote them.
 """
