@@ -146,7 +146,7 @@ def main() -> None:
         deadline = time.monotonic() + 120
         with engine.connect() as conn:
             while True:
-                rows = dict(
+                rows: dict[str, int] = dict(
                     conn.execute(
                         text("SELECT status, count(*) FROM comments WHERE id >= :lo GROUP BY status"),
                         {"lo": min(ids)},

@@ -53,7 +53,7 @@ def write_slice(src: Path, dst: Path, per_split: dict[str, int]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def slicer():  # type: ignore[no-untyped-def]
+def slicer():
     """Helpers to cut small deterministic slices: ``slicer.take(dataset, sizes)``, ``slicer.write(src, dst, sizes)``."""
 
     class Slicer:
@@ -72,12 +72,12 @@ def small_spam(data_dir: Path) -> list[Dataset]:
 
 
 @pytest.fixture(scope="session")
-def spam_model(small_spam: list[Dataset]):  # type: ignore[no-untyped-def]
+def spam_model(small_spam: list[Dataset]):
     return train_model("spam", small_spam)
 
 
 @pytest.fixture(scope="session")
-def abuse_model(data_dir: Path):  # type: ignore[no-untyped-def]
+def abuse_model(data_dir: Path):
     sizes = {"train": 400, "dev": 100, "test": 50}
     parts = [take(load_csv(data_dir / "abuse" / f), sizes) for f in ("jigsaw-categories.csv", "davidson.csv")]
     return train_model("abuse", parts)

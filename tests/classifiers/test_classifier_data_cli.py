@@ -77,7 +77,7 @@ def test_load_csv_split_and_categories(data_dir: Path) -> None:
     assert load_csv(data_dir / "abuse" / "olid.csv", "dev").categories == {}
 
 
-def test_cli_train_evaluate_models(tmp_path: Path, data_dir: Path, slicer) -> None:  # type: ignore[no-untyped-def]
+def test_cli_train_evaluate_models(tmp_path: Path, data_dir: Path, slicer) -> None:
     sizes = {"train": 250, "dev": 80, "test": 60}
     files = [
         slicer.write(data_dir / "spam" / "youtube.csv", tmp_path / "youtube.csv", sizes),
@@ -122,7 +122,7 @@ def test_cli_train_evaluate_models(tmp_path: Path, data_dir: Path, slicer) -> No
     assert bad.exit_code != 0 and "no spam model version" in bad.output
 
 
-def test_cli_registry_root_from_environment(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_cli_registry_root_from_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("BOUNCER_DATA_DIR", str(tmp_path))
     result = CliRunner().invoke(cli, ["models", "list", "--kind", "abuse"])
     assert result.exit_code == 0, result.output

@@ -36,7 +36,7 @@ COMMENTS = [
 
 
 @pytest.mark.parametrize("which", ["spam", "abuse"])
-def test_fast_scorer_matches_the_pipeline(which, spam_model, abuse_model) -> None:  # type: ignore[no-untyped-def]
+def test_fast_scorer_matches_the_pipeline(which, spam_model, abuse_model) -> None:
     pipeline, manifest = spam_model if which == "spam" else abuse_model
     assert FastScorer.supports(pipeline)
     model = LoadedModel(which, "test", pipeline, manifest)
@@ -56,7 +56,7 @@ def test_fast_scorer_matches_the_pipeline(which, spam_model, abuse_model) -> Non
         assert one.reasons == s.reasons and one.probability == pytest.approx(s.probability, abs=1e-12)
 
 
-def test_reasons_quote_the_comment_and_are_bounded(spam_model) -> None:  # type: ignore[no-untyped-def]
+def test_reasons_quote_the_comment_and_are_bounded(spam_model) -> None:
     model = LoadedModel("spam", "test", *spam_model)
     for c, s in zip(COMMENTS, model.score(COMMENTS), strict=True):
         assert len(s.reasons) <= 5 and len(set(s.reasons)) == len(s.reasons)
@@ -66,7 +66,7 @@ def test_reasons_quote_the_comment_and_are_bounded(spam_model) -> None:  # type:
                 assert all(w in prepare_comment(c).text for w in quoted.split()), (r, c.text[:80])
 
 
-def test_unsupported_pipeline_falls_back_to_sklearn(spam_model) -> None:  # type: ignore[no-untyped-def]
+def test_unsupported_pipeline_falls_back_to_sklearn(spam_model) -> None:
     pipeline, manifest = spam_model
     other = copy.deepcopy(pipeline)
     other.set_params(features__words__hash__ngram_range=(1, 3))
@@ -76,7 +76,7 @@ def test_unsupported_pipeline_falls_back_to_sklearn(spam_model) -> None:  # type
     np.testing.assert_allclose([s.probability for s in scores], other.predict_proba(COMMENTS[:3])[:, 1])
 
 
-def test_prepared_comments_are_cached_and_shared(spam_model, abuse_model) -> None:  # type: ignore[no-untyped-def]
+def test_prepared_comments_are_cached_and_shared(spam_model, abuse_model) -> None:
     c = CommentInput(text="a comment both models score", author_name="Someone")
     assert prepare_comment(c) is prepare_comment(CommentInput(text=c.text, author_name="Someone"))
     assert prepare_many(["plain string", {"text": "a dict"}])[1].text == "a dict"

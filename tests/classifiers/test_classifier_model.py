@@ -26,7 +26,7 @@ def test_build_pipeline_rejects_unknown_kind() -> None:
         build_pipeline("ham")
 
 
-def test_trained_spam_model_ranks_and_calibrates(spam_model, small_spam: list[Dataset]) -> None:  # type: ignore[no-untyped-def]
+def test_trained_spam_model_ranks_and_calibrates(spam_model, small_spam: list[Dataset]) -> None:
     pipeline, manifest = spam_model
     test = Dataset.concat([d.split("test") for d in small_spam])
     p = pipeline.predict_proba(test.comments)[:, 1]
@@ -84,7 +84,7 @@ def test_thresholds_decide() -> None:
     assert [t.decide(p) for p in (0.1, 0.2, 0.5, 0.9)] == ["approve", "hold", "hold", "reject"]
 
 
-def test_score_explains_with_model_features(spam_model) -> None:  # type: ignore[no-untyped-def]
+def test_score_explains_with_model_features(spam_model) -> None:
     pipeline, manifest = spam_model
     model = LoadedModel("spam", "test", pipeline, manifest)
     comments = [
@@ -103,7 +103,7 @@ def test_score_explains_with_model_features(spam_model) -> None:  # type: ignore
     assert model.score([]) == [] and model.predict_proba([]).shape == (0,)
 
 
-def test_abuse_model_has_category_heads(abuse_model) -> None:  # type: ignore[no-untyped-def]
+def test_abuse_model_has_category_heads(abuse_model) -> None:
     pipeline, manifest = abuse_model
     assert {"offensive", "hate"} <= set(manifest["categories"])
     model = LoadedModel("abuse", "test", pipeline, manifest)
@@ -113,7 +113,7 @@ def test_abuse_model_has_category_heads(abuse_model) -> None:  # type: ignore[no
     assert insult.categories["offensive"] > polite.categories["offensive"]
 
 
-def test_evaluate_reports_sublabel_breakdown(abuse_model, data_dir, slicer) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_reports_sublabel_breakdown(abuse_model, data_dir, slicer) -> None:
     pipeline, manifest = abuse_model
     model = LoadedModel("abuse", "test", pipeline, manifest)
     hatecheck = slicer.take(load_csv(data_dir / "abuse" / "hatecheck.csv"), {"test": 200})
@@ -197,7 +197,7 @@ def test_category_boost_weighs_up_the_labelled_categories() -> None:
     assert category_boost({}, 3, {"hate": 8.0}).tolist() == [1.0, 1.0, 1.0]
 
 
-def test_category_weights_teach_the_model_more_about_hate(data_dir, slicer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_category_weights_teach_the_model_more_about_hate(data_dir, slicer, monkeypatch) -> None:
     davidson = slicer.take(load_csv(data_dir / "abuse" / "davidson.csv"), {"train": 500, "dev": 100})
     hate = davidson.categories["hate"] == 1
     offensive = davidson.categories["offensive"] == 1

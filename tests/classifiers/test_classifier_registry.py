@@ -24,7 +24,7 @@ COMMENTS = [
 ]
 
 
-def test_round_trip_gives_identical_probabilities(spam_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_round_trip_gives_identical_probabilities(spam_model, tmp_path: Path) -> None:
     pipeline, manifest = spam_model
     registry = ModelRegistry(tmp_path, seed_starter=False)
     version = registry.register("spam", pipeline, manifest)
@@ -48,12 +48,12 @@ def test_untrusted_types_are_refused(tmp_path: Path) -> None:
         load_pipeline(path)
 
 
-def test_saved_artifact_uses_only_trusted_types(spam_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_saved_artifact_uses_only_trusted_types(spam_model, tmp_path: Path) -> None:
     save_pipeline(spam_model[0], tmp_path / "m.skops")
     assert set(sio.get_untrusted_types(file=tmp_path / "m.skops")) <= set(TRUSTED_TYPES)
 
 
-def test_promote_rollback_and_hot_swap(spam_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_promote_rollback_and_hot_swap(spam_model, tmp_path: Path) -> None:
     pipeline, manifest = spam_model
     serving = ModelRegistry(tmp_path)  # seeds the starter model
     starter = serving.active("spam")

@@ -25,7 +25,7 @@ def _fresh() -> list[PreparedComment]:
     return [_prepare(c) for c in COMMENTS]
 
 
-def _same(a, b) -> None:  # type: ignore[no-untyped-def]
+def _same(a, b) -> None:
     for x, y in zip(a, b, strict=True):
         assert x.reasons == y.reasons
         assert x.probability == pytest.approx(y.probability, abs=1e-12)
@@ -33,7 +33,7 @@ def _same(a, b) -> None:  # type: ignore[no-untyped-def]
         np.testing.assert_allclose(list(x.categories.values()), list(y.categories.values()), atol=1e-4)
 
 
-def test_the_second_model_reuses_the_batch(spam_model, abuse_model) -> None:  # type: ignore[no-untyped-def]
+def test_the_second_model_reuses_the_batch(spam_model, abuse_model) -> None:
     spam, abuse = FastScorer(spam_model[0]), FastScorer(abuse_model[0])
     expected = {m: (m.predict_proba(_fresh()), m.score(_fresh())) for m in (spam, abuse)}
     prepared = prepare_many(COMMENTS)
@@ -46,10 +46,11 @@ def test_the_second_model_reuses_the_batch(spam_model, abuse_model) -> None:  # 
     again = _fresh()
     np.testing.assert_allclose(spam.predict_proba(again), expected[spam][0], rtol=0, atol=1e-12)
     _same(abuse.score(again), expected[abuse][1])
-    assert abuse.hasher.last_batch is not batch and abuse.hasher.last_batch.explain
+    last = abuse.hasher.last_batch
+    assert last is not None and last is not batch and last.explain
 
 
-def test_caches_stay_bounded(spam_model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_caches_stay_bounded(spam_model, monkeypatch) -> None:
     pipeline = spam_model[0]
     scorer = FastScorer(pipeline)
     expected = pipeline.predict_proba(COMMENTS)[:, 1]
@@ -64,7 +65,7 @@ def test_caches_stay_bounded(spam_model, monkeypatch) -> None:  # type: ignore[n
 
 def test_int_map_matches_a_dict() -> None:
     rng = np.random.default_rng(0)
-    table, reference = _IntMap(), {}
+    table, reference = _IntMap(), dict[int, int]()
     for size in (1, 3000, 10, 5000, 0, 20000):
         keys = rng.integers(0, 2**62, size)
         keys[: size // 3] = rng.integers(0, 50, size // 3)  # small keys and repeats too
