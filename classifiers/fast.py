@@ -37,7 +37,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import murmurhash3_32
 
 from classifiers.comment import ModelScore
-from classifiers.features import LINK_MARK, NUMERIC_FEATURES, NumericFeatures, PreparedComment, numeric_reference
+from classifiers.features import (
+    LINK_MARK,
+    NUMERIC_FEATURES,
+    NumericFeatures,
+    PreparedComment,
+    ignored_columns,
+    numeric_reference,
+)
 
 MAX_REASONS = 5
 MIN_CONTRIBUTION = 0.05  # in calibrated logit units; below this a feature barely moved the score
@@ -595,12 +602,16 @@ class FastScorer:
         self._w_word = w[:n_word]
         self._w_char = w[n_word : self._off_meta]
         self._w_meta = w[self._off_meta : self._off_num]
-        self._w_num = w[self._off_num :]
+        self._w_num = w[self._off_num :].copy()
+        ignored = ignored_columns(blocks["numeric"])  # zero in every fitted row; zero here whatever the weights
+        self._w_num[ignored] = 0.0
         self._bias = a * float(clf.intercept_) + b
         self.categories = [str(c) for c in clf.category_names_]
         # Category heads as a dense (features x heads) float32 matrix: rows gathered per batch.
         heads = sp.csr_matrix(clf.category_coef_)
         self._heads = np.ascontiguousarray(heads.T.toarray(), dtype=np.float32) if len(self.categories) else None
+        if self._heads is not None:
+            self._heads[[self._off_num + k for k in ignored]] = 0.0
         self._head_params = np.asarray(clf.category_params_, dtype=np.float64).reshape(-1, 3)
 
     @staticmethod

@@ -263,8 +263,6 @@ def _prepare(comment: CommentInput) -> PreparedComment:
         symbols = n - sum(map(str.isalnum, raw)) - sum(map(str.isspace, raw)) if raw else 0
 
     n_phones = len(_PHONE.findall(raw)) + len(_LONG_DIGITS.findall(raw)) if digits >= 8 else 0
-    if n_phones:
-        tokens.append("phone:present")
     n_words = max(len(raw.split()), 1)
     if raw.isascii():
         scripts = {"latin"} if n_letters else set()
@@ -338,9 +336,16 @@ class FieldSelector(TransformerMixin, BaseEstimator):
 
 
 class NumericFeatures(TransformerMixin, BaseEstimator):
-    """Bounded numeric signals (all in [0, 1], zero when unknown) as a sparse matrix."""
+    """Bounded numeric signals (all in [0, 1], zero when unknown) as a sparse matrix.
+
+    ``ignore`` names signals a model does not use: their column is always zero, so their weight is zero.
+    """
+
+    def __init__(self, ignore: tuple[str, ...] = ()) -> None:
+        self.ignore = ignore
 
     def fit(self, X: Sequence[PreparedComment], y: Any = None) -> NumericFeatures:
+        ignored_columns(self)
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -348,7 +353,17 @@ class NumericFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Sequence[PreparedComment]) -> sp.csr_matrix:
         data = np.asarray([c.numeric for c in X], dtype=np.float32).reshape(len(X), len(NUMERIC_FEATURES))
+        data[:, ignored_columns(self)] = 0.0
         return sp.csr_matrix(data)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return np.asarray([f"numeric:{n}" for n in NUMERIC_FEATURES], dtype=object)
+
+
+def ignored_columns(numeric: NumericFeatures) -> list[int]:
+    """Column indices of the signals ``numeric`` ignores (none for artifacts saved before ``ignore`` existed)."""
+    ignore = getattr(numeric, "ignore", ())
+    unknown = sorted(set(ignore) - set(NUMERIC_FEATURES))
+    if unknown:
+        raise ValueError(f"unknown numeric signals {unknown}; expected some of {NUMERIC_FEATURES}")
+    return [NUMERIC_FEATURES.index(name) for name in ignore]

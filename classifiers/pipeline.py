@@ -41,6 +41,12 @@ _PARAMS: dict[str, dict[str, float]] = {
     "abuse": {"C": 2.0, "head_C": 2.0, "nb_power": 0.5, "nb_alpha": 1.0, "nb_mix": 0.0},
 }
 
+# Numeric signals a kind does not use (features.NumericFeatures). Digits and phone numbers are a spam sign, not an
+# abuse sign: no abuse source ties them to abuse (Jigsaw: 7.7% of digit-heavy comments are toxic, 9.6% of all), yet
+# the fitted abuse model weighed them, so "many digits" and "phone number" were reasons for abuse scores and a price
+# or a date raised one nearly fourfold. Without them the abuse dev ROC-AUC is the same (mean .9704 either way).
+_NUMERIC_IGNORED: dict[str, tuple[str, ...]] = {"spam": (), "abuse": ("digit_ratio", "phones")}
+
 
 def build_pipeline(kind: str, random_state: int = 0) -> Pipeline:
     """Return the unfitted pipeline for ``kind``: comments in, calibrated probability out."""
@@ -100,7 +106,8 @@ def build_pipeline(kind: str, random_state: int = 0) -> Pipeline:
             ),
         ]
     )
-    features = FeatureUnion([("words", words), ("chars", chars), ("meta", meta), ("numeric", NumericFeatures())])
+    numeric = NumericFeatures(ignore=_NUMERIC_IGNORED[kind])
+    features = FeatureUnion([("words", words), ("chars", chars), ("meta", meta), ("numeric", numeric)])
     return Pipeline(
         [
             ("prepare", CommentPreparer()),

@@ -10,7 +10,7 @@ from sklearn.feature_extraction.text import HashingVectorizer
 
 from classifiers import CommentInput, build_pipeline
 from classifiers.fast import hashed_index as _index
-from classifiers.features import NUMERIC_FEATURES, email_kind, prepare_comment
+from classifiers.features import NUMERIC_FEATURES, NumericFeatures, email_kind, prepare_comment
 from classifiers.normalize import MAX_CHARS, normalize_text
 
 
@@ -86,10 +86,24 @@ def test_metadata_features() -> None:
     )
     tokens = set(p.meta.split())
     assert {"link_tld:xyz", "link_domain:cheap.xyz", "link_domain:hdmoviestream.com", "author_url:present",
-            "email:disposable", "honeypot:filled", "since_post:<1m", "phone:present",
+            "email:disposable", "honeypot:filled", "since_post:<1m",
             "author_shape:many_words", "author_shape:digits"} <= tokens  # fmt: skip
     assert p.n_links == 2
-    assert dict(zip(NUMERIC_FEATURES, p.numeric, strict=True))["offtopic"] == 1.0
+    numeric = dict(zip(NUMERIC_FEATURES, p.numeric, strict=True))
+    assert numeric["offtopic"] == 1.0
+    assert numeric["phones"] > 0  # phone numbers are one numeric signal, not also a token
+
+
+def test_numeric_features_zero_the_signals_a_model_ignores() -> None:
+    prepared = [prepare_comment("Call +1 (800) 555-0199 now, only $25 until 12/03/2024")]
+    full = NumericFeatures().fit(prepared).transform(prepared).toarray()[0]
+    kept = NumericFeatures(ignore=("digit_ratio", "phones")).fit(prepared).transform(prepared).toarray()[0]
+    ignored = [NUMERIC_FEATURES.index("digit_ratio"), NUMERIC_FEATURES.index("phones")]
+    assert full[ignored].min() > 0 and kept[ignored].max() == 0
+    others = [k for k in range(len(NUMERIC_FEATURES)) if k not in ignored]
+    assert kept[others].tolist() == full[others].tolist()
+    with pytest.raises(ValueError, match="unknown numeric signals"):
+        NumericFeatures(ignore=("digits",)).fit(prepared)
 
 
 @pytest.mark.parametrize(

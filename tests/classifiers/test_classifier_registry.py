@@ -181,3 +181,15 @@ def test_numeric_reasons_are_relative_to_a_typical_comment(tmp_path: Path) -> No
     assert "mostly capital letters" not in score.reasons
     (shouting,) = model.score([CommentInput(text="BUY NOW!!! BEST PRICES ON WATCHES, CLICK THE LINK IN MY PROFILE")])
     assert "mostly capital letters" in shouting.reasons
+
+
+def test_digits_and_phone_numbers_are_no_abuse_sign(tmp_path: Path) -> None:
+    """The abuse model ignores the digit and phone signals (spam signs): a price, a date or a phone number is
+    never a reason for an abuse score, and the spam model still counts them."""
+    registry = ModelRegistry(tmp_path)
+    abuse, spam = registry.active("abuse"), registry.active("spam")
+    comment = CommentInput(text="I paid $25 on 12/03/2024, call me at +1 (800) 555-0199 if you want the receipt.")
+    (a,) = abuse.score([comment])
+    assert not {"many digits", "phone number"} & set(a.reasons), a.reasons
+    (s,) = spam.score([comment])
+    assert {"many digits", "phone number"} & set(s.reasons), s.reasons
