@@ -94,8 +94,6 @@ def meta_phrase(token: str) -> str:
         return "hidden form field filled in"
     if key == "since_post":
         return f"posted {value.replace('<', 'within ')} of the post"
-    if key == "phone":
-        return "phone number"
     if key in ("scripts", "script"):
         return f"written in {value.replace('+', ' and ')}"
     if key == "type":

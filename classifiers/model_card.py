@@ -83,6 +83,11 @@ def write_model_card(starter_dir: Path) -> Path:
                 if (cw := m["parameters"].get("category_weight"))
                 else ""
             )
+            + (
+                f" Numeric signals it does not use: {', '.join(ignored)}."
+                if (ignored := m["parameters"].get("features__numeric__ignore"))
+                else ""
+            )
             + (f" Category heads: {', '.join(m['categories'])}." if m.get("categories") else ""),
             "",
             "### Training data",
