@@ -3,6 +3,10 @@
 Layout: ``root/<kind>/<version>/{model.skops, manifest.json}`` and ``root/<kind>/active.json``
 (``{"active": version, "history": [...], "statuses": {version: {...}}}``), always replaced atomically
 (temp file + ``os.replace``) under an ``flock`` so that concurrent processes never see half a file.
+
+An empty registry is seeded with the newest shipped starter model. When a newer Bouncer ships a newer starter, the
+registry takes it in on first use: it becomes active if the active model is an untouched seeded starter (its
+features and training may have changed with the code), and a candidate to compare and promote otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from classifiers.persistence import ARTIFACT, MANIFEST, load_pipeline, save_pipe
 STATUSES = ("active", "candidate", "needs_review", "retired")
 POINTER = "active.json"
 STARTER_DIR = Path(__file__).resolve().parent / "starter_models"
+STARTER_NOTE = "starter model"
 
 
 class LoadedModel:
@@ -125,6 +130,20 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _newest_starter(kind: str) -> Path | None:
+    starters = sorted(p for p in (STARTER_DIR / kind).glob("*") if (p / MANIFEST).is_file())
+    return starters[-1] if starters else None
+
+
+def _copy_version(src: Path, kind_dir: Path) -> None:
+    """Copy a version directory into ``kind_dir`` atomically (a half-copied version is never visible)."""
+    tmp = Path(tempfile.mkdtemp(dir=kind_dir, prefix=".seed-"))
+    tmp.chmod(0o755)  # mkdtemp is private; the web and worker processes may run as other users
+    shutil.copy2(src / ARTIFACT, tmp / ARTIFACT)
+    shutil.copy2(src / MANIFEST, tmp / MANIFEST)
+    os.replace(tmp, kind_dir / src.name)
+
+
 class ModelRegistry:
     """Model versions under ``root``; ``active(kind)`` is cached and follows promotions by any process."""
 
@@ -134,6 +153,7 @@ class ModelRegistry:
         self._lock = threading.RLock()
         self._active: dict[str, tuple[tuple[int, int, int], LoadedModel]] = {}
         self._loaded: dict[tuple[str, str], LoadedModel] = {}
+        self._starter_checked: set[str] = set()  # kinds whose shipped starter this process has taken in
 
     # ---- paths and locking -------------------------------------------------------------------------
     def _kind_dir(self, kind: str) -> Path:
@@ -178,24 +198,48 @@ class ModelRegistry:
         if not self.seed_starter:
             return
         if self._version_dirs(kind) and (self._kind_dir(kind) / POINTER).is_file():
+            if kind not in self._starter_checked:
+                self._take_in_shipped_starter(kind)
             return
         # Either nothing is seeded yet or another thread/process is seeding right now (its version directory
         # appears before its pointer): wait for the lock, under which the seeder finishes both.
         with self._locked(kind) as kind_dir:
             if self._version_dirs(kind):
                 return  # another process seeded it while we waited for the lock
-            starters = sorted(p for p in (STARTER_DIR / kind).glob("*") if (p / MANIFEST).is_file())
-            if not starters:
+            src = _newest_starter(kind)
+            if src is None:
                 return
-            src = starters[-1]
-            tmp = Path(tempfile.mkdtemp(dir=kind_dir, prefix=".seed-"))
-            tmp.chmod(0o755)  # mkdtemp is private; the web and worker processes may run as other users
-            shutil.copy2(src / ARTIFACT, tmp / ARTIFACT)
-            shutil.copy2(src / MANIFEST, tmp / MANIFEST)
-            os.replace(tmp, kind_dir / src.name)
+            _copy_version(src, kind_dir)
             state = self._read_pointer(kind)
             state["active"] = src.name
-            state["statuses"][src.name] = {"status": "active", "note": "starter model", "at": _now().isoformat()}
+            state["statuses"][src.name] = {"status": "active", "note": STARTER_NOTE, "at": _now().isoformat()}
+            self._write_pointer(kind, state)
+            self._starter_checked.add(kind)
+
+    def _take_in_shipped_starter(self, kind: str) -> None:
+        """After an upgrade: the newest shipped starter replaces an untouched seeded starter, else is a candidate.
+
+        A seeded starter is "untouched" while its note is the seeding note: nobody promoted, rolled back or
+        retrained since. An admin's choice (a trained or promoted model) is never replaced, only offered the new
+        starter to compare with (``bouncer models list``, the models page).
+        """
+        src = _newest_starter(kind)
+        with self._locked(kind) as kind_dir:
+            self._starter_checked.add(kind)
+            if src is None or (kind_dir / src.name).exists():
+                return
+            _copy_version(src, kind_dir)
+            state = self._read_pointer(kind)
+            active, at = state["active"], _now().isoformat()
+            if active and state["statuses"].get(active, {}).get("note") == STARTER_NOTE:
+                state["history"].append(active)
+                replaced = f"replaced by the shipped {src.name}"
+                state["statuses"][active] = {"status": "retired", "note": replaced, "at": at}
+                state["active"] = src.name
+                state["statuses"][src.name] = {"status": "active", "note": STARTER_NOTE, "at": at}
+            else:
+                note = "starter model shipped with this Bouncer version: compare, then promote or keep"
+                state["statuses"][src.name] = {"status": "candidate", "note": note, "at": at}
             self._write_pointer(kind, state)
 
     # ---- reading -----------------------------------------------------------------------------------
@@ -213,6 +257,8 @@ class ModelRegistry:
 
     def active(self, kind: str) -> LoadedModel:
         """The active model; a ``stat`` of the pointer notices promotions by other processes."""
+        if kind not in self._starter_checked:
+            self._ensure_seeded(kind)  # first use in this process: seed, or take in a newer shipped starter
         pointer = self._kind_dir(kind) / POINTER
         try:
             st = pointer.stat()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fractions
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -84,6 +85,36 @@ def test_promote_rollback_and_hot_swap(spam_model, tmp_path: Path) -> None:
         admin.set_status("spam", starter.version, "retired")
     with pytest.raises(KeyError):
         admin.load("spam", "../../etc")
+
+
+def _installed_before_an_upgrade(root: Path, kind: str, note: str) -> str:
+    """A registry as an older Bouncer left it: its seeded starter (here a copy under an older name) active."""
+    shipped = sorted((STARTER_DIR / kind).iterdir())[-1]
+    old = f"{kind}-20200101T000000Z-0ld0ld00"
+    shutil.copytree(shipped, root / kind / old)
+    state = {"active": old, "history": [], "statuses": {old: {"status": "active", "note": note, "at": "2020"}}}
+    (root / kind / "active.json").write_text(json.dumps(state), encoding="utf-8")
+    return old
+
+
+def test_an_upgrade_replaces_an_untouched_seeded_starter(tmp_path: Path) -> None:
+    """The shipped starter of a newer Bouncer becomes active where nobody chose another model; rollback works."""
+    old = _installed_before_an_upgrade(tmp_path, "spam", "starter model")
+    registry = ModelRegistry(tmp_path)
+    shipped = sorted((STARTER_DIR / "spam").iterdir())[-1].name
+    assert registry.active("spam").version == shipped
+    assert {i.version: i.status for i in registry.versions("spam")} == {shipped: "active", old: "retired"}
+    assert ModelRegistry(tmp_path).active("spam").version == shipped  # taken in once, not again
+    assert registry.rollback("spam") == old  # the admin can still go back
+
+
+def test_an_upgrade_offers_the_new_starter_beside_an_admins_model(tmp_path: Path) -> None:
+    """A model an admin promoted (or trained) stays active; the new starter waits as a candidate."""
+    old = _installed_before_an_upgrade(tmp_path, "spam", "promoted")
+    registry = ModelRegistry(tmp_path)
+    shipped = sorted((STARTER_DIR / "spam").iterdir())[-1].name
+    assert registry.active("spam").version == old
+    assert {i.version: i.status for i in registry.versions("spam")} == {old: "active", shipped: "candidate"}
 
 
 def test_active_is_thread_safe(tmp_path: Path) -> None:
