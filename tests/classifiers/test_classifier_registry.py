@@ -87,34 +87,28 @@ def test_promote_rollback_and_hot_swap(spam_model, tmp_path: Path) -> None:
         admin.load("spam", "../../etc")
 
 
-def _installed_before_an_upgrade(root: Path, kind: str, note: str) -> str:
-    """A registry as an older Bouncer left it: its seeded starter (here a copy under an older name) active."""
-    shipped = sorted((STARTER_DIR / kind).iterdir())[-1]
-    old = f"{kind}-20200101T000000Z-0ld0ld00"
-    shutil.copytree(shipped, root / kind / old)
-    state = {"active": old, "history": [], "statuses": {old: {"status": "active", "note": note, "at": "2020"}}}
-    (root / kind / "active.json").write_text(json.dumps(state), encoding="utf-8")
-    return old
+@pytest.mark.parametrize(
+    ("active_note", "after"),
+    [
+        ("starter model", {"new": "active", "old": "retired"}),  # untouched seeded starter: replaced
+        ("promoted", {"new": "candidate", "old": "active"}),  # an admin's choice stays; the new one is offered
+    ],
+)
+def test_an_upgrade_takes_in_the_newer_shipped_starter(tmp_path: Path, active_note: str, after: dict) -> None:
+    """A registry as an older Bouncer left it (its active model a copy of the starter under an older name)."""
+    shipped = sorted((STARTER_DIR / "spam").iterdir())[-1]
+    old = "spam-20200101T000000Z-0ld0ld00"
+    shutil.copytree(shipped, tmp_path / "spam" / old)
+    state = {"active": old, "history": [], "statuses": {old: {"status": "active", "note": active_note, "at": "x"}}}
+    (tmp_path / "spam" / "active.json").write_text(json.dumps(state), encoding="utf-8")
 
-
-def test_an_upgrade_replaces_an_untouched_seeded_starter(tmp_path: Path) -> None:
-    """The shipped starter of a newer Bouncer becomes active where nobody chose another model; rollback works."""
-    old = _installed_before_an_upgrade(tmp_path, "spam", "starter model")
     registry = ModelRegistry(tmp_path)
-    shipped = sorted((STARTER_DIR / "spam").iterdir())[-1].name
-    assert registry.active("spam").version == shipped
-    assert {i.version: i.status for i in registry.versions("spam")} == {shipped: "active", old: "retired"}
-    assert ModelRegistry(tmp_path).active("spam").version == shipped  # taken in once, not again
-    assert registry.rollback("spam") == old  # the admin can still go back
-
-
-def test_an_upgrade_offers_the_new_starter_beside_an_admins_model(tmp_path: Path) -> None:
-    """A model an admin promoted (or trained) stays active; the new starter waits as a candidate."""
-    old = _installed_before_an_upgrade(tmp_path, "spam", "promoted")
-    registry = ModelRegistry(tmp_path)
-    shipped = sorted((STARTER_DIR / "spam").iterdir())[-1].name
-    assert registry.active("spam").version == old
-    assert {i.version: i.status for i in registry.versions("spam")} == {old: "active", shipped: "candidate"}
+    names = {"new": shipped.name, "old": old}
+    assert registry.active("spam").version == names[{v: k for k, v in after.items()}["active"]]
+    assert {i.version: i.status for i in registry.versions("spam")} == {names[k]: v for k, v in after.items()}
+    assert len(ModelRegistry(tmp_path).versions("spam")) == 2  # taken in once, not again
+    if after["new"] == "active":
+        assert registry.rollback("spam") == old  # the admin can still go back
 
 
 def test_active_is_thread_safe(tmp_path: Path) -> None:
