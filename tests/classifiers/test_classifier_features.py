@@ -46,6 +46,7 @@ def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
         "open 10am to 5pm on the 3rd, 100mg, 1080p",
         "1000000 visitors, ٣٣٣٣ (Arabic-Indic digits) and café’s crêpes",  # digit runs, accents, curly quotes
         "@john, @user123: a reply (@ starts a handle), not 'ajohn'",
+        '"@user2015: quoted" and (@john) and “@rihanna: a retweet”',  # quoted handles too
     ],
 )
 def test_normalize_keeps_numbers_and_names(raw: str) -> None:
