@@ -132,6 +132,8 @@ def list_models(kind: str, as_json: bool) -> None:
                     "created_at": i.created_at,
                     "status": i.status,
                     "thresholds": {"approve_below": i.thresholds.approve_below, "reject_at": i.thresholds.reject_at},
+                    "features_version": i.features_version,
+                    "needs_retraining": i.needs_retraining,
                 }
                 for i in infos
             ]
@@ -141,6 +143,7 @@ def list_models(kind: str, as_json: bool) -> None:
         click.echo(
             f"{i.status:<13} {i.version}  {i.created_at}  approve<{i.thresholds.approve_below} "
             f"reject>={i.thresholds.reject_at}"
+            + (f"  (features v{i.features_version}: retrain)" if i.needs_retraining else "")
         )
 
 

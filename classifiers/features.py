@@ -23,6 +23,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from classifiers.comment import CommentInput
 from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 
+# What a model sees of a comment: normalisation, metadata tokens and numeric signals. Bump it whenever a change reads
+# comments differently; a model fitted under another version is not the model that was measured (the registry
+# takes in newer shipped starters, the models page and `bouncer models list` flag the rest for retraining).
+# 1: models whose manifest has no version (up to 2026-11-28 09:00 UTC); 2: an author name's shape only, no phone
+# token, quoted handles read as handles.
+FEATURES_VERSION = 2
+
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
 _TLDS = (
     "com|net|org|info|biz|ru|xyz|top|io|co|us|uk|de|me|tk|ml|ga|cf|gq|online|site|club|shop|store|live|pw|cc|ly|be|"

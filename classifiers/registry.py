@@ -16,6 +16,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,13 +32,15 @@ from sklearn.pipeline import Pipeline
 from classifiers.comment import KINDS, CommentInput, ModelScore, Thresholds
 from classifiers.explain import Explainer, explain_batch
 from classifiers.fast import FastScorer
-from classifiers.features import prepare_many
+from classifiers.features import FEATURES_VERSION, prepare_many
 from classifiers.persistence import ARTIFACT, MANIFEST, load_pipeline, save_pipeline
 
 STATUSES = ("active", "candidate", "needs_review", "retired")
 POINTER = "active.json"
 STARTER_DIR = Path(__file__).resolve().parent / "starter_models"
 STARTER_NOTE = "starter model"
+
+log = logging.getLogger(__name__)
 
 
 class LoadedModel:
@@ -105,6 +108,16 @@ class ModelInfo:
     metrics: dict[str, Any]
     thresholds: Thresholds
     manifest: dict[str, Any]
+
+    @property
+    def features_version(self) -> int:
+        """The ``features.FEATURES_VERSION`` it was trained under (1: trained before versions were recorded)."""
+        return int(self.manifest.get("features_version", 1))
+
+    @property
+    def needs_retraining(self) -> bool:
+        """Trained under other feature code: it no longer reads comments as it did when it was measured."""
+        return self.features_version != FEATURES_VERSION
 
 
 def load_version_dir(kind: str, path: Path) -> LoadedModel:
@@ -277,6 +290,15 @@ class ModelRegistry:
             if not state["active"]:
                 raise LookupError(f"no active {kind} model in {self.root}")
             model = self.load(kind, state["active"])
+            if int(model.manifest.get("features_version", 1)) != FEATURES_VERSION:
+                log.warning(
+                    "active %s model %s was trained under features version %s, this code reads comments as version "
+                    "%s: its scores are not the ones it was measured with; retrain it or promote the shipped starter",
+                    kind,
+                    model.version,
+                    model.manifest.get("features_version", 1),
+                    FEATURES_VERSION,
+                )
             self._active[kind] = (stamp, model)
             return model
 

@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from classifiers.comment import KINDS, CommentInput, Thresholds
 from classifiers.data import SOURCES, Dataset
+from classifiers.features import FEATURES_VERSION
 from classifiers.normalize import normalize_text
 from classifiers.pipeline import build_pipeline
 
@@ -317,6 +318,7 @@ def train_model(
         "training_seconds": round(fit_seconds, 2),
         "libraries": library_versions(),
         "git_commit": git_commit(),
+        "features_version": FEATURES_VERSION,
     }
     return pipeline, manifest
 

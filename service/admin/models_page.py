@@ -32,6 +32,7 @@ class VersionRow:
     metrics: dict[str, Any]
     thresholds: dict[str, Any]
     manifest: dict[str, Any]
+    needs_retraining: bool = False  # trained under older feature code (classifiers.features.FEATURES_VERSION)
 
 
 @dataclass
@@ -68,6 +69,7 @@ def _row(info: Any) -> VersionRow:
         metrics=_as_dict(getattr(info, "metrics", None)),
         thresholds=_as_dict(getattr(info, "thresholds", None)),
         manifest=_as_dict(getattr(info, "manifest", None)),
+        needs_retraining=bool(getattr(info, "needs_retraining", False)),
     )
 
 

@@ -99,6 +99,9 @@ def test_an_upgrade_takes_in_the_newer_shipped_starter(tmp_path: Path, active_no
     shipped = sorted((STARTER_DIR / "spam").iterdir())[-1]
     old = "spam-20200101T000000Z-0ld0ld00"
     shutil.copytree(shipped, tmp_path / "spam" / old)
+    manifest = json.loads((tmp_path / "spam" / old / "manifest.json").read_text(encoding="utf-8"))
+    del manifest["features_version"]  # trained before feature versions were recorded
+    (tmp_path / "spam" / old / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     state = {"active": old, "history": [], "statuses": {old: {"status": "active", "note": active_note, "at": "x"}}}
     (tmp_path / "spam" / "active.json").write_text(json.dumps(state), encoding="utf-8")
 
@@ -107,6 +110,7 @@ def test_an_upgrade_takes_in_the_newer_shipped_starter(tmp_path: Path, active_no
     assert registry.active("spam").version == names[{v: k for k, v in after.items()}["active"]]
     assert {i.version: i.status for i in registry.versions("spam")} == {names[k]: v for k, v in after.items()}
     assert len(ModelRegistry(tmp_path).versions("spam")) == 2  # taken in once, not again
+    assert {i.version: i.needs_retraining for i in registry.versions("spam")} == {old: True, shipped.name: False}
     if after["new"] == "active":
         assert registry.rollback("spam") == old  # the admin can still go back
 

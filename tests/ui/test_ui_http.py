@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -401,3 +404,26 @@ def test_models_page_renders_with_or_without_models(client: Any, admin: dict[str
     response = client.get("/admin/models")
     assert response.status_code == 200
     assert b"Spam model" in response.data and b"Abuse model" in response.data
+
+
+def test_models_page_flags_a_model_trained_under_older_feature_code(
+    client: Any, admin: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from classifiers import ModelRegistry
+    from classifiers.registry import STARTER_DIR
+    from service.admin import models_page
+
+    shipped = sorted((STARTER_DIR / "spam").iterdir())[-1]
+    old = tmp_path / "spam" / "spam-20200101T000000Z-0ld0ld00"
+    shutil.copytree(shipped, old)
+    manifest = json.loads((old / "manifest.json").read_text(encoding="utf-8"))
+    del manifest["features_version"]  # trained before feature versions were recorded
+    (old / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    state = {"active": old.name, "history": [], "statuses": {old.name: {"status": "active", "note": "promoted"}}}
+    (tmp_path / "spam" / "active.json").write_text(json.dumps(state), encoding="utf-8")  # the shipped starter: a candidate
+    monkeypatch.setattr(models_page, "_registry", lambda: ModelRegistry(tmp_path))
+    login(client, admin)
+    page = client.get("/admin/models").get_data(as_text=True)
+    spam = page[page.index('id="kind-spam"') : page.index('id="kind-abuse"')]
+    rows = spam.split("<tr")
+    assert [old.name in r for r in rows if "retrain: older features" in r] == [True]  # the shipped one reads as trained
