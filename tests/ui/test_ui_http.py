@@ -420,7 +420,8 @@ def test_models_page_flags_a_model_trained_under_older_feature_code(
     del manifest["features_version"]  # trained before feature versions were recorded
     (old / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     state = {"active": old.name, "history": [], "statuses": {old.name: {"status": "active", "note": "promoted"}}}
-    (tmp_path / "spam" / "active.json").write_text(json.dumps(state), encoding="utf-8")  # the shipped starter: a candidate
+    # an admin promoted the old model, so the shipped starter is taken in as a candidate
+    (tmp_path / "spam" / "active.json").write_text(json.dumps(state), encoding="utf-8")
     monkeypatch.setattr(models_page, "_registry", lambda: ModelRegistry(tmp_path))
     login(client, admin)
     page = client.get("/admin/models").get_data(as_text=True)
