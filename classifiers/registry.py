@@ -111,8 +111,7 @@ class ModelInfo:
 
     @property
     def features_version(self) -> int:
-        """The ``features.FEATURES_VERSION`` it was trained under (1: trained before versions were recorded)."""
-        return int(self.manifest.get("features_version", 1))
+        return trained_features_version(self.manifest)
 
     @property
     def needs_retraining(self) -> bool:
@@ -141,6 +140,11 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def trained_features_version(manifest: dict[str, Any]) -> int:
+    """The ``features.FEATURES_VERSION`` a model was trained under (1: trained before versions were recorded)."""
+    return int(manifest.get("features_version", 1))
 
 
 def _newest_starter(kind: str) -> Path | None:
@@ -290,13 +294,14 @@ class ModelRegistry:
             if not state["active"]:
                 raise LookupError(f"no active {kind} model in {self.root}")
             model = self.load(kind, state["active"])
-            if int(model.manifest.get("features_version", 1)) != FEATURES_VERSION:
+            trained = trained_features_version(model.manifest)
+            if trained != FEATURES_VERSION:
                 log.warning(
                     "active %s model %s was trained under features version %s, this code reads comments as version "
                     "%s: its scores are not the ones it was measured with; retrain it or promote the shipped starter",
                     kind,
                     model.version,
-                    model.manifest.get("features_version", 1),
+                    trained,
                     FEATURES_VERSION,
                 )
             self._active[kind] = (stamp, model)

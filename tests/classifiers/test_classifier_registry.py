@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fractions
 import json
+import logging
 import os
 import shutil
 import threading
@@ -94,7 +95,9 @@ def test_promote_rollback_and_hot_swap(spam_model, tmp_path: Path) -> None:
         ("promoted", {"new": "candidate", "old": "active"}),  # an admin's choice stays; the new one is offered
     ],
 )
-def test_an_upgrade_takes_in_the_newer_shipped_starter(tmp_path: Path, active_note: str, after: dict) -> None:
+def test_an_upgrade_takes_in_the_newer_shipped_starter(
+    tmp_path: Path, active_note: str, after: dict, caplog: pytest.LogCaptureFixture
+) -> None:
     """A registry as an older Bouncer left it (its active model a copy of the starter under an older name)."""
     shipped = sorted((STARTER_DIR / "spam").iterdir())[-1]
     old = "spam-20200101T000000Z-0ld0ld00"
@@ -107,7 +110,10 @@ def test_an_upgrade_takes_in_the_newer_shipped_starter(tmp_path: Path, active_no
 
     registry = ModelRegistry(tmp_path)
     names = {"new": shipped.name, "old": old}
-    assert registry.active("spam").version == names[{v: k for k, v in after.items()}["active"]]
+    with caplog.at_level(logging.WARNING, logger="classifiers.registry"):
+        assert registry.active("spam").version == names[{v: k for k, v in after.items()}["active"]]
+    stale_active = after["old"] == "active"
+    assert ("trained under features version 1" in caplog.text) == stale_active, caplog.text
     assert {i.version: i.status for i in registry.versions("spam")} == {names[k]: v for k, v in after.items()}
     assert len(ModelRegistry(tmp_path).versions("spam")) == 2  # taken in once, not again
     assert {i.version: i.needs_retraining for i in registry.versions("spam")} == {old: True, shipped.name: False}
