@@ -60,7 +60,8 @@ _QUANTITY = re.compile(
 # A reply's "@john," or a tweet's "@user123", also quoted ('"@user: …"', "(@john)"): a handle, not leetspeak for
 # "ajohn" (a leading "@" stands for "a" only inside a word, as in "c@sh").
 _MENTION_OPENERS = "\"'([“‘«"
-_MENTION = re.compile(r"[\"'(\[“‘«]*@\w{1,30}[.,!?;:'\")\]”’»]*")
+_MENTION_STARTS = frozenset("@" + _MENTION_OPENERS)
+_MENTION = re.compile(rf"[{re.escape(_MENTION_OPENERS)}]*@\w{{1,30}}[.,!?;:'\")\]”’»]*")
 # Pieces of a token that are folded one by one: "$85/hour" is a price and a word, "5-star" a number and a word.
 _PIECE_SEPARATORS = re.compile(r"([/|+&=~\-]+)")
 
@@ -94,7 +95,7 @@ def _fold_token(token: str) -> str:
     if has_ascii_letter and not token.isascii():
         # Mixed scripts inside one word is the homoglyph trick; pure Cyrillic/Greek words are left alone.
         token = token.translate(_HOMOGLYPH_TABLE)
-    if (token[0] == "@" or token[0] in _MENTION_OPENERS) and _MENTION.fullmatch(token):
+    if token[0] in _MENTION_STARTS and _MENTION.fullmatch(token):
         return token
     if _URL_LIKE.search(token):
         return token  # links keep their digits: they become domain features elsewhere
