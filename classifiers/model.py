@@ -62,6 +62,17 @@ def nb_log_ratio(X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, columns: int, a
     return np.log(pos + alpha) - np.log(neg + alpha)
 
 
+def fold_ids(y: np.ndarray, origin: np.ndarray, cv: int, random_state: int) -> np.ndarray:
+    """Cross-validation fold per row: stratified over the original rows (``origin[i] == i``), and a copy
+    (``origin[i]`` = the row it copies) in its original's fold. Without copies these are StratifiedKFold's folds."""
+    originals = np.flatnonzero(origin == np.arange(len(y)))
+    fold = np.zeros(len(y), dtype=np.int64)
+    folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=random_state)
+    for k, (_, held) in enumerate(folds.split(np.zeros(len(originals)), y[originals])):
+        fold[originals[held]] = k
+    return fold[origin]
+
+
 def _fit_platt(scores: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     """Sigmoid calibration of out-of-fold decision values (Platt 1999)."""
     lr = LogisticRegression(C=1e4, solver="lbfgs", max_iter=1000)
@@ -72,8 +83,10 @@ def _fit_platt(scores: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float,
 class ModerationClassifier(ClassifierMixin, BaseEstimator):
     """Weighted logistic regression, calibrated on out-of-fold scores, with per-category heads.
 
-    ``fit(X, y, sample_weight=None, calibration_weight=None, categories=None)``: ``categories`` maps a
-    category name to an array of 1/0 labels, -1 where the row's source does not annotate it.
+    ``fit(X, y, sample_weight=None, calibration_weight=None, categories=None, copy_of=None)``: ``categories``
+    maps a category name to an array of 1/0 labels, -1 where the row's source does not annotate it; ``copy_of``
+    gives, per row, the row it is a (misspelt) copy of, or -1 for an original. A copy is scored out of fold in its
+    original's fold, so neither is scored by a model that learnt from the other.
     """
 
     def __init__(
@@ -103,13 +116,16 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
         sample_weight: Any = None,
         calibration_weight: Any = None,
         categories: Mapping[str, Any] | None = None,
+        copy_of: Any = None,
     ) -> ModerationClassifier:
         X = sp.csr_matrix(X)
         y = np.asarray(y, dtype=np.int64)
         self.classes_ = np.array([0, 1])
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         cw = w if calibration_weight is None else np.asarray(calibration_weight, dtype=np.float64)
-        coef, intercept, a, b = self._fit_calibrated(X, y, w, cw, self.C, self.nb_power, self.nb_mix)
+        origin = np.arange(len(y)) if copy_of is None else np.asarray(copy_of, dtype=np.int64)
+        origin = np.where(origin < 0, np.arange(len(y)), origin)
+        coef, intercept, a, b = self._fit_calibrated(X, y, w, cw, origin, self.C, self.nb_power, self.nb_mix)
         self.calibration_ = np.array([a, b])
         self.coef_ = coef
         self.intercept_ = intercept
@@ -123,7 +139,10 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
             known = labels >= 0
             if known.sum() < 50 or labels[known].sum() < 10 or (labels[known] == 0).sum() < 10:
                 continue  # too few examples to say anything about this category
-            hc, hi, a, b = self._fit_calibrated(X[known], labels[known], w[known], cw[known], self.head_C, 0.0, 0.0)
+            renumbered = np.cumsum(known) - 1  # a copy has its original's labels: both are known or neither
+            hc, hi, a, b = self._fit_calibrated(
+                X[known], labels[known], w[known], cw[known], renumbered[origin[known]], self.head_C, 0.0, 0.0
+            )
             # Store heads sparse: they are fit on a subset, most hashed columns stay exactly zero.
             hc[np.abs(hc) < 1e-3 * np.abs(hc).max()] = 0.0
             names.append(name)
@@ -137,15 +156,25 @@ class ModerationClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit_calibrated(
-        self, X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cw: np.ndarray, C: float, nb_power: float, mix: float
+        self,
+        X: sp.csr_matrix,
+        y: np.ndarray,
+        w: np.ndarray,
+        cw: np.ndarray,
+        origin: np.ndarray,
+        C: float,
+        nb_power: float,
+        mix: float,
     ) -> tuple[np.ndarray, float, float, float]:
         """Linear model on all rows + Platt scaling fitted on out-of-fold decision values.
 
         The naive-Bayes parts are computed inside each fold too, so out-of-fold scores never saw their labels.
+        Folds are drawn over the original rows (``origin[i] == i``); a copy joins its original's fold.
         """
         oof = np.zeros(len(y))
-        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
-        for train_idx, held_idx in folds.split(np.zeros(len(y)), y):
+        fold = fold_ids(y, origin, self.cv, self.random_state)
+        for k in range(self.cv):
+            train_idx, held_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
             coef, intercept = self._fit_scaled(X[train_idx], y[train_idx], w[train_idx], C, nb_power, mix)
             oof[held_idx] = X[held_idx] @ coef + intercept
         a, b = _fit_platt(oof, y, cw)

@@ -17,6 +17,8 @@ from classifiers import (
     train_model,
     training,
 )
+from classifiers.misspell import misspelt
+from classifiers.model import ModerationClassifier, fold_ids
 from classifiers.registry import LoadedModel
 from classifiers.training import category_boost
 
@@ -212,3 +214,55 @@ def test_category_weights_teach_the_model_more_about_hate(data_dir, slicer, monk
     assert hate.sum() >= 20
     plain, weighted = hate_gap({}), hate_gap({"hate": 8.0})  # mean logit of hate minus offensive rows
     assert weighted > plain + 0.5
+
+
+def test_misspelt_copies_keep_the_word_shape_and_are_deterministic() -> None:
+    text = "You are a complete idiot, nobody reads your pathetic comments. ok?"
+    copy = misspelt(text, rate=1.0)
+    assert copy != text and copy == misspelt(text, rate=1.0)
+    words, copied = text.split(), copy.split()
+    assert len(words) == len(copied)  # words are misspelt in place, never split or joined
+    long_words = [(w, c) for w, c in zip(words, copied, strict=True) if len(w.strip(",.?")) >= 4]
+    assert all(c == w for w, c in zip(words, copied, strict=True) if len(w.strip(",.?")) < 4)  # short words stay
+    assert sum(c != w for w, c in long_words) >= len(long_words) - 1  # a vowel may be replaced by itself
+    for word, new in long_words:
+        assert new[0] == word[0] and new.strip(",.?")[-1] == word.strip(",.?")[-1] and abs(len(new) - len(word)) <= 1
+    assert misspelt(text, rate=0.0) == text
+    assert misspelt("") == "" and misspelt("ok no way") == "ok no way"
+    assert len(misspelt("Привет отличный сайт", rate=1.0)) >= len("Привет отличный сайт") - 3  # any script
+
+
+def test_a_misspelt_copy_is_scored_out_of_fold_with_its_original() -> None:
+    y = np.array([0, 1] * 30)
+    plain = fold_ids(y, np.arange(60), cv=3, random_state=0)
+    origin = np.concatenate([np.arange(60), np.arange(0, 60, 2)])  # a copy of every other row
+    folds = fold_ids(np.concatenate([y, y[::2]]), origin, cv=3, random_state=0)
+    assert (folds[:60] == plain).all()  # the originals keep the folds they have without copies
+    assert (folds[60:] == folds[origin[60:]]).all()
+    assert sorted(np.bincount(plain)) == [20, 20, 20]
+
+
+def test_abuse_training_adds_misspelt_copies_that_do_not_calibrate(data_dir, slicer, monkeypatch) -> None:
+    davidson = slicer.take(load_csv(data_dir / "abuse" / "davidson.csv"), {"train": 300, "dev": 80})
+    seen: dict[str, np.ndarray] = {}
+    fit = ModerationClassifier.fit
+
+    def spy(self, X, y, sample_weight=None, calibration_weight=None, categories=None, copy_of=None):
+        seen.update(y=np.asarray(y), w=sample_weight, cw=calibration_weight, copy_of=copy_of)
+        return fit(self, X, y, sample_weight, calibration_weight, categories, copy_of)
+
+    monkeypatch.setattr(ModerationClassifier, "fit", spy)
+    monkeypatch.setitem(training.MISSPELT_COPY_WEIGHT, "abuse", 0.15)
+    _, manifest = train_model("abuse", [davidson], evaluate_on=())
+    assert manifest["parameters"]["misspelt_copy_weight"] == 0.15
+    copy_of = seen["copy_of"]
+    copies = np.flatnonzero(copy_of >= 0)
+    n = manifest["rows"]["train"]
+    assert len(copies) > n // 2 and (copies >= n).all() and (copy_of[:n] == -1).all()
+    assert (seen["y"][copies] == seen["y"][copy_of[copies]]).all()
+    assert np.allclose(seen["w"][copies], 0.15 * seen["w"][copy_of[copies]])
+    assert (seen["cw"][copies] == 0).all() and (seen["cw"][:n] > 0).all()
+
+    monkeypatch.setitem(training.MISSPELT_COPY_WEIGHT, "abuse", 0.0)
+    train_model("abuse", [davidson], evaluate_on=())
+    assert seen["copy_of"] is None and len(seen["y"]) == n
