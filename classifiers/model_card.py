@@ -84,6 +84,13 @@ def write_model_card(starter_dir: Path) -> Path:
                 else ""
             )
             + (
+                f" Each training row also trains as a misspelt copy at {copy:g} of its weight ({rate:.0%} of its"
+                " words of four or more letters with two letters swapped, one dropped, doubled or replaced by a"
+                " vowel); copies do not calibrate."
+                if (copy := m["parameters"].get("misspelt_copy_weight")) and (rate := m["parameters"]["misspelt_rate"])
+                else ""
+            )
+            + (
                 f" Numeric signals it does not use: {', '.join(ignored)}."
                 if (ignored := m["parameters"].get("features__numeric__ignore"))
                 else ""

@@ -228,3 +228,13 @@ def test_digits_and_phone_numbers_are_no_abuse_sign(tmp_path: Path) -> None:
     assert not {"many digits", "phone number"} & set(a.reasons), a.reasons
     (s,) = spam.score([comment])
     assert {"many digits", "phone number"} & set(s.reasons), s.reasons
+
+
+def test_the_shipped_abuse_model_reads_misspelt_insults(tmp_path: Path) -> None:
+    """Trained with misspelt copies of its rows: an insult with typos stays abuse, a thank-you with typos does not."""
+    abuse = ModelRegistry(tmp_path).active("abuse")
+    insults = ["You are a stupd idoit.", "shut up you patehtic losre"]
+    thanks = "Thnaks for the graet article, the secnod exmaple helpd me a lot."
+    p = abuse.predict_proba([CommentInput(text=t) for t in [*insults, thanks]])
+    assert (p[:2] >= 0.7).all(), p
+    assert abuse.thresholds.decide(float(p[2])) == "approve", p
