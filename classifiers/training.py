@@ -347,8 +347,9 @@ def _with_misspelt_copies(
     if copy_weight <= 0.0:
         return train, train_w, calib_w, None
     texts = [misspelt(c.text, MISSPELT_RATE) for c in train.comments]
-    changed = np.flatnonzero([t != c.text for t, c in zip(texts, train.comments, strict=True)])
-    copies = train.subset(np.isin(np.arange(len(train)), changed))
+    is_changed = np.array([t != c.text for t, c in zip(texts, train.comments, strict=True)], dtype=bool)
+    changed = np.flatnonzero(is_changed)
+    copies = train.subset(is_changed)
     copies.comments = [replace(train.comments[i], text=texts[i]) for i in changed]
     rows = Dataset.concat([train, copies])
     rows.files = train.files
