@@ -107,6 +107,15 @@ def test_cli_train_evaluate_models(tmp_path: Path, data_dir: Path, slicer) -> No
         "held",
     }
 
+    # The same rows with typos: scored differently, reported with the rate, and the rate is validated.
+    args = ["evaluate", "--kind", "spam", *data_args, "--model", version, "--misspell", "0.5", "--json"]
+    result = runner.invoke(cli, args, obj=obj)
+    assert result.exit_code == 0, result.output
+    misspelt = json.loads(result.output)
+    assert misspelt["misspelt_rate"] == 0.5 and misspelt["n"] == report["n"] and "misspelt_rate" not in report
+    assert misspelt["brier"] != report["brier"]
+    assert runner.invoke(cli, [*args[:-2], "1.5", "--json"], obj=obj).exit_code == 2
+
     result = runner.invoke(cli, ["models", "list", "--kind", "spam", "--json"], obj=obj)
     assert result.exit_code == 0, result.output
     listed = json.loads(result.output)
