@@ -45,6 +45,8 @@ def celery_config() -> dict[str, Any]:
         "task_routes": {
             "bouncer.score_comment": {"queue": "score"},
             "bouncer.deliver_callback": {"queue": "callbacks"},
+            # Minutes of CPU and over a gigabyte: `bouncer up` gives it a worker of its own (service.cli_run).
+            "bouncer.retrain": {"queue": "retrain"},
         },
         "include": ["workers.tasks", "workers.retrain_tasks"],
         "beat_schedule": {

@@ -22,7 +22,11 @@ from service.config import Settings, settings
 
 WSGI_APP = "service.wsgi:app"
 CELERY_APP = "workers.celery_app:celery"
-WORKER_QUEUES = ("score", "default", "callbacks")
+# A plain `bouncer worker` consumes every queue. `bouncer up` splits them: retraining takes minutes of CPU and over a
+# gigabyte, so it gets a worker of its own, and scoring never waits behind it.
+SCORING_QUEUES = ("score", "default", "callbacks")
+RETRAIN_QUEUES = ("retrain",)
+WORKER_QUEUES = (*SCORING_QUEUES, *RETRAIN_QUEUES)
 WORKER_POOLS = ("prefork", "threads", "solo")
 DEFAULT_POOL = "prefork"  # measured (docs/performance.md): scoring in 2 processes beats threads under one GIL
 
@@ -57,17 +61,39 @@ def web_argv(cfg: Settings, *, access_log: bool = False, extra: Sequence[str] = 
     return [*argv, *extra, WSGI_APP]
 
 
-def worker_argv(cfg: Settings, *, pool: str, concurrency: int, extra: Sequence[str] = ()) -> list[str]:
-    """A Celery worker on the score, default and callbacks queues."""
+def worker_argv(
+    cfg: Settings,
+    *,
+    pool: str,
+    concurrency: int,
+    queues: Sequence[str] = WORKER_QUEUES,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """A Celery worker on ``queues`` (default: all of them)."""
     return [
         sys.executable, "-m", "celery", "-A", CELERY_APP, "worker",
         "--loglevel", _celery_level(cfg.log_level),
         "--pool", pool,
         "--concurrency", str(concurrency),
-        "--queues", ",".join(WORKER_QUEUES),
+        "--queues", ",".join(queues),
         "-O", "fair",
         *extra,
     ]  # fmt: skip
+
+
+def retrain_worker_argv(cfg: Settings) -> list[str]:
+    """The retrain queue's own worker: one retrain at a time, in a child process replaced after each one, so the
+    memory a training run takes goes back to the system."""
+    extra = ["--max-tasks-per-child", "1", "--hostname", "retrain@%h"]
+    return worker_argv(cfg, pool="prefork", concurrency=1, queues=RETRAIN_QUEUES, extra=extra)
+
+
+def _queue_list(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    queues = tuple(dict.fromkeys(q.strip() for q in value.split(",") if q.strip()))
+    unknown = [q for q in queues if q not in WORKER_QUEUES]
+    if unknown or not queues:
+        raise click.BadParameter(f"expected a comma-separated list of {', '.join(WORKER_QUEUES)}; got {value!r}")
+    return queues
 
 
 def beat_argv(cfg: Settings, *, extra: Sequence[str] = ()) -> list[str]:
@@ -112,11 +138,19 @@ def web(access_log: bool, extra: tuple[str, ...]) -> None:
 
 @click.command(context_settings=_pass_through)
 @_pool_options
+@click.option(
+    "--queues",
+    default=",".join(WORKER_QUEUES),
+    show_default=True,
+    callback=_queue_list,
+    help="Queues to consume, comma-separated; e.g. score,default,callbacks here and retrain on another worker.",
+)
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
-def worker(pool: str, concurrency: int | None, extra: tuple[str, ...]) -> None:
+def worker(pool: str, concurrency: int | None, queues: tuple[str, ...], extra: tuple[str, ...]) -> None:
     """Run a Celery worker. Extra arguments go to "celery worker"."""
     cfg = settings()
-    _exec(worker_argv(cfg, pool=pool, concurrency=concurrency or cfg.worker_concurrency, extra=extra))
+    argv = worker_argv(cfg, pool=pool, concurrency=concurrency or cfg.worker_concurrency, queues=queues, extra=extra)
+    _exec(argv)
 
 
 @click.command(context_settings=_pass_through)
@@ -191,7 +225,7 @@ def _banner(cfg: Settings, seconds: float) -> str:
 @click.option("--access-log/--no-access-log", default=False, help="Log every request to stdout.")
 def up(pool: str, concurrency: int | None, access_log: bool) -> None:
     """Run everything on this machine: Redis (embedded when BOUNCER_REDIS_URL is unset), migrations, web,
-    worker and beat. Ctrl-C or SIGTERM stops all of them."""
+    a scoring worker, a retrain worker and beat. Ctrl-C or SIGTERM stops all of them."""
     from service.embedded_redis import EmbeddedRedisError, redis_child
     from service.supervisor import ChildSpec, Supervisor, SupervisorError
 
@@ -210,7 +244,9 @@ def up(pool: str, concurrency: int | None, access_log: bool) -> None:
 
         upgrade()
         workers = concurrency or cfg.worker_concurrency
-        supervisor.start(ChildSpec("worker", worker_argv(cfg, pool=pool, concurrency=workers), env, tier=1))
+        scoring = worker_argv(cfg, pool=pool, concurrency=workers, queues=SCORING_QUEUES)
+        supervisor.start(ChildSpec("worker", scoring, env, tier=1))
+        supervisor.start(ChildSpec("retrain worker", retrain_worker_argv(cfg), env, tier=1))
         supervisor.start(ChildSpec("beat", beat_argv(cfg), env, tier=1))
         supervisor.start(
             ChildSpec(

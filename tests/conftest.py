@@ -161,7 +161,7 @@ class WorkerProcess:
                 "--concurrency",
                 "4",
                 "-Q",
-                "score,callbacks,default",
+                "score,callbacks,default,retrain",
                 "--loglevel",
                 "WARNING",
                 "--without-gossip",

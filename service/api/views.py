@@ -190,7 +190,7 @@ def health() -> Response:
 
 @bp.get("/ready")
 def ready() -> Response:
-    """Readiness: database, Redis, a live worker and loaded models."""
+    """Readiness: database, Redis, a live scoring worker and loaded models."""
     checks: dict[str, Any] = {}
     try:
         with session_scope() as session:
@@ -199,7 +199,7 @@ def ready() -> Response:
     except Exception as exc:  # report, don't crash: this endpoint exists to say what is wrong
         checks["database"] = f"error: {type(exc).__name__}"
     checks["redis"] = "ok" if redis_bus.ping() else "error: unreachable"
-    checks["worker"] = "ok" if _worker_alive() else "error: no live worker"
+    checks["worker"] = "ok" if _scoring_worker_alive() else "error: no live worker on the score queue"
     try:
         from service.scoring import active_models
 
@@ -212,13 +212,14 @@ def ready() -> Response:
     return response
 
 
-def _worker_alive() -> bool:
+def _scoring_worker_alive() -> bool:
+    """A live worker consumes the score queue (a retrain-only worker answering is not enough to decide comments)."""
     celery_app = current_app.extensions["celery"]
     try:
-        replies = celery_app.control.ping(timeout=0.5)
+        replies = celery_app.control.inspect(timeout=0.5).active_queues() or {}
     except Exception:  # the broker is down: no worker can be reached either
         return False
-    return bool(replies)
+    return any(q.get("name") == "score" for queues in replies.values() for q in queues or [])
 
 
 @bp.get("/openapi.json")

@@ -90,6 +90,10 @@ def test_up_runs_everything_decides_a_comment_and_stops_cleanly(up: Up) -> None:
     names = " ".join(" ".join(p.cmdline()) for p in family)
     for expected in ("redis-server", "gunicorn", "celery -A workers.celery_app:celery worker", "beat"):
         assert expected in names, f"{expected} not among the children: {names}"
+    workers = [" ".join(p.cmdline()) for p in family if "worker" in p.cmdline()]
+    # Scoring and retraining have workers of their own: a retrain never holds up a decision.
+    assert any("--queues score,default,callbacks " in w for w in workers), workers
+    assert any("--queues retrain " in w and "--max-tasks-per-child 1" in w for w in workers), workers
 
     created = subprocess.run(
         [*bouncer_command(), "sites", "create", "--name", "T", "--url", "https://t.example"],
