@@ -111,10 +111,9 @@ def evaluate(
     dataset = _load(data, split)
     if len(dataset) == 0:
         raise click.ClickException(f"no rows in split {split!r}")
-    if misspell_rate is not None:
-        dataset.comments = [replace(c, text=misspelt(c.text, misspell_rate)) for c in dataset.comments]
     result: dict[str, Any] = {"kind": kind, "model": model.version, "split": split, "data": list(data)}
     if misspell_rate is not None:
+        dataset.comments = [replace(c, text=misspelt(c.text, misspell_rate)) for c in dataset.comments]
         result["misspelt_rate"] = misspell_rate
     result.update(evaluate_model(model, dataset))
     if as_json:
