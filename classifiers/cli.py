@@ -115,7 +115,7 @@ def evaluate(
     if misspell_rate is not None:
         dataset.comments = [replace(c, text=misspelt(c.text, misspell_rate)) for c in dataset.comments]
         result["misspelt_rate"] = misspell_rate
-    result.update(evaluate_model(model, dataset))
+    result.update(evaluate_model(model, dataset, by_identity=kind == "abuse"))
     if as_json:
         click.echo(json.dumps(result, default=str))
         return
@@ -126,6 +126,13 @@ def evaluate(
         f"  approve < {op['approve_below']}, reject >= {op['reject_at']}: ham rejected {op['ham_rejected']:.2%}, "
         f"positives approved {op['positives_approved']:.2%}, held {op['held']:.2%}"
     )
+    for group, m in result.get("by_identity", {}).items():
+        bias = f"  ROC-AUC {m['roc_auc']}  BPSN {m['bpsn_roc_auc']}  BNSP {m['bnsp_roc_auc']}" if "roc_auc" in m else ""
+        clean = m["negatives_not_approved"]
+        click.echo(
+            f"  naming {'no group' if group == '(none)' else group}: n={m['n']} positives={m['positives']}{bias}"
+            + (f"  clean held or rejected {clean:.2%}" if clean is not None else "")
+        )
 
 
 @click.group()

@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline
 from classifiers.comment import KINDS, CommentInput, Thresholds
 from classifiers.data import SOURCES, Dataset
 from classifiers.features import FEATURES_VERSION
+from classifiers.identity import IDENTITY_GROUPS, identity_groups
 from classifiers.misspell import DEFAULT_RATE as MISSPELT_RATE
 from classifiers.misspell import misspelt
 from classifiers.normalize import normalize_text
@@ -170,12 +171,17 @@ def _binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
 
 
 def evaluate(
-    model_or_pipeline: _Scorer | Pipeline, dataset: Dataset, thresholds: Thresholds | None = None
+    model_or_pipeline: _Scorer | Pipeline,
+    dataset: Dataset,
+    thresholds: Thresholds | None = None,
+    *,
+    by_identity: bool = False,
 ) -> dict[str, Any]:
     """Metrics of a ``LoadedModel`` (its own thresholds) or a fitted pipeline on ``dataset``.
 
     ``f1`` is at p >= 0.5; ``operating_point`` uses the model's thresholds (or ``thresholds``).
-    Files with sub-labels (HateCheck functionalities, OLID TIN/UNT, Davidson classes) get a breakdown.
+    Files with sub-labels (HateCheck functionalities, OLID TIN/UNT, Davidson classes) get a breakdown;
+    ``by_identity`` adds the unintended-bias metrics per identity group named (``identity_bias``).
     """
     thresholds = thresholds or getattr(model_or_pipeline, "thresholds", None) or Thresholds(0.5, 0.5)
     if isinstance(model_or_pipeline, Pipeline):
@@ -194,13 +200,50 @@ def evaluate(
         for s in sorted(set(dataset.sublabels)):
             sel = subs == s
             m = _binary_metrics(y[sel], p[sel])
-            op = operating_point(y[sel], p[sel], thresholds)
             m["rejected"] = round(float((p[sel] >= thresholds.reject_at).mean()), 4)
             m["approved"] = round(float((p[sel] < thresholds.approve_below).mean()), 4)
             m["accuracy_at_0.5"] = round(float(((p[sel] >= 0.5) == y[sel].astype(bool)).mean()), 4)
-            del op
             breakdown[s or "(none)"] = m
         out["by_sublabel"] = breakdown
+    if by_identity:
+        out["by_identity"] = identity_bias(dataset, p, thresholds)
+    return out
+
+
+def identity_bias(dataset: Dataset, p: np.ndarray, thresholds: Thresholds) -> dict[str, dict[str, Any]]:
+    """Per identity group the comments name (``classifiers.identity``), the unintended-bias metrics of Borkan et
+    al.: ROC-AUC within the group, BPSN (its negatives against the other positives) and BNSP (its positives against
+    the other negatives), with the mean probability of its negatives and the share of them held or rejected; "(none)"
+    is the comments naming no group. A metric that needs both classes is None without them."""
+    y = np.asarray(dataset.labels).astype(bool)
+    groups = [identity_groups(normalize_text(c.text)) for c in dataset.comments]
+    not_approved = p >= thresholds.approve_below
+
+    def auc(sel: np.ndarray) -> float | None:
+        return round(float(roc_auc_score(y[sel], p[sel])), 4) if 0 < y[sel].sum() < sel.sum() else None
+
+    def negatives(sel: np.ndarray) -> dict[str, Any]:
+        neg = sel & ~y
+        return {
+            "n": int(sel.sum()),
+            "positives": int((sel & y).sum()),
+            "negatives_mean_probability": round(float(p[neg].mean()), 4) if neg.any() else None,
+            "negatives_not_approved": round(float(not_approved[neg].mean()), 4) if neg.any() else None,
+        }
+
+    out: dict[str, dict[str, Any]] = {}
+    any_group = np.zeros(len(y), dtype=bool)
+    for group in IDENTITY_GROUPS:
+        names = np.fromiter((group in g for g in groups), dtype=bool, count=len(y))
+        if names.any():
+            any_group |= names
+            out[group] = {
+                **negatives(names),
+                "roc_auc": auc(names),
+                "bpsn_roc_auc": auc((names & ~y) | (~names & y)),
+                "bnsp_roc_auc": auc((names & y) | (~names & ~y)),
+            }
+    out["(none)"] = negatives(~any_group)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def test_cli_train_evaluate_models(tmp_path: Path, data_dir: Path, slicer) -> No
         "positives_approved",
         "held",
     }
+    assert "by_identity" not in report  # identity-group bias is an abuse measure
 
     # The same rows with typos: scored differently, reported with the rate, and the rate is validated.
     args = ["evaluate", "--kind", "spam", *data_args, "--model", version, "--misspell", "0.5", "--json"]
@@ -129,6 +131,38 @@ def test_cli_train_evaluate_models(tmp_path: Path, data_dir: Path, slicer) -> No
     assert result.exit_code == 0 and starter in result.output
     bad = runner.invoke(cli, ["models", "promote", "--kind", "spam", "spam-nope"], obj=obj)
     assert bad.exit_code != 0 and "no spam model version" in bad.output
+
+
+def test_cli_evaluate_abuse_reports_bias_per_identity_group(tmp_path: Path) -> None:
+    rows = [
+        ("I live with two Muslims.", 0),
+        ("My neighbours are Muslims and very kind.", 0),
+        ("Muslims are vermin and should all leave.", 1),
+        ("There is a woman on my football team.", 0),
+        ("Women are stupid whores.", 1),
+        ("Thanks for the recipe, it worked well.", 0),
+        ("Nice photos from the trip.", 0),
+        ("You are a worthless fucking idiot.", 1),
+    ]
+    data = tmp_path / "identity.csv"
+    with open(data, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "text", "label", "split"])
+        writer.writerows((i, text, label, "test") for i, (text, label) in enumerate(rows))
+    runner = CliRunner()
+    obj = {"models_dir": str(tmp_path / "models")}  # seeded with the shipped starters
+    args = ["evaluate", "--kind", "abuse", "--data", str(data), "--split", "test"]
+    result = runner.invoke(cli, [*args, "--json"], obj=obj)
+    assert result.exit_code == 0, result.output
+    groups = json.loads(result.output)["by_identity"]
+    assert set(groups) == {"religion", "gender", "(none)"}
+    assert groups["religion"]["n"] == 3 and groups["religion"]["positives"] == 1
+    assert groups["religion"]["roc_auc"] == 1.0  # the shipped model puts "vermin" above the neighbours
+    assert {"bpsn_roc_auc", "bnsp_roc_auc", "negatives_mean_probability"} <= set(groups["gender"])
+    assert groups["(none)"]["n"] == 3
+    text = runner.invoke(cli, args, obj=obj)
+    assert text.exit_code == 0 and "naming religion: n=3 positives=1" in text.output
+    assert "naming no group: n=3 positives=1" in text.output
 
 
 def test_cli_registry_root_from_environment(tmp_path: Path, monkeypatch) -> None:
