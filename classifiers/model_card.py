@@ -23,6 +23,11 @@ _LIMITS = """\
   identities, and a first name (often a gender) moved the score. SpamAssassin's e-mail and URL columns are
   blanked in training (a sender's address and the first link of a mail are not a commenter's e-mail and website),
   so e-mail and website features are neutral too.
+- Bias against named groups: abusive training comments name groups (gender, sexual orientation, religion, race,
+  migration, disability) far more often than clean ones, so naming a group raises the abuse score, most for
+  sexual orientation (docs/models.md has the figures). `bouncer evaluate --kind abuse` reports it per group
+  (ROC-AUC, BPSN, BNSP, clean comments held) for any model; retraining on a site's own moderated comments is the
+  remedy the data allows.
 - Probabilities are calibrated on the training mix (each source weighed as described in the manifest), not on
   any one site: use the stored thresholds as a start and let moderators' decisions retrain them.
 - The reject threshold keeps every training source's legitimate dev comments within the 0.5% budget, so the
