@@ -12,7 +12,8 @@ from classifiers.normalize import normalize_text
 def test_identity_groups_are_found_in_normalised_text() -> None:
     assert identity_groups(normalize_text("I live with two MUSLIMS.")) == {"religion"}
     assert identity_groups(normalize_text("My manager is a trans woman")) == {"gender identity", "gender"}
-    assert identity_groups(normalize_text("G.a.y people, w0men")) == {"sexual orientation", "gender"}  # spaced, leetspeak
+    # Spaced letters and leetspeak are folded first.
+    assert identity_groups(normalize_text("G.a.y people, w0men")) == {"sexual orientation", "gender"}
     assert identity_groups(normalize_text("Transport and womenswear are not groups.")) == frozenset()
     assert identity_groups("") == frozenset()
 
