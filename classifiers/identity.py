@@ -1,6 +1,6 @@
 """Which identity groups a comment names, for measuring an abuse model's bias against them.
 
-Abusive comments name groups far more often than others (Jigsaw dev: 19% of the comments naming one are toxic,
+Abusive comments name groups far more often than others (Jigsaw dev: 20% of the comments naming one are toxic,
 against 10% of all), so a model can learn a group's name itself as abuse, and "I live with two Muslims" gets held
 for review (Dixon et al., AIES 2018). ``bouncer evaluate --kind abuse`` reports, per group, the unintended-bias
 metrics of Borkan et al. (WWW 2019): ROC-AUC within the comments naming the group, BPSN (the group's clean comments

@@ -234,9 +234,10 @@ class _Scores:
         return self.p
 
 
-def set_metrics(p: np.ndarray, data: Dataset, thresholds: Thresholds) -> dict[str, Any]:
-    """The library's metrics plus recall at the reject threshold and the confusion at the thresholds."""
-    m = evaluate(_Scores(p), data, thresholds)
+def set_metrics(p: np.ndarray, data: Dataset, thresholds: Thresholds, by_identity: bool = False) -> dict[str, Any]:
+    """The library's metrics plus recall at the reject threshold and the confusion at the thresholds
+    (``by_identity``: and the bias per identity group the comments name)."""
+    m = evaluate(_Scores(p), data, thresholds, by_identity=by_identity)
     m.pop("by_sublabel", None)
     m.pop("by_source", None)
     y = data.labels.astype(bool)
@@ -323,8 +324,10 @@ def compare(
     candidate_thresholds: Thresholds,
     active: LoadedModel | None,
     frozen: Sequence[tuple[str, str, Dataset]],
+    by_identity: bool = False,
 ) -> list[dict[str, Any]]:
-    """Evaluate candidate and active on the same frozen sets ``(name, role, data)``, each at its own thresholds."""
+    """Evaluate candidate and active on the same frozen sets ``(name, role, data)``, each at its own thresholds;
+    ``by_identity`` (abuse) adds each model's bias per identity group named, reported and not gated."""
     out = []
     for name, role, data in frozen:
         if len(data) == 0:
@@ -335,11 +338,11 @@ def compare(
             "role": role,
             "n": len(data),
             "positives": int(data.labels.sum()),
-            "candidate": set_metrics(p_c, data, candidate_thresholds),
+            "candidate": set_metrics(p_c, data, candidate_thresholds, by_identity),
             "active": None,
         }
         if active is not None:
-            entry["active"] = set_metrics(active.predict_proba(data.comments), data, active.thresholds)
+            entry["active"] = set_metrics(active.predict_proba(data.comments), data, active.thresholds, by_identity)
         out.append(entry)
     return out
 
@@ -567,7 +570,7 @@ def _run(
         frozen.append((HOLDOUT_SET, "site_holdout", labels_dataset(holdout_rows, "test")))
     frozen += [(f"{d.sources[0]} (test)", "base_test", d.split("test")) for d in base if len(d)]
     frozen += [(f"{d.sources[0]} (test, evaluation only)", "eval_only", d) for d in eval_only]
-    sets = compare(pipeline, cand_thresholds, active, frozen)
+    sets = compare(pipeline, cand_thresholds, active, frozen, by_identity=kind == "abuse")
     promote, reasons = gate(sets, options, has_active=active is not None)
     holdout_from = holdout_rows[0].created_at.isoformat() if holdout_rows else None
     report: dict[str, Any] = {
