@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from classifiers import load_csv, load_jsonl, load_wxr
 from classifiers.cli import cli
+from tests.identity_comments import IDENTITY_COMMENTS
 
 WXR = """<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/"
@@ -134,21 +135,11 @@ def test_cli_train_evaluate_models(tmp_path: Path, data_dir: Path, slicer) -> No
 
 
 def test_cli_evaluate_abuse_reports_bias_per_identity_group(tmp_path: Path) -> None:
-    rows = [
-        ("I live with two Muslims.", 0),
-        ("My neighbours are Muslims and very kind.", 0),
-        ("Muslims are vermin and should all leave.", 1),
-        ("There is a woman on my football team.", 0),
-        ("Women are stupid whores.", 1),
-        ("Thanks for the recipe, it worked well.", 0),
-        ("Nice photos from the trip.", 0),
-        ("You are a worthless fucking idiot.", 1),
-    ]
     data = tmp_path / "identity.csv"
     with open(data, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["id", "text", "label", "split"])
-        writer.writerows((i, text, label, "test") for i, (text, label) in enumerate(rows))
+        writer.writerows((i, text, label, "test") for i, (text, label) in enumerate(IDENTITY_COMMENTS))
     runner = CliRunner()
     obj = {"models_dir": str(tmp_path / "models")}  # seeded with the shipped starters
     args = ["evaluate", "--kind", "abuse", "--data", str(data), "--split", "test"]

@@ -12,24 +12,15 @@ from service import retraining
 from service.db import session_scope
 from service.models import RetrainRun, utcnow
 from service.scoring import registry
-
-ROWS = [
-    ("I live with two Muslims.", 0),
-    ("My neighbours are Muslims and very kind.", 0),
-    ("Muslims are vermin and should all leave.", 1),
-    ("There is a woman on my football team.", 0),
-    ("Women are stupid whores.", 1),
-    ("Thanks for the recipe, it worked well.", 0),
-    ("You are a worthless fucking idiot.", 1),
-]
+from tests.identity_comments import IDENTITY_COMMENTS
 
 
 def _frozen() -> list[tuple[str, str, Dataset]]:
     data = Dataset(
-        comments=[CommentInput(text=text) for text, _ in ROWS],
-        labels=np.array([label for _, label in ROWS]),
-        splits=["test"] * len(ROWS),
-        sources=["identity"] * len(ROWS),
+        comments=[CommentInput(text=text) for text, _ in IDENTITY_COMMENTS],
+        labels=np.array([label for _, label in IDENTITY_COMMENTS]),
+        splits=["test"] * len(IDENTITY_COMMENTS),
+        sources=["identity"] * len(IDENTITY_COMMENTS),
     )
     return [("identity (test)", "base_test", data)]
 
