@@ -17,10 +17,10 @@ from sklearn.pipeline import Pipeline
 from classifiers.fast import (
     MAX_REASONS,
     MIN_CONTRIBUTION,
-    NUMERIC_PHRASES,
     hashed_index,
     meta_phrase,
     numeric_contribution,
+    numeric_phrase,
     phrase_label,
 )
 from classifiers.features import NUMERIC_FEATURES, PreparedComment
@@ -68,8 +68,8 @@ class Explainer:
             if name == "links":
                 if prepared.n_links:
                     add(f"{prepared.n_links} link{'s' if prepared.n_links > 1 else ''}", value)
-            else:
-                add(NUMERIC_PHRASES[name], value)
+            elif value:
+                add(numeric_phrase(name, prepared.numeric[j]), value)
         ranked = sorted(((v, k) for k, v in scores.items() if v >= MIN_CONTRIBUTION), reverse=True)
         return [k for _, k in ranked[:MAX_REASONS]]
 

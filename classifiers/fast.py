@@ -55,9 +55,12 @@ _ID_MASK = (1 << _ID_BITS) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: multiplicative hashing of int keys
 _CHUNK = 1 << 16  # entries per step of the category heads' product
 
-NUMERIC_PHRASES = {
+# A numeric signal's reason says which way the comment differs from a typical one: a signal with a negative weight
+# pushes towards the positive class when the comment has *less* of it ("Subscribe to my channel please, thanks" has
+# fewer symbols than usual, and was told "many symbols"). Only signals with a typical value above zero can be below it.
+_NUMERIC_PHRASES = {
     "link_density": "many links for its length",
-    "upper_ratio": "mostly capital letters",
+    "upper_ratio": "words in capital letters",
     "symbol_ratio": "many symbols",
     "digit_ratio": "many digits",
     "length": "long text",
@@ -65,6 +68,13 @@ NUMERIC_PHRASES = {
     "script_mix": "mixes alphabets",
     "offtopic": "off-topic for the post",
 }
+_NUMERIC_PHRASES_BELOW_TYPICAL = {
+    "symbol_ratio": "few symbols",
+    "length": "short text",
+}
+MOSTLY_CAPITALS = 0.5  # share of the letters
+
+
 _EMAIL_PHRASES = {
     "free": "free-mail address",
     "disposable": "disposable e-mail address",
@@ -103,6 +113,15 @@ def meta_phrase(token: str) -> str:
 
 _NUMERIC_REFERENCE = numeric_reference()
 _NUMERIC_REFERENCE_ARRAY = np.asarray(_NUMERIC_REFERENCE)
+
+
+def numeric_phrase(name: str, value: float) -> str:
+    """A numeric signal's reason in a moderator's words, for a comment whose signal has ``value``."""
+    if value < _NUMERIC_REFERENCE[NUMERIC_FEATURES.index(name)]:
+        return _NUMERIC_PHRASES_BELOW_TYPICAL[name]
+    if name == "upper_ratio" and value >= MOSTLY_CAPITALS:
+        return "mostly capital letters"
+    return _NUMERIC_PHRASES[name]
 
 
 def numeric_contribution(contribution: float, value: float, k: int) -> float:
@@ -721,13 +740,13 @@ class FastScorer:
             for token, j in batch.meta_tokens[i]:
                 phrase = meta_phrase(token)
                 scores[phrase] = scores.get(phrase, 0.0) + float(meta_w[j])
-            for name, value in zip(NUMERIC_FEATURES, relative[i], strict=True):
+            for k, (name, value) in enumerate(zip(NUMERIC_FEATURES, relative[i], strict=True)):
                 if name == "links":
                     if pc.n_links:
                         phrase = f"{pc.n_links} link{'s' if pc.n_links > 1 else ''}"
                         scores[phrase] = scores.get(phrase, 0.0) + value
-                else:
-                    phrase = NUMERIC_PHRASES[name]
+                elif value:
+                    phrase = numeric_phrase(name, float(numeric[i, k]))
                     scores[phrase] = scores.get(phrase, 0.0) + value
             ranked = sorted(((v, k) for k, v in scores.items() if v >= MIN_CONTRIBUTION), reverse=True)
             reasons.append([k for _, k in ranked[:MAX_REASONS]])

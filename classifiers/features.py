@@ -27,8 +27,8 @@ from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 # comments differently; a model fitted under another version is not the model that was measured (the registry
 # takes in newer shipped starters, the models page and `bouncer models list` flag the rest for retraining).
 # 1: models whose manifest has no version (up to 2026-11-28 09:00 UTC); 2: an author name's shape only, no phone
-# token, quoted handles read as handles.
-FEATURES_VERSION = 2
+# token, quoted handles read as handles; 3: capitals count only in words written in capitals (shouting).
+FEATURES_VERSION = 3
 
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
 _TLDS = (
@@ -61,6 +61,11 @@ _ASCII_DIGITS = string.digits.encode()
 _ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.isspace() accepts in ASCII
 _LONG_DIGITS = re.compile(r"(?<!\d)\d{9,13}(?!\d)")
 _WORD = re.compile(r"[^\W_]+")
+# Shouting: words of two or more letters written in capitals ("I" and "Thanks Anna" are not; "OK" is, and three or
+# more letters held more on dev). The ASCII pattern finds exactly the runs of the general one that are upper case,
+# without a Python step per word.
+_LETTER_RUN = re.compile(r"[^\W\d_]{2,}")
+_SHOUTED_ASCII = re.compile(r"(?=[A-Z]{2})(?<![A-Za-z])[A-Z]{2,}(?![A-Za-z])")
 
 FREE_MAIL = frozenset(
     "gmail.com googlemail.com yahoo.com yahoo.co.uk yahoo.fr ymail.com hotmail.com hotmail.co.uk hotmail.fr "
@@ -89,9 +94,9 @@ NUMERIC_FEATURES = (
 
 
 # A typical legitimate comment's numeric signals: the medians over the legitimate train comments of YouTube and
-# Jigsaw (about 200 characters, a few capitals and commas, no links). Reasons explain each numeric signal against
-# it, so a 40-character comment is not credited with "long text" because length has a positive weight.
-_TYPICAL = {"upper_ratio": 0.042, "symbol_ratio": 0.078, "length": 0.62}
+# Jigsaw (about 200 characters, a few commas, no links, no word in capitals). Reasons explain each numeric signal
+# against it, so a 40-character comment is not credited with "long text" because length has a positive weight.
+_TYPICAL = {"symbol_ratio": 0.078, "length": 0.62}
 
 
 def numeric_reference() -> tuple[float, ...]:
@@ -263,11 +268,13 @@ def _prepare(comment: CommentInput) -> PreparedComment:
         digits = len(b) - len(b.translate(None, _ASCII_DIGITS))
         spaces = len(b) - len(b.translate(None, _ASCII_SPACE))
         symbols = len(b) - n_letters - digits - spaces
+        shouted = sum(map(len, _SHOUTED_ASCII.findall(raw))) if upper >= 2 else 0
     else:
         n_letters = sum(map(str.isalpha, raw))
         upper = sum(map(str.isupper, raw))
         digits = sum(map(str.isdigit, raw))
         symbols = n - sum(map(str.isalnum, raw)) - sum(map(str.isspace, raw)) if raw else 0
+        shouted = sum(len(w) for w in _LETTER_RUN.findall(raw) if w.isupper()) if upper >= 2 else 0
 
     n_phones = len(_PHONE.findall(raw)) + len(_LONG_DIGITS.findall(raw)) if digits >= 8 else 0
     n_words = max(len(raw.split()), 1)
@@ -292,7 +299,7 @@ def _prepare(comment: CommentInput) -> PreparedComment:
     numeric = (
         min(math.log1p(n_links) / math.log(11), 1.0),
         min(n_links / n_words, 1.0),
-        upper / n_letters if n_letters >= 8 else 0.0,
+        shouted / n_letters if n_letters >= 8 else 0.0,
         min(symbols / n * 2.0, 1.0),
         min(digits / n * 2.0, 1.0),
         math.log1p(len(raw)) / math.log1p(MAX_CHARS),

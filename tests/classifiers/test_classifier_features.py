@@ -95,6 +95,29 @@ def test_metadata_features() -> None:
     assert numeric["phones"] > 0  # phone numbers are one numeric signal, not also a token
 
 
+@pytest.mark.parametrize(
+    ("text", "shouting"),
+    [
+        ("I will kill you.", 0.0),  # a capital "I" and a sentence start are not shouting
+        ("Thanks Anna and Tom, I agree.", 0.0),  # Title Case names
+        ("Привет Мир, Ещё Раз", 0.0),  # any alphabet
+        ("YOU ARE AN IDIOT", 1.0),
+        ("OK, thanks, I agree", 2 / 14),
+        ("Thanks NASA for this", 4 / 17),
+        ("ПРИВЕТ мир", 6 / 9),
+        ("HELLOworld and DON'T", 3 / 17),  # a word in capitals only: "HELLOworld" is not, "DON" of "DON'T" is
+    ],
+)
+def test_upper_ratio_counts_words_written_in_capitals(text: str, shouting: float) -> None:
+    def shouted_letters(text: str) -> float:
+        upper_ratio = prepare_comment(text).numeric[NUMERIC_FEATURES.index("upper_ratio")]
+        return upper_ratio * sum(map(str.isalpha, text))
+
+    assert shouted_letters(text) == pytest.approx(shouting * sum(map(str.isalpha, text)))
+    # ASCII text takes a faster path: a non-ASCII letter appended sends it down the general one, same count.
+    assert shouted_letters(text + " é") == pytest.approx(shouted_letters(text))
+
+
 def test_numeric_features_zero_the_signals_a_model_ignores() -> None:
     prepared = [prepare_comment("Call +1 (800) 555-0199 now, only $25 until 12/03/2024")]
     full = NumericFeatures().fit(prepared).transform(prepared).toarray()[0]

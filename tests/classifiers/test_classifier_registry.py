@@ -16,6 +16,7 @@ import pytest
 import skops.io as sio
 
 from classifiers import CommentInput, ModelRegistry
+from classifiers.features import NUMERIC_FEATURES
 from classifiers.persistence import TRUSTED_TYPES, UntrustedArtifactError, load_pipeline, save_pipeline
 from classifiers.registry import STARTER_DIR
 
@@ -216,6 +217,22 @@ def test_numeric_reasons_are_relative_to_a_typical_comment(tmp_path: Path) -> No
     assert "mostly capital letters" not in score.reasons
     (shouting,) = model.score([CommentInput(text="BUY NOW!!! BEST PRICES ON WATCHES, CLICK THE LINK IN MY PROFILE")])
     assert "mostly capital letters" in shouting.reasons
+
+
+def test_numeric_reasons_say_which_way_the_comment_differs(tmp_path: Path) -> None:
+    """A signal with a negative weight pushes towards spam when a comment has less of it than usual: the reason
+    says "few symbols" then, never "many symbols" for a comment with one comma."""
+    model = ModelRegistry(tmp_path).active("spam")
+    coef = model.pipeline.named_steps["clf"].coef_
+    weights = dict(zip(NUMERIC_FEATURES, coef[-len(NUMERIC_FEATURES) :], strict=True))
+    assert weights["symbol_ratio"] < 0  # the premise: fewer symbols than usual reads as spam
+    (score,) = model.score([CommentInput(text="Subscribe to my channel please, thanks")])
+    assert "few symbols" in score.reasons and "many symbols" not in score.reasons, score.reasons
+    (symbols,) = model.score([CommentInput(text="$$$ >>> FREE $$$ <<< ### !!! *** $$$ +++ win ===")])
+    assert "few symbols" not in symbols.reasons, symbols.reasons
+    abuse = ModelRegistry(tmp_path).active("abuse")
+    (threat,) = abuse.score([CommentInput(text="I will kill you.")])
+    assert not any("capital" in r for r in threat.reasons), threat.reasons
 
 
 def test_digits_and_phone_numbers_are_no_abuse_sign(tmp_path: Path) -> None:
