@@ -72,7 +72,7 @@ _NUMERIC_PHRASES_BELOW_TYPICAL = {
     "symbol_ratio": "few symbols",
     "length": "short text",
 }
-MOSTLY_CAPITALS = 0.5  # share of the letters
+_MOSTLY_CAPITALS = 0.5  # share of the letters
 
 
 _EMAIL_PHRASES = {
@@ -119,7 +119,7 @@ def numeric_phrase(name: str, value: float) -> str:
     """A numeric signal's reason in a moderator's words, for a comment whose signal has ``value``."""
     if value < _NUMERIC_REFERENCE[NUMERIC_FEATURES.index(name)]:
         return _NUMERIC_PHRASES_BELOW_TYPICAL[name]
-    if name == "upper_ratio" and value >= MOSTLY_CAPITALS:
+    if name == "upper_ratio" and value >= _MOSTLY_CAPITALS:
         return "mostly capital letters"
     return _NUMERIC_PHRASES[name]
 
@@ -740,13 +740,13 @@ class FastScorer:
             for token, j in batch.meta_tokens[i]:
                 phrase = meta_phrase(token)
                 scores[phrase] = scores.get(phrase, 0.0) + float(meta_w[j])
-            for k, (name, value) in enumerate(zip(NUMERIC_FEATURES, relative[i], strict=True)):
+            for col, (name, value) in enumerate(zip(NUMERIC_FEATURES, relative[i], strict=True)):
                 if name == "links":
                     if pc.n_links:
                         phrase = f"{pc.n_links} link{'s' if pc.n_links > 1 else ''}"
                         scores[phrase] = scores.get(phrase, 0.0) + value
                 elif value:
-                    phrase = numeric_phrase(name, float(numeric[i, k]))
+                    phrase = numeric_phrase(name, float(numeric[i, col]))
                     scores[phrase] = scores.get(phrase, 0.0) + value
             ranked = sorted(((v, k) for k, v in scores.items() if v >= MIN_CONTRIBUTION), reverse=True)
             reasons.append([k for _, k in ranked[:MAX_REASONS]])
