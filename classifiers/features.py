@@ -28,7 +28,7 @@ from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 # takes in newer shipped starters, the models page and `bouncer models list` flag the rest for retraining).
 # 1: models whose manifest has no version (up to 2026-11-28 09:00 UTC); 2: an author name's shape only, no phone
 # token, quoted handles read as handles; 3: capitals count only in words written in capitals (shouting).
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
 _TLDS = (
@@ -66,6 +66,9 @@ _WORD = re.compile(r"[^\W_]+")
 # without a Python step per word.
 _LETTER_RUN = re.compile(r"[^\W\d_]{2,}")
 _SHOUTED_ASCII = re.compile(r"(?=[A-Z]{2})(?<![A-Za-z])[A-Z]{2,}(?![A-Za-z])")
+# Handles and hashtags are names, not shouting: "@CNN", "#MAGA", and the "@USER" that anonymised tweets put before
+# nearly every one of them.
+_HANDLE_OR_TAG = re.compile(r"[@#]\w+")
 
 FREE_MAIL = frozenset(
     "gmail.com googlemail.com yahoo.com yahoo.co.uk yahoo.fr ymail.com hotmail.com hotmail.co.uk hotmail.fr "
@@ -261,6 +264,7 @@ def _prepare(comment: CommentInput) -> PreparedComment:
         tokens.append(f"type:{comment.type.strip().lower()[:20]}")
 
     n = max(len(raw), 1)
+    unnamed = _HANDLE_OR_TAG.sub(" ", raw) if ("@" in raw or "#" in raw) else raw
     if raw.isascii():  # bytes.translate deletes a class of characters in C: same counts as the str methods
         b = raw.encode("ascii")
         n_letters = len(b) - len(b.translate(None, _ASCII_LETTERS))
@@ -268,13 +272,13 @@ def _prepare(comment: CommentInput) -> PreparedComment:
         digits = len(b) - len(b.translate(None, _ASCII_DIGITS))
         spaces = len(b) - len(b.translate(None, _ASCII_SPACE))
         symbols = len(b) - n_letters - digits - spaces
-        shouted = sum(map(len, _SHOUTED_ASCII.findall(raw))) if upper >= 2 else 0
+        shouted = sum(map(len, _SHOUTED_ASCII.findall(unnamed))) if upper >= 2 else 0
     else:
         n_letters = sum(map(str.isalpha, raw))
         upper = sum(map(str.isupper, raw))
         digits = sum(map(str.isdigit, raw))
         symbols = n - sum(map(str.isalnum, raw)) - sum(map(str.isspace, raw)) if raw else 0
-        shouted = sum(len(w) for w in _LETTER_RUN.findall(raw) if w.isupper()) if upper >= 2 else 0
+        shouted = sum(len(w) for w in _LETTER_RUN.findall(unnamed) if w.isupper()) if upper >= 2 else 0
 
     n_phones = len(_PHONE.findall(raw)) + len(_LONG_DIGITS.findall(raw)) if digits >= 8 else 0
     n_words = max(len(raw.split()), 1)

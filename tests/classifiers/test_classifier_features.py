@@ -106,6 +106,8 @@ def test_metadata_features() -> None:
         ("Thanks NASA for this", 4 / 17),
         ("ПРИВЕТ мир", 6 / 9),
         ("HELLOworld and DON'T", 3 / 17),  # a word in capitals only: "HELLOworld" is not, "DON" of "DON'T" is
+        ("@USER @CNN thanks for this #MAGA", 0.0),  # handles and hashtags are names
+        ("@USER YOU ARE AN IDIOT", 13 / 17),
     ],
 )
 def test_upper_ratio_counts_words_written_in_capitals(text: str, shouting: float) -> None:
