@@ -36,7 +36,8 @@ SOURCE_POWER = {"spam": 0.0, "abuse": 0.5}
 # Spam, dev ROC-AUC (youtube / sms / spamassassin), un-normalised weights at C=8 (= C=16 normalised for ×4):
 # ×1 .978/.9931/.9982, ×2 .9804/.9930/.9981, ×4 .9820/.9930/.9979, ×8 .9834/.9928/.9976, ×16 .9848/.9925/.9974:
 # ×4 is the largest that costs the other sources ≤ 0.0003. Abuse: convabuse ×3 or jigsaw+convabuse ×2 did not
-# beat ×1 on the mean dev ROC-AUC (.9645 / .9644 / .9644), so none.
+# beat ×1 on the mean dev ROC-AUC (.9645 / .9644 / .9644), so none; re-tried on the current recipe, convabuse ×2 / ×4
+# .9692 / .9682 against .9702, and ConvAbuse's own dev falls too (.9451 -> .9435 / .9427).
 # Spam: the discussion negatives (base_data) stop the model holding ordinary discussion (Jigsaw test held 50% ->
 # 7.5%, rejected 1.2% -> 0.07% at 0.1 of a source, YouTube x4) at a small cost to the spam sources' own dev ROC-AUC
 # (youtube .9820 -> .9791, sms .9930 -> .9914; 0.25 and 1.0 cost more: youtube .9782 / .9761). With the
