@@ -27,7 +27,8 @@ from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 # comments differently; a model fitted under another version is not the model that was measured (the registry
 # takes in newer shipped starters, the models page and `bouncer models list` flag the rest for retraining).
 # 1: models whose manifest has no version (up to 2026-11-28 09:00 UTC); 2: an author name's shape only, no phone
-# token, quoted handles read as handles; 3: capitals count only in words written in capitals (shouting).
+# token, quoted handles read as handles; 3: capitals count only in words written in capitals (shouting); 4: handles
+# and hashtags are not counted as capitals.
 FEATURES_VERSION = 4
 
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
