@@ -75,6 +75,13 @@ _NUMERIC_PHRASES_BELOW_TYPICAL = {
 _MOSTLY_CAPITALS = 0.5  # share of the letters
 
 
+_AUTHOR_SHAPE_PHRASES = {
+    "keywords": "author name reads like an ad",
+    "domain": "author name is a web address",
+    "digits": "digits in the author name",
+    "many_words": "author name of many words",
+    "title_case": "author name in Title Case",
+}
 _EMAIL_PHRASES = {
     "free": "free-mail address",
     "disposable": "disposable e-mail address",
@@ -91,7 +98,7 @@ def meta_phrase(token: str) -> str:
     if key == "link_tld":
         return f"link to a .{value} domain"
     if key == "author_shape":
-        return "author name reads like an ad"
+        return _AUTHOR_SHAPE_PHRASES.get(value, "author name")
     if key == "author_url":
         return "author gives a website"
     if key == "author_url_tld":

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from classifiers.comment import CommentInput
+from classifiers.common_words import common_words
 from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 
 # What a model sees of a comment: normalisation, metadata tokens and numeric signals. Bump it whenever a change reads
@@ -28,8 +29,8 @@ from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 # takes in newer shipped starters, the models page and `bouncer models list` flag the rest for retraining).
 # 1: models whose manifest has no version (up to 2026-11-28 09:00 UTC); 2: an author name's shape only, no phone
 # token, quoted handles read as handles; 3: capitals count only in words written in capitals (shouting); 4: handles
-# and hashtags are not counted as capitals.
-FEATURES_VERSION = 4
+# and hashtags are not counted as capitals; 5: an author name made of ordinary words reads as keywords.
+FEATURES_VERSION = 5
 
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
 _TLDS = (
@@ -162,7 +163,7 @@ def email_kind(email: str) -> str:
 
 
 def _author_tokens(name: str) -> list[str]:
-    """How the author's name reads (digits, many words, Title Case, a web address), never who it is.
+    """How the author's name reads (digits, many words, Title Case, a web address, ordinary words), never who it is.
 
     The name's words are not features: learnt from e-mail senders and YouTube channels they were identities
     (mailing-list regulars "Tom" -2.3 logits, "Paul" -1.8; "Kate" +2.0, "Matt" +2.6), so a commenter's first
@@ -182,7 +183,20 @@ def _author_tokens(name: str) -> list[str]:
         tokens.append("author_shape:title_case")
     if _BARE_DOMAIN.search(name) or _URL.search(name):
         tokens.append("author_shape:domain")
+    if _reads_as_keywords(words):
+        tokens.append("author_shape:keywords")
     return tokens
+
+
+def _reads_as_keywords(words: list[str]) -> bool:
+    """Two or more ordinary words, with at most one other word in a name of three or more: "Cheap Flights",
+    "Norton Support Number", "best seo services company"; not "Jane Doe" (``common_words``)."""
+    lettered = [w.lower() for w in words if w.isalpha()]
+    if len(lettered) < 2:
+        return False
+    common = common_words()
+    others = sum(w not in common for w in lettered)
+    return len(lettered) - others >= 2 and others <= (1 if len(lettered) >= 3 else 0)
 
 
 def _since_post_bucket(seconds: float | None) -> str:

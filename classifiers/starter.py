@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from classifiers.base_data import BASE_TRAINING, load_base_training
-from classifiers.data import load_csv
+from classifiers.data import DEFAULT_DATA_DIR, load_csv
 from classifiers.registry import STARTER_DIR, ModelRegistry
 from classifiers.training import evaluate, train_model
 
@@ -29,7 +29,6 @@ EVAL_FILES = {
         ("abuse/stormfront.csv", "test"),
     ],
 }
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def build_starter(kind: str, data_dir: Path, out_dir: Path = STARTER_DIR) -> tuple[str, dict[str, Any]]:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import HashingVectorizer
 
 from classifiers import CommentInput, build_pipeline
+from classifiers.common_words import LIST_FILES, build_common_words, common_words
+from classifiers.data import SOURCES
 from classifiers.fast import hashed_index as _index
+from classifiers.fast import meta_phrase
 from classifiers.features import NUMERIC_FEATURES, NumericFeatures, email_kind, prepare_comment
 from classifiers.normalize import MAX_CHARS, normalize_text
 
@@ -137,16 +141,40 @@ def test_numeric_features_zero_the_signals_a_model_ignores() -> None:
     [
         ("Tom", set()),
         ("kate_77", {"digits"}),
-        ("Cheap Flights", {"title_case"}),
-        ("best seo services company", {"many_words"}),
-        ("Norton Support Number 24x7", {"digits", "many_words", "title_case"}),
+        ("Jane Doe", {"title_case"}),
+        ("Priya Kumar", {"title_case"}),
+        ("Cheap Flights", {"title_case", "keywords"}),
+        ("best seo services company", {"many_words", "keywords"}),
+        ("Norton Support Number 24x7", {"digits", "many_words", "title_case", "keywords"}),
         ("hdmoviestream.com", {"domain"}),
+        ("casino", set()),  # one word is a name as much as a keyword
     ],
 )
 def test_author_name_tokens_say_how_the_name_reads_not_who_it_is(name: str, shapes: set[str]) -> None:
     tokens = prepare_comment(CommentInput(text="hello", author_name=name)).meta.split()
     assert all(t.startswith("author_shape:") for t in tokens), tokens  # no word of the name is a feature
     assert {t.removeprefix("author_shape:") for t in tokens} == shapes
+
+
+@pytest.mark.parametrize(
+    ("shape", "phrase"),
+    [
+        ("keywords", "author name reads like an ad"),
+        ("title_case", "author name in Title Case"),
+        ("domain", "author name is a web address"),
+    ],
+)
+def test_each_author_name_shape_has_its_own_reason(shape: str, phrase: str) -> None:
+    assert meta_phrase(f"author_shape:{shape}") == phrase  # "Jane Doe" is Title Case, not an ad
+
+
+def test_the_committed_common_words_are_rebuilt_from_the_training_allowed_data(data_dir: Path) -> None:
+    """``python -m classifiers.common_words`` reproduces the committed list from the data README's training-allowed
+    files (train splits), and only from those."""
+    assert {Path(name).stem for name in LIST_FILES} == {s for s, info in SOURCES.items() if info["train_allowed"]}
+    assert build_common_words(data_dir) == sorted(common_words())
+    assert {"cheap", "support", "offers", "service"} <= common_words()
+    assert not {"jane", "priya", "kumar", "smith"} & common_words()  # names, not words
 
 
 @pytest.mark.parametrize(

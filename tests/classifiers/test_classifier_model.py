@@ -266,3 +266,21 @@ def test_abuse_training_adds_misspelt_copies_that_do_not_calibrate(data_dir, sli
     monkeypatch.setitem(training.MISSPELT_COPY_WEIGHT, "abuse", 0.0)
     train_model("abuse", [davidson], evaluate_on=())
     assert seen["copy_of"] is None and len(seen["y"]) == n
+
+
+def test_a_site_s_labels_teach_keyword_author_names_not_the_names_themselves() -> None:
+    """Trained where spam comes from names made of ordinary words and legitimate comments from people, a model
+    scores a keyword name it never saw above a person's name it never saw: it learnt how the name reads, not who
+    it is (the name's words are no features). The texts are the same in both classes."""
+    people = ["Ingrid Holm", "Tomasz Nowak", "Aiko Tanaka", "Lars Eriksson", "Priya Raman", "Kwame Mensah",
+              "Olga Petrova", "Diego Alvarez", "Fatima Haddad", "Sven Lindqvist"]  # fmt: skip
+    keywords = ["Cheap Flights", "Garden Tools", "Best Deals", "Home Insurance", "Car Rental", "Free Games",
+                "Discount Shoes", "Hotel Booking", "Online Pharmacy", "Fast Money"]  # fmt: skip
+    texts = ["Nice post, thanks for writing it.", "Interesting read, I learnt something.", "Great article!",
+             "Thank you, this was helpful.", "Good points here."]  # fmt: skip
+    comments = [CommentInput(text=t, author_name=n) for n in people + keywords for t in texts]
+    y = np.array([0] * len(people) * len(texts) + [1] * len(keywords) * len(texts))
+    pipeline = build_pipeline("spam").fit(comments, y)
+    unseen = [CommentInput(text="Thanks, nice post.", author_name=n) for n in ("Sigrid Nakamura", "Wedding Dresses")]
+    person, keyword = pipeline.predict_proba(unseen)[:, 1]
+    assert keyword - person > 0.2, (person, keyword)
