@@ -29,8 +29,9 @@ from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 # takes in newer shipped starters, the models page and `bouncer models list` flag the rest for retraining).
 # 1: models whose manifest has no version (up to 2026-11-28 09:00 UTC); 2: an author name's shape only, no phone
 # token, quoted handles read as handles; 3: capitals count only in words written in capitals (shouting); 4: handles
-# and hashtags are not counted as capitals; 5: an author name made of ordinary words reads as keywords.
-FEATURES_VERSION = 5
+# and hashtags are not counted as capitals; 5: an author name made of ordinary words reads as keywords; 6: the "www"
+# of a link is not folded to "ww".
+FEATURES_VERSION = 6
 
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
 _TLDS = (

@@ -106,9 +106,18 @@ def _fold_token(token: str) -> str:
     return "".join(part if i % 2 else _fold_leet(part) for i, part in enumerate(_PIECE_SEPARATORS.split(token)))
 
 
+def _starts_link(text: str, start: int, end: int) -> bool:
+    """``text[start:end]`` is a word of its own followed by a dot: the "www" of "www.example.com", not "awww."."""
+    return text.startswith(".", end) and (start == 0 or not text[start - 1].isalnum())
+
+
 def _fold_run(m: re.Match[str]) -> str:
-    """A run of one character folded to two ("sooooo" -> "soo", "!!!!" -> "!!"); a run of digits ("1000") stays."""
-    return m.group(0) if m.group(1).isdecimal() else m.group(1) * 2
+    """A run of one character folded to two ("sooooo" -> "soo", "!!!!" -> "!!"); a run of digits ("1000") stays, and
+    so does the "www" of a link ("www.example.com" is the address the reasons quote, not "ww.example.com")."""
+    run = m.group(0)
+    if m.group(1).isdecimal() or (run == "www" and _starts_link(m.string, m.start(), m.end())):
+        return run
+    return m.group(1) * 2
 
 
 def strip_surrogates(text: str) -> str:

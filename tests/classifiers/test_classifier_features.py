@@ -29,6 +29,7 @@ from classifiers.normalize import MAX_CHARS, normalize_text
         ("zero\u200bwidth\u2060join\ufeff", "zerowidthjoin"),
         ("\u202eevil\u202c text", "evil text"),  # bidi override stripped
         ("sooooo goooood", "soo good"),
+        ("awww. wwwwhat", "aww. wwhat"),
         ("wow!!!!\n\n\n\nnooo", "wow!!\n\nnoo"),  # any repeated character, newlines too
         ("h.e.l.l.o there, f-r-e-e", "hello there, free"),
         ("ＦＵＬＬＷＩＤＴＨ", "fullwidth"),  # NFKC
@@ -51,6 +52,7 @@ def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
         "1000000 visitors, ٣٣٣٣ (Arabic-Indic digits) and café’s crêpes",  # digit runs, accents, curly quotes
         "@john, @user123: a reply (@ starts a handle), not 'ajohn'",
         '"@user2015: quoted" and (@john) and “@rihanna: a retweet”',  # quoted handles too
+        "visit www.example.com or (www.example.org/page)",  # the reasons quote the address as written
     ],
 )
 def test_normalize_keeps_numbers_and_names(raw: str) -> None:

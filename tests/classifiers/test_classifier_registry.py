@@ -207,6 +207,14 @@ def test_a_link_written_without_its_scheme_still_reads_as_a_link(tmp_path: Path)
     assert any("a .com domain" in r for r in scores[2].reasons), scores[2].reasons  # the dot spelled out
 
 
+def test_reasons_quote_a_link_as_written(tmp_path: Path) -> None:
+    """Runs of a letter are folded ("sooooo" -> "soo"), but not the "www" of a link: the reason names the address
+    the comment gave, not "ww.easy-money-now.biz"."""
+    model = ModelRegistry(tmp_path).active("spam")
+    (score,) = model.score([CommentInput(text="Earn $5000 a week from home! Check out www.easy-money-now.biz")])
+    assert any("www.easy-money-now.biz" in r for r in score.reasons), score.reasons
+
+
 def test_numeric_reasons_are_relative_to_a_typical_comment(tmp_path: Path) -> None:
     """Length has a positive spam weight, yet a short comment must not be told it is a "long text"."""
     model = ModelRegistry(tmp_path).active("spam")
