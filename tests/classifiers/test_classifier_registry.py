@@ -198,12 +198,14 @@ def test_a_link_written_without_its_scheme_still_reads_as_a_link(tmp_path: Path)
         CommentInput(text="visit my page"),
         CommentInput(text="Cheap movies every day at gonintendo(dot)com/?id=5"),
         CommentInput(text="Click here http://bit.ly/3xYz and start today"),
+        CommentInput(text="Oh, and look at this video (https://www.youtube.com/watch?v=jG7vhMMXagQ)."),  # "(link:"
     ]
     scores = model.score(comments)
     assert scores[0].probability > scores[1].probability + 0.05  # the link itself is evidence
     for comment, score in zip(comments, scores, strict=True):
         quoted = [r for r in score.reasons if r.startswith(("phrase '", "word '"))]
         assert all("link" not in r for r in quoted), (comment.text, score.reasons)
+    assert any("youtube.com/watch" in r for r in scores[4].reasons), scores[4].reasons  # the address is quoted
     assert any("a .com domain" in r for r in scores[2].reasons), scores[2].reasons  # the dot spelled out
 
 
