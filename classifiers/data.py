@@ -30,10 +30,10 @@ JIGSAW_CATEGORIES = {
 }
 DAVIDSON_CATEGORIES = {"hate": "hate", "offensive": "offensive"}
 
-# What the project knows about the shared files: licence, citation, and whether a shipped model may train on it.
 # ../shared/data beside the checkout, as the data README lays it out.
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# What the project knows about the shared files: licence, citation, and whether a shipped model may train on it.
 SOURCES: dict[str, dict[str, Any]] = {
     "youtube": {
         "licence": "CC BY 4.0",
