@@ -80,7 +80,6 @@ _AUTHOR_SHAPE_PHRASES = {
     "domain": "author name is a web address",
     "digits": "digits in the author name",
     "many_words": "author name of many words",
-    "title_case": "author name in Title Case",
 }
 _EMAIL_PHRASES = {
     "free": "free-mail address",
