@@ -19,13 +19,13 @@ _LIMITS = """\
 - No training source carries blog metadata (post title, seconds since post, honeypot, author URL): those features
   are in the pipeline with weight zero (absent = neutral) and are learned once a site retrains on its own
   moderated comments. The spam model learnt how an author name reads (digits, many words, a web address, made
-  of ordinary words like "Cheap Flights") from YouTube and SpamAssassin's senders, never the name's
-  words: learnt from senders they were identities, and a first name (often a gender) moved the score. What an
-  ordinary word is comes from the training-allowed text (`classifiers/common_words.py`), so a person named with
-  ordinary words ("Grace White") reads as keywords; the starter weighs it +0.12 logits, a site's own labels can
-  weigh it more. SpamAssassin's e-mail and URL columns are
-  blanked in training (a sender's address and the first link of a mail are not a commenter's e-mail and website),
-  so e-mail and website features are neutral too.
+  of ordinary words like "Cheap Flights") from YouTube and SpamAssassin's senders, never the name's words:
+  learnt from senders they were identities, and a first name (often a gender) moved the score. What an ordinary
+  word is comes from the training-allowed text (`classifiers/common_words.py`), so a person named with ordinary
+  words ("Grace White") reads as keywords; the starter weighs it +0.12 logits, a site's own labels can weigh it
+  more. A name of three or more words ("Juan Carlos Perez") weighs +0.30 logits towards spam. SpamAssassin's
+  e-mail and URL columns are blanked in training (a sender's address and the first link of a mail are not a
+  commenter's e-mail and website), so e-mail and website features are neutral too.
 - Bias against named groups: abusive training comments name groups (gender, sexual orientation, religion, race,
   migration, disability) far more often than clean ones, so naming a group raises the abuse score, most for
   sexual orientation (docs/models.md has the figures). `bouncer evaluate --kind abuse` reports it per group
