@@ -788,18 +788,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
 
 
-def _is_link_mark(word: str) -> bool:
-    """The preparer's mark, also where it opens brackets or a quote: "(http://x.io)" is prepared as
-    "(link: http://x.io)", so the word is "(link:"."""
-    return word.lstrip("([{<\"'“‘") == LINK_MARK
-
-
 def phrase_label(words: Sequence[str]) -> str:
     """The reason for a run of the comment's words: "phrase '…'" or "word '…'", quoting them without the link
     mark the preparer put before each link (it is not the commenter's word); the mark alone is "a link in the text"."""
-    kept = [w for w in (w.strip(".,;:!?\"'()[]") for w in words if not _is_link_mark(w)) if w]
+    kept = [w for w in (w.strip(".,;:!?\"'()[]") for w in words if w != LINK_MARK) if w]
     if not kept:
-        return "a link in the text" if any(map(_is_link_mark, words)) else ""
+        return "a link in the text" if LINK_MARK in words else ""
     text = " ".join(kept)[:60]
     return f"phrase '{text}'" if len(kept) > 1 else f"word '{text}'"
 

@@ -30,8 +30,9 @@ from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 # 1: models whose manifest has no version (up to 2026-11-28 09:00 UTC); 2: an author name's shape only, no phone
 # token, quoted handles read as handles; 3: capitals count only in words written in capitals (shouting); 4: handles
 # and hashtags are not counted as capitals; 5: an author name made of ordinary words reads as keywords; 6: the "www"
-# of a link is not folded to "ww"; 7: no Title Case shape of the author name.
-FEATURES_VERSION = 7
+# of a link is not folded to "ww"; 7: no Title Case shape of the author name; 8: the link mark is a word of its
+# own after a bracket or quote.
+FEATURES_VERSION = 8
 
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
 _TLDS = (
@@ -214,10 +215,18 @@ def _since_post_bucket(seconds: float | None) -> str:
 
 
 def _mark_links(raw: str) -> str:
-    """``raw`` with LINK_MARK before each link: after an anchor's opening tag, before each address in the text."""
+    """``raw`` with LINK_MARK before each link: after an anchor's opening tag, before each address in the text.
+
+    The mark is always a word of its own: "(http://x.io)" reads "( link: http://x.io)", so the n-grams and the
+    reasons see the same mark as for a link after a space."""
     if "<a" in raw or "<A" in raw:
         raw = _ANCHOR_OPEN.sub(lambda m: f"{m.group(0)} {LINK_MARK} ", raw)
-    return _LINK_IN_TEXT.sub(lambda m: m.group(0) if m.group(1) else f"{LINK_MARK} {m.group(0)}", raw)
+    return _LINK_IN_TEXT.sub(lambda m: m.group(0) if m.group(1) else _marked(m), raw)
+
+
+def _marked(m: re.Match[str]) -> str:
+    glued = m.start() > 0 and not m.string[m.start() - 1].isspace()
+    return f"{' ' if glued else ''}{LINK_MARK} {m.group(0)}"
 
 
 PREPARED_CACHE_SIZE = 4096

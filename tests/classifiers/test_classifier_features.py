@@ -188,6 +188,7 @@ def test_the_committed_common_words_are_rebuilt_from_the_training_allowed_data(d
         ('great <a href="http://x.com/a">cheap pills</a>', "great link: cheap pills"),
         ('see <a href="http://x.com">http://x.com</a>', "see link: http://x.com"),  # one mark per link
         ("link: http://a.com", "link: http://a.com"),
+        ("a video (https://youtu.be/x)", "a video ( link: https://youtu.be/x)"),  # the mark is a word of its own
         ("news at gonintendo(dot)com/?id=5", "news at link: gonintendo.com/?id=5"),  # a dot spelled out
         ("visit example [dot] co [dot] uk", "visit link: example.co.uk"),
         ("the dot com bubble, the (dot) notation", "the dot com bubble, the (dot) notation"),
