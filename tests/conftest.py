@@ -129,6 +129,11 @@ def site(bouncer_env: dict[str, str]) -> dict[str, Any]:
     return make_site()
 
 
+# How long a test's gunicorn or Celery worker may take to come up. Both import the app and load the models; on a
+# busy 2-core machine (CI while something else trains) 60 s was seen to run out.
+START_TIMEOUT = 180.0
+
+
 def _wait_until(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,7 +183,11 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait_until(self.alive, 60, "the Celery worker to answer ping")
+        try:
+            _wait_until(self.alive, START_TIMEOUT, "the Celery worker to answer ping")
+        except AssertionError:
+            self.kill()  # no stray worker left behind to fail later tests
+            raise
 
     def alive(self) -> bool:
         from service.app import create_app
@@ -253,7 +262,11 @@ class LiveServer:
             except httpx.HTTPError:
                 return False
 
-        _wait_until(up, 60, "the web server")
+        try:
+            _wait_until(up, START_TIMEOUT, "the web server")
+        except AssertionError:
+            self.stop()  # no stray gunicorn left behind to fail later tests
+            raise
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
