@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from classifiers.base_data import METADATA
 from classifiers.data import SOURCES
 
 _LIMITS = """\
@@ -39,6 +40,12 @@ _LIMITS = """\
   YouTube comments for spam, a third of ordinary discussion comments for abuse (tables above).
 - Content warning: the abuse training data contains slurs; the model's reasons can quote them.
 """
+
+
+def _blanked(names: list[str] | None) -> str:
+    if not names:
+        return ""
+    return "text only" if set(names) >= set(METADATA) else ", ".join(names) + " blanked"
 
 
 def _fmt(v: Any) -> str:
@@ -117,7 +124,8 @@ def write_model_card(starter_dir: Path) -> Path:
                     [
                         f.get("used_as"),
                         f"a fixed {f['fraction']:.0%} sample" if "fraction" in f else "",
-                        "e-mail and URL columns blanked" if f.get("blanked") else "",
+                        _blanked(f.get("blanked")),
+                        "train split only" if f.get("splits") == ["train"] else "",
                     ],
                 )
             )

@@ -9,6 +9,7 @@ import pytest
 
 from classifiers import base_data
 from classifiers.base_data import BASE_TRAINING, BaseFile, load_base_training
+from classifiers.comment import CommentInput
 from classifiers.data import SOURCES
 
 
@@ -33,6 +34,23 @@ def test_spam_recipe_adds_discussion_comments_as_negatives(data_dir: Path) -> No
     assert all(d.labels.any() and not d.labels.all() for d in spam_files)
 
 
+def test_abuse_recipe_adds_youtube_comments_as_text_only_train_negatives(data_dir: Path) -> None:
+    """Casual comments teach the abuse model ordinary text; only their words train, and only their train rows."""
+    datasets = load_base_training("abuse", data_dir)
+    youtube = next(d for d in datasets if d.sources and d.sources[0] == "youtube-comments")
+    assert len(youtube) > 1000 and not youtube.labels.any()
+    assert set(youtube.splits) == {"train"}  # its dev rows do not choose the abuse thresholds
+    assert all(c == CommentInput(text=c.text) for c in youtube.comments)  # no author name reads as "not abusive"
+    assert youtube.files[0]["splits"] == ["train"] and set(youtube.files[0]["blanked"]) == set(base_data.METADATA)
+    from classifiers.data import load_csv
+
+    raw = load_csv(data_dir / "spam" / "youtube.csv", "train")
+    assert [c.text for c in raw.comments] == [c.text for c in youtube.comments]
+    assert all(c.author_name for c in raw.comments)  # the file itself names every author
+    abuse_files = [d for d in datasets if d.sources[0] != "youtube-comments"]
+    assert all(d.labels.any() and {"train", "dev", "test"} <= set(d.splits) for d in abuse_files)
+
+
 def test_recipe_refuses_an_evaluation_only_file(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(base_data.BASE_TRAINING, "spam", (BaseFile("spam/youtube-extra.csv"),))
     with pytest.raises(ValueError, match="may not train a shipped model"):
@@ -55,7 +73,7 @@ def test_spam_recipe_blanks_the_contact_columns_of_e_mail(data_dir: Path) -> Non
     mail = datasets["spamassassin"]
     assert not any(c.author_email or c.author_url for c in mail.comments)
     assert any(c.author_name for c in mail.comments)  # the sender's name is kept: names read alike everywhere
-    assert mail.files[0]["blanked"] == ["email", "url"]
+    assert mail.files[0]["blanked"] == ["author_email", "author_url"]
     from classifiers.data import load_csv
 
     raw = load_csv(data_dir / "spam" / "spamassassin.csv")
