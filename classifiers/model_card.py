@@ -37,7 +37,11 @@ _LIMITS = """\
 - The reject threshold keeps every training source's legitimate dev comments within the 0.5% budget, so the
   source whose legitimate text looks most like the positive class sets it (SpamAssassin's e-mail for spam,
   Davidson's non-offensive tweets for abuse). Comments between the two thresholds are held: about a sixth of
-  YouTube comments for spam, a third of ordinary discussion comments for abuse (tables above).
+  YouTube comments for spam, a third of ordinary discussion comments and a quarter of casual YouTube comments for
+  abuse (tables above; YouTube's train rows teach the abuse model casual text as negatives).
+- Character n-grams read letters inside words, which catches misspelt and run-together insults but also an
+  ordinary word that contains a slur's letters: "The bigger picture is that the trigger was the rate change."
+  scores 0.78 for abuse (held, not rejected).
 - Content warning: the abuse training data contains slurs; the model's reasons can quote them.
 """
 
