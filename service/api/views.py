@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -23,6 +24,9 @@ from service.sites import site_by_api_key, site_id_by_api_key
 from service.views import comment_view
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+# ASCII digits only: str.isdigit() also takes '²' or '٣', and a 5000-digit value makes int() raise.
+_WAIT_MS = re.compile(r"[0-9]{1,9}")
 
 
 @bp.errorhandler(ApiError)
@@ -88,7 +92,7 @@ def _wait_budget() -> int:
     cfg = settings()
     if raw is None:
         return cfg.wait_default_ms
-    if not raw.isdigit() or int(raw) > cfg.wait_max_ms:
+    if not _WAIT_MS.fullmatch(raw) or int(raw) > cfg.wait_max_ms:
         raise ApiError(400, "invalid_parameter", f"wait must be an integer from 0 to {cfg.wait_max_ms}", "wait")
     return int(raw)
 
