@@ -10,6 +10,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_META_BYTES = 4096
+# Deep nesting fits in 4 KiB ("[[[[..." ) but every JSON encode/decode of it recurses: stored at depth 900 it could
+# not be read back in a worker's deeper stack (RecursionError) and would never be decided.
+MAX_META_DEPTH = 16
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (a scalar is 0, ``{}`` is 1), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level + 1)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class _Strict(BaseModel):
@@ -65,6 +79,8 @@ class CommentIn(_Strict):
     @field_validator("meta")
     @classmethod
     def _meta_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _depth(value) > MAX_META_DEPTH:
+            raise ValueError(f"meta must be nested at most {MAX_META_DEPTH} levels deep")
         if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > MAX_META_BYTES:
             raise ValueError(f"meta must be at most {MAX_META_BYTES} bytes as JSON")
         return value

@@ -66,6 +66,8 @@ def _json_body() -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # "[[[[..." deeper than the parser's stack: a client error, not a 500
+        raise ApiError(400, "bad_json", "the body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
     return body

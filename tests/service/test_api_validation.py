@@ -18,6 +18,13 @@ def _count(site_id: int) -> int:
         return int(session.scalar(select(func.count()).select_from(Comment).where(Comment.site_id == site_id)) or 0)
 
 
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 BAD_BODIES: list[tuple[str, Any, int, str, str | None]] = [
     ("missing content", {"author": {"name": "a"}}, 422, "missing_field", "content"),
     ("content wrong type", {"content": 12}, 422, "invalid_field", "content"),
@@ -29,6 +36,7 @@ BAD_BODIES: list[tuple[str, Any, int, str, str | None]] = [
     ("bad date", {"content": "hi", "created_at": "yesterday"}, 422, "invalid_field", "created_at"),
     ("meta too big", {"content": "hi", "meta": {"k": "v" * 5000}}, 422, "invalid_field", "meta"),
     ("meta not an object", {"content": "hi", "meta": [1, 2]}, 422, "invalid_field", "meta"),
+    ("meta nested too deep", {"content": "hi", "meta": {"a": _nested(16)}}, 422, "invalid_field", "meta"),
     ("NUL in text", {"content": "a\x00b"}, 422, "invalid_field", "content"),
     ("empty external id", {"content": "hi", "external_id": ""}, 422, "invalid_field", "external_id"),
     ("array body", [1, 2], 400, "bad_json", None),
@@ -56,6 +64,29 @@ def test_bad_json_is_400(client: Any, site: dict[str, Any]) -> None:
     )
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "bad_json"
+
+
+@pytest.mark.parametrize("depth", [1_000, 30_000])
+def test_json_nested_deeper_than_the_parser_is_400(client: Any, site: dict[str, Any], depth: int) -> None:
+    # 30 000 levels fit in 64 KiB; json.loads then raises RecursionError, which is not a ValueError.
+    body = '{"content": "hi", "meta": {"a": ' + "[" * depth + "]" * depth + "}}"
+    response = client.post(
+        "/api/v1/comments?wait=0",
+        data=body,
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert response.get_json()["error"]["code"] == "bad_json"
+    assert _count(site["id"]) == 0
+
+
+def test_meta_nested_to_the_limit_is_stored(client: Any, site: dict[str, Any]) -> None:
+    meta = {"a": _nested(15)}
+    response = post_comment(client, site["api_key"], {"content": "hi", "meta": meta}, wait=0)
+    assert response.status_code == 202, response.get_json()
+    with session_scope() as session:
+        stored = session.get(Comment, response.get_json()["id"])
+        assert stored is not None and stored.meta == meta
 
 
 def test_non_json_is_415(client: Any, site: dict[str, Any]) -> None:
