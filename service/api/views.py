@@ -56,6 +56,11 @@ def _authenticated_site_id(session: Session) -> int:
     return site_id
 
 
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259); PostgreSQL refuses them in a json column, which was a 500.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _json_body() -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
@@ -63,7 +68,7 @@ def _json_body() -> dict[str, Any]:
     if len(raw) > settings().max_body_bytes:
         raise ApiError(413, "payload_too_large", f"the body must be at most {settings().max_body_bytes} bytes")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from exc
     except RecursionError as exc:  # "[[[[..." deeper than the parser's stack: a client error, not a 500

@@ -89,6 +89,20 @@ def test_meta_nested_to_the_limit_is_stored(client: Any, site: dict[str, Any]) -
         assert stored is not None and stored.meta == meta
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_standard_json_constants_are_400(client: Any, site: dict[str, Any], constant: str) -> None:
+    # Python's json reads them, but they are not JSON; stored in meta they made PostgreSQL fail the insert (500).
+    response = client.post(
+        "/api/v1/comments?wait=0",
+        data='{"content": "hi", "meta": {"score": ' + constant + "}}",
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "bad_json" and constant.lstrip("-") in error["message"]
+    assert _count(site["id"]) == 0
+
+
 def test_non_json_is_415(client: Any, site: dict[str, Any]) -> None:
     response = client.post(
         "/api/v1/comments",
