@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_META_BYTES = 4096
 # Deep nesting fits in 4 KiB ("[[[[..." ) but every JSON encode/decode of it recurses: stored at depth 900 it could
@@ -38,6 +38,19 @@ class _Strict(BaseModel):
         return value
 
 
+def _in_utc(value: datetime) -> datetime:
+    """An aware time converted to UTC here, so a value at the calendar's edge is a 422 and not an OverflowError."""
+    if value.tzinfo is None:  # stored as UTC, as the API documents
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        raise ValueError("the time is out of range once converted to UTC") from exc
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
+
+
 class Author(_Strict):
     name: str = Field(default="", max_length=500)
     email: str = Field(default="", max_length=320)
@@ -60,7 +73,7 @@ class Post(_Strict):
     url: str = Field(default="", max_length=2000)
     title: str = Field(default="", max_length=1000)
     excerpt: str = Field(default="", max_length=5000)
-    published_at: datetime | None = None
+    published_at: UtcDatetime | None = None
 
 
 class CommentIn(_Strict):
@@ -71,7 +84,7 @@ class CommentIn(_Strict):
     type: str = Field(default="comment", max_length=40)
     parent_external_id: str | None = Field(default=None, max_length=200)
     lang: str = Field(default="", max_length=40)
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
     referrer: str = Field(default="", max_length=2000)
     honeypot: str = Field(default="", max_length=1000)
     meta: dict[str, Any] = Field(default_factory=dict)

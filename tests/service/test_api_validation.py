@@ -25,6 +25,9 @@ def _nested(depth: int) -> Any:
     return value
 
 
+# Valid ISO 8601 times that fall outside years 1..9999 once converted to UTC (an OverflowError, a 500, before).
+PAST_9999, BEFORE_1 = "9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+01:00"
+
 BAD_BODIES: list[tuple[str, Any, int, str, str | None]] = [
     ("missing content", {"author": {"name": "a"}}, 422, "missing_field", "content"),
     ("content wrong type", {"content": 12}, 422, "invalid_field", "content"),
@@ -34,6 +37,15 @@ BAD_BODIES: list[tuple[str, Any, int, str, str | None]] = [
     ("author not an object", {"content": "hi", "author": "bob"}, 422, "invalid_field", "author"),
     ("bad ip", {"content": "hi", "author": {"ip": "999.1.1.1"}}, 422, "invalid_field", "author.ip"),
     ("bad date", {"content": "hi", "created_at": "yesterday"}, 422, "invalid_field", "created_at"),
+    ("date past 9999 in UTC", {"content": "hi", "created_at": PAST_9999}, 422, "invalid_field", "created_at"),
+    ("date before 1 in UTC", {"content": "hi", "created_at": BEFORE_1}, 422, "invalid_field", "created_at"),
+    (
+        "published past 9999",
+        {"content": "hi", "post": {"published_at": PAST_9999}},
+        422,
+        "invalid_field",
+        "post.published_at",
+    ),
     ("meta too big", {"content": "hi", "meta": {"k": "v" * 5000}}, 422, "invalid_field", "meta"),
     ("meta not an object", {"content": "hi", "meta": [1, 2]}, 422, "invalid_field", "meta"),
     ("meta nested too deep", {"content": "hi", "meta": {"a": _nested(16)}}, 422, "invalid_field", "meta"),
