@@ -123,6 +123,17 @@ def test_comment_check_invalid_requests(
     assert _comment_count(site["id"]) == 0
 
 
+def test_a_date_past_9999_in_utc_is_kept_in_meta_not_a_500(client: Any, site: dict[str, Any]) -> None:
+    # Converting it to UTC overflowed in parse_gmt: a 500 with a JSON body on comment-check and both submits alike.
+    date = "9999-12-31T23:00:00-05:00"
+    data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "198.51.100.9", "comment_content": "Nice post"}
+    response = akismet_post(client, "/1.1/submit-ham", {**data, "comment_date_gmt": date})
+    assert response.status_code == 200 and response.get_data(as_text=True) == THANKS
+    with session_scope() as session:
+        comment = session.scalars(select(Comment).where(Comment.site_id == site["id"])).one()
+        assert comment.created_at is None and comment.meta["comment_date_gmt"] == date
+
+
 def test_comment_check_bad_key(client: Any) -> None:
     data = {"api_key": "zzzzzzzzzzzz", "blog": BLOG, "user_ip": "203.0.113.1", "comment_content": "hi"}
     assert_invalid(akismet_post(client, "/1.1/comment-check", data), "not valid")
