@@ -191,6 +191,20 @@ def test_submit_guid_of_another_site_does_not_touch_it(client: Any, site: dict[s
     assert current_labels(cid) == []
 
 
+@pytest.mark.parametrize("guid", ["²", "9" * 19, "9223372036854775808", "1" * 5000, "0", "e5d3b1c2-9a"])
+def test_submit_with_a_guid_that_is_no_comment_id_stores_it_labelled(
+    client: Any, site: dict[str, Any], guid: str
+) -> None:
+    # '²' passed isdigit() and broke int(); ids past 2**63-1 broke the query (SQLite OverflowError, PostgreSQL
+    # "bigint out of range"): each was a 500. A guid that cannot be ours is an unknown comment, as for any other.
+    submit(client, site, "submit-spam", guid=guid, comment_content="a spam the blog caught", comment_author="Bot")
+    with session_scope() as session:
+        comment = session.scalars(select(Comment).where(Comment.site_id == site["id"])).one()
+        assert (comment.content, comment.decision) == ("a spam the blog caught", "reject")
+        cid = comment.id
+    assert current_labels(cid) == ["spam"]
+
+
 @pytest.mark.parametrize("flag", ["1", "true", "True"])
 def test_submit_is_test_never_trains(client: Any, site: dict[str, Any], flag: str) -> None:
     real = seed_comment(site["id"], content="real comment", auto_decision="approve")
