@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from service.api.schemas import CommentIn, FeedbackIn
+from service.config import settings
 from service.models import MAX_ID
 
 _REF = "#/components/schemas/{model}"
@@ -71,6 +72,7 @@ def openapi_document() -> dict[str, Any]:
         schema = TypeAdapter(model).json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
+    schemas["CommentIn"]["properties"]["content"]["maxLength"] = settings().max_content_chars
     auth_errors = {"401": _err("missing or invalid API key"), "429": _err("rate limited")}
     body_errors = {
         "400": _err("malformed JSON or parameter"),

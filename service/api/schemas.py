@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from service.config import settings
 
 MAX_META_BYTES = 4096
 # Deep nesting fits in 4 KiB ("[[[[..." ) but every JSON encode/decode of it recurses: stored at depth 900 it could
@@ -77,7 +80,7 @@ class Post(_Strict):
 
 
 class CommentIn(_Strict):
-    content: str = Field(max_length=32_000)
+    content: str  # at most BOUNCER_MAX_CONTENT_CHARS characters (checked below: the limit is a setting)
     external_id: str | None = Field(default=None, min_length=1, max_length=200)
     author: Author = Field(default_factory=Author)
     post: Post = Field(default_factory=Post)
@@ -88,6 +91,16 @@ class CommentIn(_Strict):
     referrer: str = Field(default="", max_length=2000)
     honeypot: str = Field(default="", max_length=1000)
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("content")
+    @classmethod
+    def _content_length(cls, value: str) -> str:
+        limit = settings().max_content_chars
+        if len(value) > limit:  # the same error pydantic's max_length gives, so both APIs report it alike
+            raise PydanticCustomError(
+                "string_too_long", "String should have at most {max_length} characters", {"max_length": limit}
+            )
+        return value
 
     @field_validator("meta")
     @classmethod

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from service.config import settings
 from service.db import session_scope
 from service.models import Comment
 from tests.conftest import make_site, post_comment
@@ -113,6 +115,35 @@ def test_non_standard_json_constants_are_400(client: Any, site: dict[str, Any], 
     error = response.get_json()["error"]
     assert error["code"] == "bad_json" and constant.lstrip("-") in error["message"]
     assert _count(site["id"]) == 0
+
+
+@pytest.fixture
+def content_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    """Set BOUNCER_MAX_CONTENT_CHARS for one test (the settings are read once per process, so re-read them)."""
+
+    def set_limit(chars: int) -> None:
+        monkeypatch.setenv("BOUNCER_MAX_CONTENT_CHARS", str(chars))
+        settings.cache_clear()
+
+    yield set_limit
+    monkeypatch.undo()
+    settings.cache_clear()
+
+
+@pytest.mark.parametrize("limit", [100, 40_000])
+def test_content_limit_is_the_setting(
+    client: Any, site: dict[str, Any], content_limit: Callable[[int], None], limit: int
+) -> None:
+    # BOUNCER_MAX_CONTENT_CHARS was read but never used: the schema had 32 000 built in.
+    content_limit(limit)
+    at_limit = post_comment(client, site["api_key"], {"content": "y" * limit}, wait=0)
+    assert at_limit.status_code == 202, at_limit.get_json()
+    over = post_comment(client, site["api_key"], {"content": "y" * (limit + 1)}, wait=0)
+    assert over.status_code == 422
+    error = over.get_json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_field", "content")
+    assert str(limit) in error["message"]
+    assert _count(site["id"]) == 1
 
 
 def test_non_json_is_415(client: Any, site: dict[str, Any]) -> None:
