@@ -24,8 +24,16 @@ from service.api.schemas import MAX_META_BYTES, CommentIn
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 _CONTEXT_KEY = re.compile(r"^comment_context(?:\[\d*\])?$")
-# Fields a visitor's browser supplies and the blog cannot shorten: cut to the column size instead of refusing.
-_TRUNCATED = {"user_agent": 1000, "referrer": 2000}
+# Fields the visitor (a browser, or a spammer's script) supplies: cut to the column size instead of refusing, since
+# "invalid" is what Akismet says of a bad key: a spammer's 600-character name made the PyPI client report an
+# invalid API key and left the comment unchecked.
+_TRUNCATED = {
+    "user_agent": 1000,
+    "referrer": 2000,
+    "comment_author": 500,
+    "comment_author_email": 320,
+    "comment_author_url": 2000,
+}
 _META_STRING_MAX = 500
 _CONTEXT_MAX_ITEMS = 16
 
@@ -78,8 +86,9 @@ class AkismetComment:
 
 
 def _text(form: MultiDict[str, str], name: str) -> str:
+    """A field's text; NUL (which PostgreSQL cannot store) becomes U+FFFD, as undecodable bytes already do."""
     value = form.get(name)
-    return "" if value is None else str(value)
+    return "" if value is None else str(value).replace("\x00", "\ufffd")
 
 
 def parse_bool(raw: str, field: str = "is_test") -> bool:
@@ -127,7 +136,7 @@ def _comment_context(form: MultiDict[str, str]) -> list[str]:
     values: list[str] = []
     for key in form.keys():
         if _CONTEXT_KEY.match(key):
-            values.extend(str(v) for v in form.getlist(key) if str(v).strip())
+            values.extend(str(v).replace("\x00", "\ufffd") for v in form.getlist(key) if str(v).strip())
     return [v[:_META_STRING_MAX] for v in values[:_CONTEXT_MAX_ITEMS]]
 
 
@@ -199,9 +208,9 @@ def parse_comment(form: MultiDict[str, str], *, require_ip: bool = True) -> Akis
     body: dict[str, Any] = {
         "content": _text(form, "comment_content"),
         "author": {
-            "name": _text(form, "comment_author"),
-            "email": _text(form, "comment_author_email").strip(),
-            "url": _text(form, "comment_author_url").strip(),
+            "name": _text(form, "comment_author")[: _TRUNCATED["comment_author"]],
+            "email": _text(form, "comment_author_email").strip()[: _TRUNCATED["comment_author_email"]],
+            "url": _text(form, "comment_author_url").strip()[: _TRUNCATED["comment_author_url"]],
             "ip": ip,
             "user_agent": _text(form, "user_agent")[: _TRUNCATED["user_agent"]],
         },

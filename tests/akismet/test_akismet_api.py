@@ -109,9 +109,7 @@ def _comment_count(site_id: int) -> int:
         ("blog", {}, 'Empty "blog" value'),
         ("user_ip", {}, 'Empty "user_ip" value'),
         (None, {"comment_content": "x" * 32_001}, '"comment_content" is too long'),
-        (None, {"comment_author_email": "e" * 400}, '"comment_author_email" is too long'),
         (None, {"is_test": "perhaps"}, '"is_test"'),
-        (None, {"comment_content": "nul\x00byte"}, '"comment_content"'),
     ],
 )
 def test_comment_check_invalid_requests(
@@ -203,6 +201,17 @@ def test_submit_with_a_guid_that_is_no_comment_id_stores_it_labelled(
         assert (comment.content, comment.decision) == ("a spam the blog caught", "reject")
         cid = comment.id
     assert current_labels(cid) == ["spam"]
+
+
+def test_submit_with_a_long_name_and_nul_is_taken_not_invalid(client: Any, site: dict[str, Any]) -> None:
+    # "invalid" made the PyPI client raise APIKeyError ("key invalid") for what a spammer typed in the comment form.
+    submit(client, site, "submit-spam", comment_content="cheap\x00pills", comment_author="B" * 600)
+    with session_scope() as session:
+        comment = session.scalars(select(Comment).where(Comment.site_id == site["id"])).one()
+        assert (comment.content, comment.author_name) == ("cheap\ufffdpills", "B" * 500)
+        cid = comment.id
+    submit(client, site, "submit-ham", comment_content="cheap\x00pills", comment_author="B" * 600)
+    assert current_labels(cid) == ["ham"]  # the second report finds the same comment by its cut name
 
 
 @pytest.mark.parametrize("flag", ["1", "true", "True"])

@@ -150,6 +150,36 @@ def test_browser_supplied_fields_are_truncated_not_refused() -> None:
     assert len(c.author.user_agent) == 1000 and len(c.referrer) == 2000
 
 
+def test_visitor_supplied_author_fields_are_truncated_not_refused() -> None:
+    # A spammer controls these; "invalid" would read as a bad API key to the client and leave the comment unchecked.
+    c = parse_comment(
+        form(
+            {
+                "comment_author": "n" * 600,
+                "comment_author_email": "e" * 400 + "@spam.example",
+                "comment_author_url": "https://spam.example/" + "u" * 3000,
+            }
+        )
+    ).comment
+    assert (len(c.author.name), len(c.author.email), len(c.author.url)) == (500, 320, 2000)
+
+
+def test_nul_characters_are_replaced_not_refused() -> None:
+    c = parse_comment(
+        form(
+            {
+                "comment_content": "cheap\x00pills",
+                "comment_author": "Bot\x00",
+                "comment_context[]": "a\x00b",
+                "honeypot_field_name": "trap",
+                "trap": "\x00",
+            }
+        )
+    ).comment
+    assert (c.content, c.author.name, c.meta["comment_context"]) == ("cheap\ufffdpills", "Bot\ufffd", ["a\ufffdb"])
+    assert c.honeypot == "\ufffd"  # a trap holding only NUL was still filled in
+
+
 @pytest.mark.parametrize(
     ("raw", "ip", "kept"),
     [
