@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter, Map
 
 from service.celery_setup import celery_init_app
@@ -55,7 +55,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=cfg.secret_key,
-        MAX_CONTENT_LENGTH=cfg.max_body_bytes,
+        # One byte over the limit: Werkzeug cuts a streamed (chunked) body at exactly MAX_CONTENT_LENGTH without an
+        # error, so only a body read one byte past the limit can be told apart from one that fits (_whole_body).
+        MAX_CONTENT_LENGTH=cfg.max_body_bytes + 1,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=cfg.secure_cookies,
@@ -83,6 +85,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             limiter.limit(cfg.api_rate_limit)(blueprint)
             csrf.exempt(blueprint)
         app.register_blueprint(blueprint)
+
+    @app.before_request
+    def _whole_body() -> None:
+        # The machine APIs never act on a cut body: read it once (views and form parsing reuse the cache) and refuse
+        # it past the limit. Content-Length bodies over the limit + 1 are already refused by Werkzeug on this read.
+        if not request.path.startswith(_MACHINE_PREFIXES):
+            return
+        try:
+            size = len(request.get_data(cache=True))
+        except RequestEntityTooLarge:
+            size = cfg.max_body_bytes + 1
+        if size > cfg.max_body_bytes:
+            raise RequestEntityTooLarge(f"the body must be at most {cfg.max_body_bytes} bytes")
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

@@ -6,8 +6,10 @@ Everything here runs without a model; comment-check decisions are covered with r
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 from sqlalchemy import select
@@ -140,6 +142,22 @@ def test_comment_check_bad_key(client: Any) -> None:
 def test_body_over_64_kib_is_invalid_not_an_error(client: Any, site: dict[str, Any]) -> None:
     data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "203.0.113.1", "comment_content": "y" * 70_000}
     assert_invalid(akismet_post(client, "/1.1/comment-check", data), "larger than 65536 bytes")
+    assert _comment_count(site["id"]) == 0
+
+
+def test_streamed_body_over_64_kib_is_invalid_not_cut(client: Any, site: dict[str, Any]) -> None:
+    # A chunked body has no Content-Length; Werkzeug handed the view its first 65536 bytes as if that were all, so
+    # a comment of 20 000 'é' (120 KB encoded) was stored and checked as its first ~10 900 characters.
+    body = urlencode({"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "203.0.113.1"}) + "&comment_content="
+    body += quote("é" * 20_000)
+    response = client.post(
+        "/1.1/submit-spam",
+        input_stream=io.BytesIO(body.encode()),
+        content_type="application/x-www-form-urlencoded",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # what gunicorn sets for a chunked request
+    )
+    assert_invalid(response, "larger than 65536 bytes")
     assert _comment_count(site["id"]) == 0
 
 

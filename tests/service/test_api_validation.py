@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -167,6 +168,39 @@ def test_oversize_body_is_413(client: Any, site: dict[str, Any]) -> None:
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "payload_too_large"
     assert _count(site["id"]) == 0
+
+
+def test_oversize_streamed_body_is_413_not_cut(client: Any, site: dict[str, Any]) -> None:
+    # Without Content-Length (chunked), Werkzeug cut the body at 65536 bytes silently: this one then parsed as a
+    # valid comment and was stored although the body was over the limit.
+    body = b'{"content": "hi"}' + b" " * 70_000
+    response = client.post(
+        "/api/v1/comments?wait=0",
+        input_stream=io.BytesIO(body),
+        headers={
+            "Authorization": f"Bearer {site['api_key']}",
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        },
+        environ_overrides={"wsgi.input_terminated": True},  # what gunicorn sets for a chunked request
+    )
+    assert response.status_code == 413, response.get_json()
+    assert response.get_json()["error"]["code"] == "payload_too_large"
+    assert _count(site["id"]) == 0
+
+
+def test_body_at_the_limit_is_accepted_streamed_or_not(client: Any, site: dict[str, Any]) -> None:
+    prefix = b'{"content": "hi"}'
+    body = prefix + b" " * (65_536 - len(prefix))
+    headers = {"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"}
+    sized = client.post("/api/v1/comments?wait=0", data=body, headers=headers)
+    streamed = client.post(
+        "/api/v1/comments?wait=0",
+        input_stream=io.BytesIO(body),
+        headers={**headers, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert (sized.status_code, streamed.status_code) == (202, 202)
 
 
 # Unicode digits ('²', Arabic-Indic '٣') pass str.isdigit(); 5000 digits make int() raise: all must be a 400, not a 500.
