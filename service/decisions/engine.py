@@ -90,7 +90,9 @@ def evaluate(session: Session, comments: Sequence[Comment]) -> list[tuple[Outcom
                 author_url=c.author_url,
                 author_ip=c.author_ip,
                 honeypot=c.honeypot,
-                user_role=str(meta.get("user_role", "")),
+                # Akismet's user_role field (its "administrator" test hook); the native API's meta is free-form data
+                # kept with the comment, not an instruction, so a meta.user_role sent there means nothing.
+                user_role=str(meta.get("user_role", "")) if c.source == "akismet" else "",
             ),
             entries.get(c.site_id, []),
             max_links=site.max_links,

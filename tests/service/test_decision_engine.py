@@ -54,6 +54,27 @@ def test_an_allow_entry_approves_and_a_redelivery_changes_nothing(site: dict[str
     assert events == 2
 
 
+def test_meta_user_role_of_a_native_comment_is_not_the_akismet_administrator_hook(site: dict[str, Any]) -> None:
+    # A blog forwarding its form's extra fields into meta let {"user_role": "administrator"} approve a filled
+    # honeypot from a guaranteed-spam author: that allow rule beats every reject rule.
+    body = {
+        "content": "Earn money online fast!!! Click here http://bit.ly/3xYz and start today",
+        "author": {"name": "viagra-test-123"},
+        "honeypot": "filled in by a bot",
+        "meta": {"user_role": "administrator"},
+    }
+    with session_scope() as session:
+        native, _ = insert_comment(session, site["id"], CommentIn.model_validate(body))
+        akismet, _ = insert_comment(session, site["id"], CommentIn.model_validate(body), source="akismet")
+    with session_scope() as session:
+        comments = list(session.scalars(select(Comment).where(Comment.id.in_([native, akismet])).order_by(Comment.id)))
+        (native_outcome, native_extra), (akismet_outcome, akismet_extra) = evaluate(session, comments)
+    assert native_outcome.decision == "reject" and "test.administrator" not in native_extra["rule_codes"]
+    assert "honeypot" in native_extra["rule_codes"]
+    # Akismet's own user_role field keeps its documented meaning: always ham
+    assert akismet_outcome.decision == "approve" and "test.administrator" in akismet_extra["rule_codes"]
+
+
 def test_worker_start_loads_the_active_models(site: dict[str, Any]) -> None:
     """The worker's start-up hook loads every kind's active model, so its first comment pays no disk load."""
     from classifiers.registry import STARTER_DIR
