@@ -11,14 +11,28 @@ from flask_wtf import CSRFProtect
 
 
 def _rate_key() -> str:
-    """Limit per API key where one is sent (so one noisy site cannot starve another), else per client IP."""
+    """Limit per API key where a valid one is sent (so one noisy site cannot starve another), else per client IP.
+
+    Only a key that belongs to a site gets a bucket of its own: made-up keys would each get a fresh one, and a client
+    rotating them would never be limited.
+    """
+    from service.db import session_scope
+    from service.sites import site_id_by_akismet_key, site_id_by_api_key
+
     key = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    lookup = site_id_by_api_key
     if not key and request.blueprint == "akismet":
-        from service.akismet.views import request_key  # form, query or Host header, as Akismet clients send it
+        from service.akismet.views import AKISMET_KEY_LENGTH, request_key  # form, query or Host, as clients send it
 
         key = request_key()
+        lookup = site_id_by_akismet_key
+        if len(key) != AKISMET_KEY_LENGTH:
+            key = ""
     if key:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        with session_scope() as session:
+            known = lookup(session, key) is not None
+        if known:
+            return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
     return "ip:" + (request.remote_addr or "unknown")
 
 

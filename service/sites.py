@@ -45,24 +45,34 @@ def rotate_keys(session: Session, site: Site) -> SiteKeys:
     return keys
 
 
-# Keys are looked up on every API request; a short cache saves a query. A rotated or disabled key keeps working in
-# a process for at most this long.
+# Keys are looked up on every API request (and by the rate limiter); a short cache saves a query. A rotated or
+# disabled key keeps working in a process for at most this long.
 SITE_CACHE_SECONDS = 10.0
-_site_ids: dict[str, tuple[float, int | None]] = {}
+_site_ids: dict[tuple[str, str], tuple[float, int | None]] = {}
+
+
+def _cached_site_id(session: Session, kind: str, key: str) -> int | None:
+    digest = hash_key(key)
+    now = time.monotonic()
+    hit = _site_ids.get((kind, digest))
+    if hit is not None and now - hit[0] < SITE_CACHE_SECONDS:
+        return hit[1]
+    column = Site.api_key_hash if kind == "api" else Site.akismet_key_hash
+    site_id = session.scalar(select(Site.id).where(column == digest, Site.active.is_(True)))
+    if len(_site_ids) > 10_000:  # bound the memory a key-guessing client can make us spend
+        _site_ids.clear()
+    _site_ids[(kind, digest)] = (now, site_id)
+    return site_id
 
 
 def site_id_by_api_key(session: Session, key: str) -> int | None:
     """The active site's id for an API key, cached briefly per process."""
-    digest = hash_key(key)
-    now = time.monotonic()
-    hit = _site_ids.get(digest)
-    if hit is not None and now - hit[0] < SITE_CACHE_SECONDS:
-        return hit[1]
-    site_id = session.scalar(select(Site.id).where(Site.api_key_hash == digest, Site.active.is_(True)))
-    if len(_site_ids) > 10_000:  # bound the memory a key-guessing client can make us spend
-        _site_ids.clear()
-    _site_ids[digest] = (now, site_id)
-    return site_id
+    return _cached_site_id(session, "api", key)
+
+
+def site_id_by_akismet_key(session: Session, key: str) -> int | None:
+    """The active site's id for an Akismet key, cached briefly per process."""
+    return _cached_site_id(session, "akismet", key)
 
 
 def site_by_api_key(session: Session, key: str) -> Site | None:

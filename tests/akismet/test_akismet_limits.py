@@ -1,7 +1,12 @@
-"""Rate limiting on the Akismet API: per key, 429 with Retry-After, and Akismet clients see an error."""
+"""Rate limiting on the Akismet API: per key, 429 with Retry-After, and Akismet clients see an error.
+
+Also what made-up keys do to the limits (of every API and of the login page): nothing.
+"""
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +23,7 @@ LIMIT = 5
 @pytest.fixture(scope="module")
 def limited_server(bouncer_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A second gunicorn with a tiny limit (the limit is read at start-up)."""
-    env = {**bouncer_env, "BOUNCER_API_RATE_LIMIT": f"{LIMIT}/minute"}
+    env = {**bouncer_env, "BOUNCER_API_RATE_LIMIT": f"{LIMIT}/minute", "BOUNCER_LOGIN_RATE_LIMIT": f"{LIMIT}/minute"}
     server = LiveServer(env, tmp_path_factory.mktemp("logs") / "limited-web.log")
     server.start()
     yield server
@@ -49,3 +54,40 @@ def test_every_akismet_endpoint_is_limited(limited_server: LiveServer, site: dic
     with httpx.Client(base_url=limited_server.url) as http:
         statuses = [http.post(path, data=form).status_code for _ in range(LIMIT + 1)]
     assert statuses == [200] * LIMIT + [429]
+
+
+def test_made_up_keys_share_one_limit_per_client(limited_server: LiveServer) -> None:
+    # Each made-up key had a bucket of its own, so a client rotating random keys was never limited at all.
+    real = make_site(name="Real blog")
+    with httpx.Client(base_url=limited_server.url) as http:
+        made_up = [
+            http.post("/1.1/verify-key", data={"key": secrets.token_hex(6), "blog": BLOG}).status_code
+            for _ in range(LIMIT + 1)
+        ]
+        native = [
+            http.get("/api/v1/comments/1", headers={"Authorization": f"Bearer bk_{secrets.token_urlsafe(32)}"})
+            for _ in range(LIMIT + 1)
+        ]
+        # A real key keeps its own bucket: the guesser from the same address does not starve it.
+        genuine = http.post("/1.1/verify-key", data={"key": real["akismet_key"], "blog": BLOG})
+    assert made_up == [200] * LIMIT + [429]
+    assert [r.status_code for r in native] == [401] * LIMIT + [429]
+    assert native[-1].json()["error"]["code"] == "rate_limited"
+    assert genuine.text == "valid"
+
+
+def test_made_up_keys_do_not_escape_the_login_limit(limited_server: LiveServer) -> None:
+    # The login limit used the same key function: a random "Authorization: Bearer ..." on each password guess gave
+    # every guess a fresh bucket, so the per-client limit on login attempts never applied.
+    with httpx.Client(base_url=limited_server.url) as http:
+        token = re.search(r'name="csrf-token" content="([^"]+)"', http.get("/login").text)
+        assert token is not None
+        statuses = [
+            http.post(
+                "/login",
+                data={"csrf_token": token.group(1), "email": "nobody@example.org", "password": f"guess {n}"},
+                headers={"Authorization": f"Bearer {secrets.token_hex(8)}"},
+            ).status_code
+            for n in range(LIMIT + 1)
+        ]
+    assert statuses == [401] * LIMIT + [429]
