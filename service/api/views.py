@@ -81,8 +81,8 @@ def _json_body() -> dict[str, Any]:
 def _validation_error(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or None
-    if first["type"] == "extra_forbidden":
-        unknown = [".".join(str(p) for p in e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    unknown = [".".join(str(p) for p in e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    if unknown:  # named even when another field is also wrong: a misspelt key is the likelier mistake to report
         return ApiError(
             422,
             "unknown_field",

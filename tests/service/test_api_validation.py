@@ -37,6 +37,9 @@ BAD_BODIES: list[tuple[str, Any, int, str, str | None]] = [
     ("content too long", {"content": "x" * 32_001}, 422, "invalid_field", "content"),
     ("unknown top-level key", {"content": "hi", "colour": "red"}, 422, "unknown_field", "colour"),
     ("unknown nested key", {"content": "hi", "author": {"name": "a", "age": 3}}, 422, "unknown_field", "author.age"),
+    # the unknown key is named even when an earlier field is wrong too (it was reported as that field's error only)
+    ("unknown key after a bad one", {"content": 12, "colour": "red"}, 422, "unknown_field", "colour"),
+    ("misspelt required key", {"contnet": "hi"}, 422, "unknown_field", "contnet"),
     ("author not an object", {"content": "hi", "author": "bob"}, 422, "invalid_field", "author"),
     ("bad ip", {"content": "hi", "author": {"ip": "999.1.1.1"}}, 422, "invalid_field", "author.ip"),
     ("bad date", {"content": "hi", "created_at": "yesterday"}, 422, "invalid_field", "created_at"),
