@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
 from service.models import CallbackDelivery, Comment, CommentStatus, Label, ModerationEvent
@@ -61,6 +61,7 @@ def apply_label(
     if expected_from is not None:
         conditions.append(Comment.decision == expected_from)
         from_decision = expected_from
+    now = datetime.now(UTC)
     result = session.execute(
         update(Comment)
         .where(*conditions)
@@ -69,7 +70,9 @@ def apply_label(
             decision=to_decision,
             category=category,
             decided_by=actor,
-            moderated_at=datetime.now(UTC),
+            # A comment still pending (a label before the worker scored it) is decided now: no "decided" without a time.
+            decided_at=func.coalesce(Comment.decided_at, now),
+            moderated_at=now,
         )
         .execution_options(synchronize_session=False)
     )

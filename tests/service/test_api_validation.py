@@ -335,3 +335,21 @@ def test_authentication_comes_before_validation(client: Any, site: dict[str, Any
     )
     assert response.status_code == 401
     assert _count(site["id"]) == 0
+
+
+def test_feedback_on_a_pending_comment_decides_it_with_a_time(client: Any, site: dict[str, Any]) -> None:
+    from tests.ui.helpers import add_comment
+
+    pending = {"decision": None, "auto_decision": None, "category": None, "decided_by": None, "decided_at": None}
+    comment_id = add_comment(site["id"], status="pending", spam_score=None, abuse_score=None, reasons=[], **pending)
+    auth = {"Authorization": f"Bearer {site['api_key']}"}
+    feedback = client.post(f"/api/v1/comments/{comment_id}/feedback", json={"label": "spam"}, headers=auth)
+    assert feedback.status_code == 200
+    view = client.get(f"/api/v1/comments/{comment_id}", headers=auth).get_json()
+    assert (view["status"], view["decision"], view["category"], view["decided_by"]) == (
+        "decided",
+        "reject",
+        "spam",
+        "blog",
+    )
+    assert view["decided_at"] is not None
