@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 from flask import abort, g, jsonify, redirect, request, session, url_for
 from sqlalchemy import select
@@ -78,10 +79,20 @@ def wants_json() -> bool:
 
 
 def _safe_next(target: str | None) -> str | None:
-    """Only same-site paths: an open redirect after login would make phishing easy."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
+    """Only same-site paths: an open redirect after login would make phishing easy.
+
+    Control characters are refused outright: browsers and ``urllib.parse`` (which Werkzeug's ``redirect`` runs the
+    Location through) drop tabs and newlines, so "/<tab>/evil.example" would leave as "//evil.example" (another
+    host), and a newline would fail the response. What remains must parse as a path with no scheme and no host.
+    """
+    if not target or any(ch < " " or ch == "\x7f" for ch in target) or "\\" in target:
+        return None
+    if not target.startswith("/") or target.startswith("//"):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
 
 
 def login_required(view: F) -> F:

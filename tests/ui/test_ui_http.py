@@ -73,6 +73,35 @@ def test_open_redirect_after_login_is_refused(client: Any, moderator: dict[str, 
     assert response.headers["Location"] == "/moderation/"
 
 
+# Browsers (and urllib, which Werkzeug's redirect runs the Location through) drop tabs and newlines from a URL, so
+# "/<tab>/evil.example" arrives as "//evil.example": another host. None of these may leave the site.
+OFF_SITE_NEXT = [
+    "/\t/evil.example/",
+    "/\n/evil.example/",
+    "/\r\n/evil.example/",
+    "\t//evil.example/",
+    "/\\evil.example/",
+]
+
+
+@pytest.mark.parametrize("target", OFF_SITE_NEXT)
+def test_next_with_control_characters_does_not_leave_the_site(
+    client: Any, moderator: dict[str, Any], target: str
+) -> None:
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login", data={"email": moderator["email"], "password": PASSWORD, "csrf_token": token, "next": target}
+    )
+    assert response.status_code == 302 and response.headers["Location"] == "/moderation/"
+    # Already signed in: a link to /login?next=... redirects at once, so it must be checked just as well.
+    response = client.get("/login", query_string={"next": target})
+    assert response.status_code == 302 and response.headers["Location"] == "/moderation/"
+    # And the moderation forms' "next" (where an action returns to).
+    token = csrf_from(client.get("/moderation/").get_data(as_text=True))
+    response = client.post("/moderation/act", data={"action": "approve", "csrf_token": token, "next": target})
+    assert response.status_code == 302 and response.headers["Location"] == "/moderation/"
+
+
 def test_failed_logins_lock_the_account(client: Any, moderator: dict[str, Any]) -> None:
     token = csrf_from(client.get("/login").get_data(as_text=True))
     for _ in range(5):
