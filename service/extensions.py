@@ -36,6 +36,12 @@ def _rate_key() -> str:
     return "ip:" + (request.remote_addr or "unknown")
 
 
+def client_ip_key() -> str:
+    """Limit per client IP whatever the request carries: for the login form, where an Authorization header (the
+    API's per-key bucket) would let every guess come with a fresh key and so a fresh limit."""
+    return "ip:" + (request.remote_addr or "unknown")
+
+
 def retry_after_seconds() -> int:
     """Seconds until the rate limit that was just exceeded lets requests through again (for Retry-After)."""
     current = limiter.current_limit

@@ -13,7 +13,7 @@ from service.auth import bp
 from service.auth.session import _safe_next, current_user, start_session
 from service.config import settings
 from service.db import session_scope
-from service.extensions import limiter
+from service.extensions import client_ip_key, limiter
 from service.models import User
 from service.users import password_matches
 
@@ -49,7 +49,7 @@ def login() -> ResponseReturnValue:
 
 
 @bp.route("/login", methods=["POST"])
-@limiter.limit(lambda: settings().login_rate_limit)
+@limiter.limit(lambda: settings().login_rate_limit, key_func=client_ip_key)
 def login_post() -> ResponseReturnValue:
     """Check the password; count failures; lock the account for a while after too many."""
     email = request.form.get("email", "").strip().lower()

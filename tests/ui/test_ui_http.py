@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,43 @@ def test_next_with_control_characters_does_not_leave_the_site(
     token = csrf_from(client.get("/moderation/").get_data(as_text=True))
     response = client.post("/moderation/act", data={"action": "approve", "csrf_token": token, "next": target})
     assert response.status_code == 302 and response.headers["Location"] == "/moderation/"
+
+
+@pytest.fixture
+def login_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A low per-client login rate limit for one test (the UI tests otherwise run with a very high one)."""
+    from service.config import settings
+
+    monkeypatch.setenv("BOUNCER_LOGIN_RATE_LIMIT", "3/minute")
+    settings.cache_clear()
+    yield 3
+    monkeypatch.undo()
+    settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        lambda i: {},
+        lambda i: {"Authorization": f"Bearer guess-{i}"},  # the API's per-key bucket must not apply to /login
+    ],
+    ids=["plain", "varying-authorization"],
+)
+def test_login_rate_limit_is_per_client(
+    client: Any, moderator: dict[str, Any], login_limit: int, headers: Callable[[int], dict[str, str]]
+) -> None:
+    client_ip = f"198.51.100.{secrets.randbelow(250) + 1}"  # a bucket of this test's own
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    statuses = [
+        client.post(
+            "/login",
+            data={"email": moderator["email"], "password": f"wrong {i}", "csrf_token": token},
+            headers=headers(i),
+            environ_base={"REMOTE_ADDR": client_ip},
+        ).status_code
+        for i in range(login_limit + 1)
+    ]
+    assert statuses == [401] * login_limit + [429]
 
 
 def test_failed_logins_lock_the_account(client: Any, moderator: dict[str, Any]) -> None:
