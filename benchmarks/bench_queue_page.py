@@ -100,17 +100,22 @@ def _seed(held: int) -> tuple[int, int]:
 
 
 def _client_for(app: object, user_id: int) -> object:
+    import secrets
+
     from service.auth.session import password_fingerprint
     from service.db import session_scope
-    from service.models import User
+    from service.models import User, UserSession
+    from service.security import hash_key
 
     client = app.test_client()  # type: ignore[attr-defined]
+    token = secrets.token_urlsafe(32)
     with session_scope() as db:
         user = db.get(User, user_id)
         assert user is not None
         fingerprint = password_fingerprint(user.password_hash)
+        db.add(UserSession(token_hash=hash_key(token), user_id=user_id))
     with client.session_transaction() as sess:
-        sess["uid"], sess["pw"] = user_id, fingerprint
+        sess["uid"], sess["pw"], sess["sid"] = user_id, fingerprint, token
     return client
 
 

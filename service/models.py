@@ -207,6 +207,19 @@ class UserSite(Base):
     site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
 
 
+class UserSession(Base):
+    """One signed-in browser. The session cookie carries a random token naming this row (only its sha256 is
+    stored); signing out ends the row, so a copy of the cookie no longer signs anybody in."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+
 class CallbackDelivery(Base):
     """One callback to a blog: attempts, last error, and whether it was delivered or given up."""
 

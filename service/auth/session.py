@@ -1,23 +1,29 @@
 """The signed-in user of a request, and the decorators that guard views.
 
-The session cookie holds the user id and a fingerprint of the password hash, so changing a password or
-deactivating a user ends every session of that user at the next request.
+The session cookie holds the user id, a fingerprint of the password hash and a random session token. The token
+names a ``UserSession`` row: signing out ends that row, so a copy of the cookie (another tab's, a stolen one) is
+dead on the server too. Changing a password or deactivating a user ends every session of that user at the next
+request.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flask import abort, g, jsonify, redirect, request, session, url_for
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from service.db import session_scope
-from service.models import Role, User, UserSite
+from service.models import Role, User, UserSession, UserSite
+from service.security import hash_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,12 +54,34 @@ def password_fingerprint(password_hash: str) -> str:
     return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
-def start_session(user: User) -> None:
+def start_session(db: Session, user: User) -> None:
     """Sign the user in; a fresh session so a pre-login session id cannot be carried over."""
+    token = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    # Housekeeping: this user's sessions that were signed out a while ago are of no more use.
+    db.execute(
+        delete(UserSession).where(UserSession.user_id == user.id, UserSession.ended_at < now - timedelta(days=1))
+    )
+    db.add(UserSession(token_hash=hash_key(token), user_id=user.id, created_at=now))
     session.clear()
     session["uid"] = user.id
     session["pw"] = password_fingerprint(user.password_hash)
+    session["sid"] = token
     session.permanent = False
+
+
+def end_session() -> None:
+    """Sign out: end this session on the server (not only in this browser's cookie) and clear the cookie."""
+    token = session.get("sid")
+    if isinstance(token, str):
+        with session_scope() as db:
+            db.execute(
+                update(UserSession)
+                .where(UserSession.token_hash == hash_key(token), UserSession.ended_at.is_(None))
+                .values(ended_at=datetime.now(UTC))
+            )
+    session.clear()
+    g.pop("bouncer_user", None)
 
 
 def current_user() -> CurrentUser | None:
@@ -61,10 +89,17 @@ def current_user() -> CurrentUser | None:
     if "bouncer_user" in g:
         return cast(CurrentUser | None, g.bouncer_user)
     found: CurrentUser | None = None
-    uid = session.get("uid")
-    if isinstance(uid, int):
+    uid, token = session.get("uid"), session.get("sid")
+    if isinstance(uid, int) and isinstance(token, str):
         with session_scope() as db:
-            user = db.get(User, uid)
+            live = db.scalar(
+                select(UserSession.id).where(
+                    UserSession.token_hash == hash_key(token),
+                    UserSession.user_id == uid,
+                    UserSession.ended_at.is_(None),
+                )
+            )
+            user = db.get(User, uid) if live is not None else None
             if user is not None and user.active and session.get("pw") == password_fingerprint(user.password_hash):
                 site_ids = frozenset(db.scalars(select(UserSite.site_id).where(UserSite.user_id == uid)))
                 found = CurrentUser(user.id, user.email, user.role, site_ids)

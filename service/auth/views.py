@@ -10,7 +10,7 @@ from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
 from service.auth import bp
-from service.auth.session import _safe_next, current_user, start_session
+from service.auth.session import _safe_next, current_user, end_session, start_session
 from service.config import settings
 from service.db import session_scope
 from service.extensions import client_ip_key, limiter
@@ -68,7 +68,7 @@ def login_post() -> ResponseReturnValue:
             elif password_matches(user, password):
                 user.failed_logins = 0
                 user.locked_until = None
-                start_session(user)
+                start_session(db, user)
                 return redirect(target)
             else:
                 user.failed_logins += 1
@@ -81,8 +81,6 @@ def login_post() -> ResponseReturnValue:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> ResponseReturnValue:
-    from flask import session
-
-    session.clear()
+    end_session()
     flash("Signed out.", "info")
     return redirect(url_for("auth.login"))

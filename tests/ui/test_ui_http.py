@@ -66,6 +66,29 @@ def test_login_logout_and_next(client: Any, moderator: dict[str, Any]) -> None:
     assert client.get("/moderation/").status_code == 302
 
 
+def test_a_signed_out_session_cookie_is_dead(app: Any, moderator: dict[str, Any]) -> None:
+    """Signing out ends the session on the server: a copy of the cookie taken before (another tab's, a stolen one)
+    no longer signs anybody in; a second session of the same user lives on."""
+    this, other, thief = app.test_client(), app.test_client(), app.test_client()
+    token = login(this, moderator)
+    login(other, moderator)
+    stolen = this.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    assert stolen is not None
+    with this.session_transaction() as before:
+        signed_in_as = dict(before)
+    assert this.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert this.get("/moderation/").status_code == 302
+    thief.set_cookie(app.config["SESSION_COOKIE_NAME"], stolen.value)
+    assert thief.get("/moderation/").status_code == 302
+    assert thief.get("/moderation/", headers={"Accept": "application/json"}).status_code == 401
+    # Nor a cookie signed anew with the old session's values.
+    forged = app.test_client()
+    with forged.session_transaction() as values:
+        values.update(signed_in_as)
+    assert forged.get("/moderation/").status_code == 302
+    assert other.get("/moderation/").status_code == 200
+
+
 def test_open_redirect_after_login_is_refused(client: Any, moderator: dict[str, Any]) -> None:
     token = csrf_from(client.get("/login").get_data(as_text=True))
     response = client.post(
