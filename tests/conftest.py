@@ -146,9 +146,12 @@ def _wait_until(predicate: Any, timeout: float, what: str) -> None:
 class WorkerProcess:
     """A real Celery worker in a subprocess; tests may kill and restart it."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, pool: str = "threads", concurrency: int = 4, beat: bool = True
+    ) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.pool, self.concurrency, self.beat = pool, concurrency, beat
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -162,18 +165,17 @@ class WorkerProcess:
                 "workers.celery_app:celery",
                 "worker",
                 "--pool",
-                "threads",
+                self.pool,
                 "--concurrency",
-                "4",
+                str(self.concurrency),
                 "-Q",
                 "score,callbacks,default,retrain",
                 "--loglevel",
                 "WARNING",
                 "--without-gossip",
                 "--without-mingle",
-                "--beat",  # the sweeper's schedule runs inside the test worker
-                "--schedule",
-                str(self.log_path.with_suffix(".beat-schedule")),
+                # the sweeper's schedule runs inside the test worker (unless a test must see the queue alone)
+                *(["--beat", "--schedule", str(self.log_path.with_suffix(".beat-schedule"))] if self.beat else []),
                 "-n",
                 f"test-{os.getpid()}@%h",
             ],
@@ -190,17 +192,21 @@ class WorkerProcess:
             raise
 
     def alive(self) -> bool:
-        from service.app import create_app
+        from celery import Celery
 
         if self.proc is None or self.proc.poll() is not None:
             if self.proc is not None:
                 raise AssertionError(f"the worker exited:\n{self.log_path.read_text()[-3000:]}")
             return False
-        celery_app = create_app().extensions["celery"]
+        # Through this worker's own broker (the first database of its Redis URL), which a test may have given a
+        # Redis of its own: the test process's app talks to the session's.
+        celery_app = Celery(broker=self.env["BOUNCER_REDIS_URL"], set_as_current=False)
         try:
             return bool(celery_app.control.ping(timeout=0.5))
         except Exception:
             return False
+        finally:
+            celery_app.close()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
+from typing import Any
 
+from billiard.exceptions import WorkerLostError
 from celery import shared_task
+from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 from sqlalchemy.exc import OperationalError
 
 from service.callbacks import attempt_delivery, backoff_seconds
@@ -21,9 +26,53 @@ SCORE_BATCH_SIZE = 64
 SCORE_BATCH_SECONDS = 0.01
 
 
+class HandBackBatches(Batches):
+    """celery-batches whose messages are settled when the batch fails, not only when it returns.
+
+    ``Batches.flush`` acks a late-acked batch only on success. When the pool process running it dies (kill -9, the
+    OOM killer) the messages were neither acked nor rejected: they stayed unacked in the live worker, held its
+    prefetch slots (a few such deaths and it takes no more messages at all) and came back only after the broker's
+    visibility timeout (15 minutes). As Celery does for ordinary tasks with ``task_reject_on_worker_lost``, a lost
+    worker now hands the batch back to the queue at once; any other failure acks it and leaves the comments (still
+    pending in the database) to the sweeper, so a message that kills its process cannot loop without a pause.
+    """
+
+    def flush(self, requests: Collection[Request]) -> Any:
+        acks_early = [r for r in requests if not r.task.acks_late]
+        acks_late = [r for r in requests if r.task.acks_late]
+        serializable = ([SimpleRequest.from_request(r) for r in requests],)
+        requeue = bool(self.app.conf.task_reject_on_worker_lost)
+
+        def on_accepted(pid: int, time_accepted: float) -> None:
+            for req in acks_early:
+                req.acknowledge()
+
+        def on_return(result: Any) -> None:
+            for req in acks_late:
+                req.acknowledge()
+
+        def on_error(einfo: Any) -> None:
+            kind = getattr(einfo, "type", None)  # billiard's ExceptionInfo; its .exception is a traceback wrapper
+            lost = isinstance(kind, type) and issubclass(kind, WorkerLostError)
+            log.warning("scoring batch of %s messages failed%s", len(acks_late), " (worker lost)" if lost else "")
+            for req in acks_late:
+                if lost and requeue:
+                    req.reject(requeue=True)
+                else:
+                    req.acknowledge()
+
+        return self._pool.apply_async(
+            apply_batches_task,
+            (self, serializable, 0, None),
+            accept_callback=on_accepted,
+            callback=on_return,
+            error_callback=on_error,
+        )
+
+
 @shared_task(
     name="bouncer.score_comment",
-    base=Batches,
+    base=HandBackBatches,
     flush_every=SCORE_BATCH_SIZE,
     flush_interval=SCORE_BATCH_SECONDS,
     acks_late=True,

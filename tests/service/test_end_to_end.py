@@ -278,3 +278,97 @@ def test_comments_are_accepted_while_redis_is_down_and_decided_after(
         beat_log.close()
         work.kill(signal.SIGTERM)
         server.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """The direct child processes of ``pid`` (a prefork worker's pool processes)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+class _WriteLock:
+    """Hold the database's write lock from outside, so a scoring batch waits inside its task (no mock: the real
+    UPDATE blocks on the real lock) and can be killed there."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> _WriteLock:
+        if self.url.startswith("sqlite:///"):
+            import sqlite3
+
+            self.conn: Any = sqlite3.connect(self.url.removeprefix("sqlite:///"), isolation_level=None)
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            from sqlalchemy import create_engine, text
+
+            self.engine = create_engine(self.url)
+            self.conn = self.engine.connect()
+            self.conn.begin()
+            self.conn.execute(text("LOCK TABLE comments IN EXCLUSIVE MODE"))  # reads go on, writes wait
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.conn.rollback()
+        self.conn.close()
+        if hasattr(self, "engine"):
+            self.engine.dispose()
+
+
+def test_a_killed_pool_process_hands_its_batch_back(
+    bouncer_env: dict[str, str], private_redis: dict[str, Any], tmp_path: Path
+) -> None:
+    """kill -9 of the prefork process that is scoring a batch (what the OOM killer does): the batch's messages go
+    back to the queue at once (task_reject_on_worker_lost), so the comments are decided without waiting for the
+    sweeper -- there is none here -- and the worker's prefetch slots are not lost with them."""
+    import redis as redis_client
+
+    from service.config import settings
+
+    env = {**bouncer_env, "BOUNCER_REDIS_URL": f"redis://127.0.0.1:{private_redis['port']}/0"}
+    server = LiveServer(env, tmp_path / "web.log")
+    work = WorkerProcess(env, tmp_path / "worker.log", pool="prefork", concurrency=1, beat=False)
+    broker = redis_client.Redis(port=private_redis["port"], db=0)
+    server.start()
+    try:
+        site = make_site()
+        ids = [
+            _post(server, site["api_key"], {"content": f"comment {i} written before the crash"}, wait=0).json()["id"]
+            for i in range(20)
+        ]
+        with _WriteLock(settings().database_url):
+            work.start()
+            assert work.proc is not None
+            deadline = time.monotonic() + 30
+            while broker.llen("score") and time.monotonic() < deadline:  # the worker has taken the messages
+                time.sleep(0.1)
+            assert broker.llen("score") == 0
+            time.sleep(2)  # the batch is in a pool process, waiting for the lock inside its UPDATE
+            pool = _children(work.proc.pid)
+            assert pool, "no pool process"
+            for pid in pool:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(1)
+        for cid in ids:
+            _wait_decided(server, site["api_key"], cid, timeout=60)
+        later = _post(server, site["api_key"], {"content": "written after the crash"}, wait=10000)
+        assert later.status_code == 200 and later.json()["status"] == "decided"
+        with session_scope() as session:
+            decides = dict(
+                session.execute(
+                    select(ModerationEvent.comment_id, func.count())
+                    .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
+                    .group_by(ModerationEvent.comment_id)
+                ).all()
+            )
+        assert sorted(decides) == sorted(ids) and set(decides.values()) == {1}
+    finally:
+        work.kill(signal.SIGTERM)
+        server.stop()
