@@ -37,3 +37,16 @@ def enqueue_callbacks(delivery_ids: Sequence[int]) -> bool:
         log.warning("could not enqueue callbacks %s", list(delivery_ids), exc_info=True)
         return False
     return True
+
+
+def waiting(queue_name: str) -> int | None:
+    """Messages waiting in a broker queue (not yet taken by a worker); None when the broker cannot tell."""
+    from workers.tasks import score_comment
+
+    try:
+        with score_comment.app.connection_for_write() as connection:
+            declared = connection.default_channel.queue_declare(queue=queue_name, passive=True)
+            return int(declared.message_count)
+    except Exception:  # the broker is down, or the queue was never declared: the caller decides without it
+        log.debug("could not read the length of queue %s", queue_name, exc_info=True)
+        return None

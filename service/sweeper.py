@@ -16,22 +16,40 @@ from service.models import Comment, CommentStatus
 log = logging.getLogger(__name__)
 
 
-def sweep(limit: int = 2000) -> dict[str, int]:
+def _room(queue_name: str, limit: int) -> int:
+    """How many messages a sweep may add to a queue: up to ``limit`` waiting in all.
+
+    A pending comment whose message still waits in the queue is not lost, only late. While no worker consumes
+    (all down, or far behind) every sweep would push the same comments again -- ``limit`` messages every
+    interval, until Redis runs out of memory -- so a sweep only tops the queue up to ``limit``. When the broker
+    cannot tell, the sweep goes ahead: re-sending is the safe side.
+    """
+    waiting = queue.waiting(queue_name)
+    return limit if waiting is None else max(0, limit - waiting)
+
+
+def sweep(limit: int = 2000, callback_limit: int = 500) -> dict[str, int]:
     """One sweep; returns how many comments and callbacks were re-enqueued."""
     cutoff = datetime.now(UTC) - timedelta(seconds=settings().sweep_after_seconds)
-    with session_scope() as session:
-        ids = list(
-            session.scalars(
-                select(Comment.id)
-                .where(Comment.status == CommentStatus.PENDING, Comment.received_at < cutoff)
-                .order_by(Comment.id)
-                .limit(limit)
+    ids: list[int] = []
+    room = _room("score", limit)
+    if room:
+        with session_scope() as session:
+            ids = list(
+                session.scalars(
+                    select(Comment.id)
+                    .where(Comment.status == CommentStatus.PENDING, Comment.received_at < cutoff)
+                    .order_by(Comment.id)
+                    .limit(room)
+                )
             )
-        )
-        if ids:
-            session.execute(update(Comment).where(Comment.id.in_(ids)).values(enqueue_count=Comment.enqueue_count + 1))
+            if ids:
+                session.execute(
+                    update(Comment).where(Comment.id.in_(ids)).values(enqueue_count=Comment.enqueue_count + 1)
+                )
     comments = len(ids) if ids and queue.enqueue_score(ids) else 0
-    deliveries = overdue_deliveries()
+    room = _room("callbacks", callback_limit)
+    deliveries = overdue_deliveries(room) if room else []
     callbacks = len(deliveries) if deliveries and queue.enqueue_callbacks(deliveries) else 0
     if comments or callbacks:
         log.info("sweeper re-enqueued %s comments and %s callbacks", comments, callbacks)
