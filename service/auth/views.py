@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from datetime import UTC, datetime, timedelta
 
 from flask import flash, redirect, render_template, request, url_for
@@ -9,17 +11,22 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
+from service import redis_bus
 from service.auth import bp
 from service.auth.session import _safe_next, current_user, end_session, start_session
 from service.config import settings
 from service.db import session_scope
 from service.extensions import client_ip_key, limiter
 from service.models import User
+from service.redis_bus import LIMITS_DB
 from service.users import password_matches
+
+log = logging.getLogger(__name__)
 
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
 LOGIN_FAILED = "Wrong e-mail or password."
+LOCKED = "Too many failed attempts. This account is locked for a few minutes."
 # Checked against for unknown e-mails, so a wrong address costs as much time as a wrong password.
 _DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
 
@@ -28,6 +35,23 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _count_unknown_failure(email: str) -> int:
+    """Count a failed login for an e-mail that names no active account, as an account counts its own (in Redis,
+    for as long as a lockout lasts), so that the lockout message does not tell which e-mails have an account.
+    0 when Redis cannot be reached: the login itself must not depend on it."""
+    key = "bouncer:login-failures:" + hashlib.sha256(email.encode("utf-8")).hexdigest()
+    ttl = int(LOCKOUT.total_seconds())
+    try:
+        r = redis_bus.client(LIMITS_DB, socket_timeout=0.5, connect_timeout=0.5, retries=0)
+        failures = int(r.incr(key))  # type: ignore[arg-type]  # the sync client answers an int
+        if failures == 1 or failures == MAX_FAILED_LOGINS:  # the window starts, or the "lock" does
+            r.expire(key, ttl)
+        return failures
+    except Exception:
+        log.warning("could not count a failed login in Redis", exc_info=True)
+        return 0
 
 
 @bp.app_context_processor
@@ -61,10 +85,13 @@ def login_post() -> ResponseReturnValue:
         user = db.scalars(select(User).where(User.email == email)).first() if email else None
         if user is None or not user.active:
             check_password_hash(_DUMMY_HASH, password)
+            if email and _count_unknown_failure(email) >= MAX_FAILED_LOGINS:
+                error = LOCKED
         else:
             locked_until = _aware(user.locked_until)
             if locked_until is not None and locked_until > now:
-                error = "Too many failed attempts. This account is locked for a few minutes."
+                check_password_hash(_DUMMY_HASH, password)  # as long as a real check: the lock is not timed either
+                error = LOCKED
             elif password_matches(user, password):
                 user.failed_logins = 0
                 user.locked_until = None
@@ -75,7 +102,7 @@ def login_post() -> ResponseReturnValue:
                 if user.failed_logins >= MAX_FAILED_LOGINS:
                     user.failed_logins = 0
                     user.locked_until = now + LOCKOUT
-                    error = "Too many failed attempts. This account is locked for a few minutes."
+                    error = LOCKED
     return render_template("auth/login.html", next=request.form.get("next", ""), email=email, error=error), 401
 
 

@@ -177,6 +177,24 @@ def test_failed_logins_lock_the_account(client: Any, moderator: dict[str, Any]) 
     assert unknown.status_code == 401 and b"Wrong e-mail or password" in unknown.data
 
 
+def test_the_lockout_does_not_tell_which_emails_have_an_account(client: Any, moderator: dict[str, Any]) -> None:
+    """Six wrong passwords for a moderator's e-mail and for an e-mail nobody has: the same answers, so that the
+    lockout message cannot be used to find out who has an account."""
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+
+    def answers(email: str) -> list[tuple[int, str]]:
+        seen = []
+        for i in range(6):
+            r = client.post("/login", data={"email": email, "password": f"wrong {i}", "csrf_token": token})
+            alert = re.search(r'role="alert">([^<]*)<', r.get_data(as_text=True))
+            seen.append((r.status_code, alert.group(1) if alert else ""))
+        return seen
+
+    known = answers(moderator["email"])
+    assert known[-1] == (401, "Too many failed attempts. This account is locked for a few minutes.")
+    assert answers(f"nobody-{secrets.token_hex(5)}@example.test") == known
+
+
 def test_changed_password_ends_sessions(client: Any, moderator: dict[str, Any]) -> None:
     from werkzeug.security import generate_password_hash
 
