@@ -10,6 +10,12 @@ from flask_limiter import Limiter
 from flask_wtf import CSRFProtect
 
 
+def client_ip_key() -> str:
+    """Limit per client IP whatever the request carries: for the login form, where an Authorization header (the
+    API's per-key bucket) would let every guess come with a fresh key and so a fresh limit."""
+    return "ip:" + (request.remote_addr or "unknown")
+
+
 def _rate_key() -> str:
     """Limit per API key where a valid one is sent (so one noisy site cannot starve another), else per client IP.
 
@@ -33,13 +39,7 @@ def _rate_key() -> str:
             known = lookup(session, key) is not None
         if known:
             return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
-    return "ip:" + (request.remote_addr or "unknown")
-
-
-def client_ip_key() -> str:
-    """Limit per client IP whatever the request carries: for the login form, where an Authorization header (the
-    API's per-key bucket) would let every guess come with a fresh key and so a fresh limit."""
-    return "ip:" + (request.remote_addr or "unknown")
+    return client_ip_key()
 
 
 def retry_after_seconds() -> int:
