@@ -218,6 +218,7 @@ def test_security_headers(client: Any, moderator: dict[str, Any]) -> None:
     csp = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
     assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Cache-Control"] == "no-store"
     html = response.get_data(as_text=True)
     assert "<script>" not in html and " style=" not in html and "<style" not in html
     assert not re.search(r"\son[a-z]+=", html), "no inline event handlers"
