@@ -2,8 +2,8 @@
 
 The session cookie holds the user id, a fingerprint of the password hash and a random session token. The token
 names a ``UserSession`` row: signing out ends that row, so a copy of the cookie (another tab's, a stolen one) is
-dead on the server too. Changing a password or deactivating a user ends every session of that user at the next
-request.
+dead on the server too. A session ends by itself ``SESSION_LIFETIME`` after sign-in. Changing a password or
+deactivating a user ends every session of that user at the next request.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from service.models import Role, User, UserSession, UserSite
 from service.security import hash_key
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# A sign-in lasts at most this long, however often it is used (a browser that restores its tabs keeps the cookie).
+SESSION_LIFETIME = timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,13 @@ def start_session(db: Session, user: User) -> None:
     """Sign the user in; a fresh session so a pre-login session id cannot be carried over."""
     token = secrets.token_urlsafe(32)
     now = datetime.now(UTC)
-    # Housekeeping: this user's sessions that were signed out a while ago are of no more use.
+    # Housekeeping: this user's sessions that were signed out, or ran out, a while ago are of no more use.
     db.execute(
-        delete(UserSession).where(UserSession.user_id == user.id, UserSession.ended_at < now - timedelta(days=1))
+        delete(UserSession).where(
+            UserSession.user_id == user.id,
+            (UserSession.ended_at < now - timedelta(days=1))
+            | (UserSession.created_at < now - SESSION_LIFETIME - timedelta(days=1)),
+        )
     )
     db.add(UserSession(token_hash=hash_key(token), user_id=user.id, created_at=now))
     session.clear()
@@ -97,6 +104,7 @@ def current_user() -> CurrentUser | None:
                     UserSession.token_hash == hash_key(token),
                     UserSession.user_id == uid,
                     UserSession.ended_at.is_(None),
+                    UserSession.created_at > datetime.now(UTC) - SESSION_LIFETIME,
                 )
             )
             user = db.get(User, uid) if live is not None else None

@@ -89,6 +89,24 @@ def test_a_signed_out_session_cookie_is_dead(app: Any, moderator: dict[str, Any]
     assert other.get("/moderation/").status_code == 200
 
 
+def test_a_session_ends_by_itself_after_its_lifetime(client: Any, moderator: dict[str, Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from service.auth.session import SESSION_LIFETIME
+    from service.db import session_scope
+    from service.models import UserSession
+
+    login(client, moderator)
+    assert client.get("/moderation/").status_code == 200
+    signed_in = datetime.now(UTC) - SESSION_LIFETIME - timedelta(minutes=1)
+    with session_scope() as db:
+        db.execute(update(UserSession).where(UserSession.user_id == moderator["id"]).values(created_at=signed_in))
+    response = client.get("/moderation/")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
 def test_open_redirect_after_login_is_refused(client: Any, moderator: dict[str, Any]) -> None:
     token = csrf_from(client.get("/login").get_data(as_text=True))
     response = client.post(
