@@ -43,6 +43,17 @@ def _post(server: LiveServer, key: str, body: dict[str, Any], wait: int | None =
     return httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=20)
 
 
+def _decide_events(ids: list[int]) -> dict[int, int]:
+    """How many automatic decisions each comment got (exactly one each, however often its task was delivered)."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(ModerationEvent.comment_id, func.count())
+            .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
+            .group_by(ModerationEvent.comment_id)
+        ).all()
+    return {int(cid): int(n) for cid, n in rows}
+
+
 def _wait_decided(server: LiveServer, key: str, comment_id: int, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,14 +111,7 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(live_server: Liv
     worker.start()
     for cid in ids:
         _wait_decided(live_server, site["api_key"], cid, timeout=90)
-    with session_scope() as session:
-        decides = dict(
-            session.execute(
-                select(ModerationEvent.comment_id, func.count())
-                .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
-                .group_by(ModerationEvent.comment_id)
-            ).all()
-        )
+    decides = _decide_events(ids)
     assert sorted(decides) == sorted(ids)
     assert set(decides.values()) == {1}
 
@@ -360,14 +364,7 @@ def test_a_killed_pool_process_hands_its_batch_back(
             _wait_decided(server, site["api_key"], cid, timeout=60)
         later = _post(server, site["api_key"], {"content": "written after the crash"}, wait=10000)
         assert later.status_code == 200 and later.json()["status"] == "decided"
-        with session_scope() as session:
-            decides = dict(
-                session.execute(
-                    select(ModerationEvent.comment_id, func.count())
-                    .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
-                    .group_by(ModerationEvent.comment_id)
-                ).all()
-            )
+        decides = _decide_events(ids)
         assert sorted(decides) == sorted(ids) and set(decides.values()) == {1}
     finally:
         work.kill(signal.SIGTERM)
