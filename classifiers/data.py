@@ -6,12 +6,12 @@ import csv
 import datetime as dt
 import hashlib
 import json
-import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.parsers import expat
 
 import numpy as np
 
@@ -19,6 +19,16 @@ from classifiers.comment import CommentInput
 from classifiers.normalize import normalize_text
 
 SPLITS = ("train", "dev", "test")
+
+# A CSV field longer than this is refused (comments are at most BOUNCER_MAX_CONTENT_CHARS; the longest text in the
+# shared data has 5,000 characters): an unclosed quote then fails at once with its line instead of reading the rest
+# of a large file into one field.
+MAX_CSV_FIELD_CHARS = 4 * 1024 * 1024
+
+
+class DataError(ValueError):
+    """A labelled file cannot be read: the message names the file and, where it can, the line."""
+
 
 # Jigsaw's six labels and Davidson's classes map onto the abuse category heads.
 JIGSAW_CATEGORIES = {
@@ -178,33 +188,74 @@ def _categories_from_sublabels(sublabels: list[str]) -> dict[str, np.ndarray]:
     return {name: np.array([int(src in t) for t in tags], dtype=np.int64) for src, name in mapping.items()}
 
 
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
+    """Name the first line that is not UTF-8 (the text decoder reads ahead, so find it in the bytes)."""
+    with open(path, "rb") as fh:
+        for line, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return DataError(f"{path}:{line}: not UTF-8 text (byte {raw[bad.start]:#04x}); save the file as UTF-8")
+    return DataError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8")
+
+
+def _csv_label(raw: str | None, where: str) -> int:
+    value = (raw or "").strip()
+    if value not in ("0", "1"):
+        found = "nothing" if raw is None or not value else repr(raw)
+        raise DataError(f"{where}: label must be 0 or 1, found {found}")
+    return int(value)
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str | None, Any]]]:
+    """(line, row) per CSV record; a bad encoding, a NUL byte or an overlong field is a ``DataError``."""
+    csv.field_size_limit(MAX_CSV_FIELD_CHARS)
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        try:
+            header = reader.fieldnames
+            if not header:
+                raise DataError(f"{path}: empty file, expected a header line with at least text,label")
+            missing = [c for c in ("text", "label") if c not in header]
+            if missing:
+                raise DataError(
+                    f"{path}: missing column(s) {', '.join(missing)}; the header has: {', '.join(map(str, header))}"
+                )
+            for row in reader:
+                yield reader.line_num, row
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, exc) from exc
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from exc
+
+
 def load_csv(path: Path | str, split: str | None = None) -> Dataset:
     """Load a file in the shared CSV schema (id,text,label,split,group,sublabel,author,email,url,ip,...)."""
     path = Path(path)
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     comments: list[CommentInput] = []
     labels: list[int] = []
     splits: list[str] = []
     groups: list[str] = []
     sublabels: list[str] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
-            text = row.get("text") or ""
-            comments.append(
-                CommentInput(
-                    text=text,
-                    author_name=row.get("author") or "",
-                    author_email=row.get("email") or "",
-                    author_url=row.get("url") or "",
-                    ip=row.get("ip") or "",
-                    post_title=row.get("post_title") or "",
-                    post_url=row.get("post_url") or "",
-                )
+    for line, row in _csv_rows(path):
+        where = f"{path}:{line}"
+        text = row.get("text") or ""
+        comments.append(
+            CommentInput(
+                text=text,
+                author_name=row.get("author") or "",
+                author_email=row.get("email") or "",
+                author_url=row.get("url") or "",
+                ip=row.get("ip") or "",
+                post_title=row.get("post_title") or "",
+                post_url=row.get("post_url") or "",
             )
-            labels.append(int(row["label"]))
-            splits.append(row.get("split") or hash_split(text))
-            groups.append(row.get("group") or "")
-            sublabels.append(row.get("sublabel") or "")
+        )
+        labels.append(_csv_label(row["label"], where))
+        splits.append(_split(row.get("split"), text, where))
+        groups.append(row.get("group") or "")
+        sublabels.append(row.get("sublabel") or "")
     data = Dataset(
         comments=comments,
         labels=np.asarray(labels),
@@ -218,41 +269,88 @@ def load_csv(path: Path | str, split: str | None = None) -> Dataset:
     return data.split(split)
 
 
+def _split(raw: Any, text: str, where: str) -> str:
+    """The row's split, or the hash split of its text when the file has none."""
+    if raw is None or raw == "":
+        return hash_split(text)
+    if raw not in SPLITS:
+        raise DataError(f"{where}: split must be one of {', '.join(SPLITS)} or empty, found {raw!r}")
+    return str(raw)
+
+
 _JSONL_FIELDS = set(CommentInput.__slots__)
 
 
+_POSITIVE_LABELS = (1, "1", "spam", "abuse")
+_NEGATIVE_LABELS = (0, "0", "ham")
+_JSONL_TEXT_FIELDS = {f for f in _JSONL_FIELDS if f not in ("honeypot", "seconds_since_post")}
+
+
+def _jsonl_label(label: Any, where: str) -> int:
+    # bool is an int in Python: True == 1 is wanted, but say "true" and "false" when asked what is allowed
+    if isinstance(label, (int, str)) and label in _POSITIVE_LABELS:
+        return 1
+    if isinstance(label, (int, str)) and label in _NEGATIVE_LABELS:
+        return 0
+    found = "no label" if label is None else f"label {json.dumps(label)}"
+    raise DataError(f'{where}: {found}; expected label 0/1, true/false or "spam", "abuse", "ham"')
+
+
+def _jsonl_comment(obj: dict[str, Any], where: str) -> CommentInput:
+    fields = {k: v for k, v in obj.items() if k in _JSONL_FIELDS}
+    fields.setdefault("text", obj.get("content", ""))
+    author: dict[str, Any] = obj["author"] if isinstance(obj.get("author"), dict) else {}
+    post: dict[str, Any] = obj["post"] if isinstance(obj.get("post"), dict) else {}
+    for src, dst in (("name", "author_name"), ("email", "author_email"), ("url", "author_url")):
+        fields.setdefault(dst, author.get(src, ""))
+    fields.setdefault("ip", author.get("ip", ""))
+    fields.setdefault("user_agent", author.get("user_agent", ""))
+    for src, dst in (("title", "post_title"), ("excerpt", "post_excerpt"), ("url", "post_url")):
+        fields.setdefault(dst, post.get(src, ""))
+    for name in _JSONL_TEXT_FIELDS:
+        value = fields.get(name, "")
+        if value is None:
+            fields[name] = ""
+        elif not isinstance(value, str):
+            raise DataError(f"{where}: {name} must be a string, found {json.dumps(value)[:80]}")
+    if not isinstance(fields.get("honeypot", False), bool):
+        raise DataError(f"{where}: honeypot must be true or false")
+    seconds = fields.get("seconds_since_post")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+        raise DataError(f"{where}: seconds_since_post must be a number")
+    return CommentInput(**fields)
+
+
 def load_jsonl(path: Path | str) -> Dataset:
-    """One JSON object per line: ``text`` (or ``content``), ``label`` (0/1 or ham/spam/abuse), optional
-    ``split``, ``group``, ``sublabel`` and any ``CommentInput`` field (or nested ``author``/``post``)."""
+    """One JSON object per line: ``text`` (or ``content``), ``label`` (0/1, true/false or ham/spam/abuse),
+    optional ``split``, ``group``, ``sublabel`` and any ``CommentInput`` field (or nested ``author``/``post``)."""
     path = Path(path)
     comments: list[CommentInput] = []
     labels: list[int] = []
     splits: list[str] = []
     groups: list[str] = []
     sublabels: list[str] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object")
-            fields = {k: v for k, v in obj.items() if k in _JSONL_FIELDS}
-            fields.setdefault("text", obj.get("content", ""))
-            author: dict[str, Any] = obj["author"] if isinstance(obj.get("author"), dict) else {}
-            post: dict[str, Any] = obj["post"] if isinstance(obj.get("post"), dict) else {}
-            for src, dst in (("name", "author_name"), ("email", "author_email"), ("url", "author_url")):
-                fields.setdefault(dst, author.get(src, ""))
-            fields.setdefault("ip", author.get("ip", ""))
-            fields.setdefault("user_agent", author.get("user_agent", ""))
-            for src, dst in (("title", "post_title"), ("excerpt", "post_excerpt"), ("url", "post_url")):
-                fields.setdefault(dst, post.get(src, ""))
-            comments.append(CommentInput(**fields))
-            label = obj.get("label")
-            labels.append(int(label in (1, "1", "spam", "abuse", True)))
-            splits.append(obj.get("split") or hash_split(fields["text"]))
-            groups.append(str(obj.get("group") or ""))
-            sublabels.append(str(obj.get("sublabel") or ""))
+    n = 0
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{n}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from exc
+                if not isinstance(obj, dict):
+                    raise DataError(f"{where}: expected a JSON object")
+                comment = _jsonl_comment(obj, where)
+                comments.append(comment)
+                labels.append(_jsonl_label(obj.get("label"), where))
+                splits.append(_split(obj.get("split"), comment.text, where))
+                groups.append(str(obj.get("group") or ""))
+                sublabels.append(str(obj.get("sublabel") or ""))
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from exc
     return Dataset(
         comments=comments,
         labels=np.asarray(labels),
@@ -288,16 +386,65 @@ def _seconds_between(post: tuple[str, str], comment: tuple[str, str]) -> float |
     return (c - p).total_seconds() if p and c else None
 
 
+def _refuse_dtd(path: Path, what: str) -> Any:
+    def handler(*_args: Any) -> None:
+        raise DataError(
+            f"{path}: refusing a WXR file with {what} (a WordPress export has none; entities could expand it "
+            "without bound or read other files)"
+        )
+
+    return handler
+
+
+def _wxr_items(path: Path) -> Iterator[ET.Element]:
+    """Each ``<item>`` of a WXR file, streamed; the element is cleared after the caller is done with it.
+
+    The file is data: a DOCTYPE (and with it any entity declaration, internal or external) is refused, so only XML's
+    own five entities and character references are expanded. Not well-formed XML is a ``DataError`` with its line.
+    """
+    builder = ET.TreeBuilder()
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.buffer_text = True
+    parser.StartDoctypeDeclHandler = _refuse_dtd(path, "a DOCTYPE")
+    parser.EntityDeclHandler = _refuse_dtd(path, "an entity declaration")
+    parser.ExternalEntityRefHandler = _refuse_dtd(path, "an external entity")
+    done: list[ET.Element] = []
+
+    def tag(name: str) -> str:
+        return "{" + name if "}" in name else name  # expat's "uri}local" is ElementTree's "{uri}local"
+
+    def end(name: str) -> None:
+        element = builder.end(tag(name))
+        if _local(element.tag) == "item":
+            done.append(element)
+
+    parser.StartElementHandler = lambda name, attrs: builder.start(tag(name), attrs)
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = builder.data
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 16)
+            try:
+                parser.Parse(chunk, not chunk)
+            except expat.ExpatError as exc:
+                raise DataError(
+                    f"{path}:{exc.lineno}: not well-formed XML: {expat.ErrorString(exc.code)} (column {exc.offset})"
+                ) from exc
+            for element in done:
+                yield element
+                element.clear()
+            done.clear()
+            if not chunk:
+                return
+
+
 def load_wxr(path: Path | str) -> Dataset:
     """WordPress WXR export: ``comment_approved`` 1 -> ham, ``spam`` -> spam; pending and trash are skipped."""
     path = Path(path)
     comments: list[CommentInput] = []
     labels: list[int] = []
     groups: list[str] = []
-    # iterparse with a plain parser: WXR is data, entities are not expanded beyond XML's own.
-    for _event, item in ET.iterparse(path, events=("end",)):
-        if _local(item.tag) != "item":
-            continue
+    for item in _wxr_items(path):
         title = link = excerpt = post_id = post_gmt = post_local = ""
         for child in item:
             name = _local(child.tag)
@@ -338,7 +485,6 @@ def load_wxr(path: Path | str) -> Dataset:
             )
             labels.append(int(status == "spam"))
             groups.append(post_id)
-        item.clear()
     return Dataset(
         comments=comments,
         labels=np.asarray(labels),

@@ -6,10 +6,12 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from classifiers import load_csv, load_jsonl, load_wxr
+from classifiers import load_any, load_csv, load_jsonl, load_wxr
 from classifiers.cli import cli
+from classifiers.data import DataError
 from tests.identity_comments import IDENTITY_COMMENTS
 
 WXR = """<?xml version="1.0" encoding="UTF-8"?>
@@ -161,3 +163,62 @@ def test_cli_registry_root_from_environment(tmp_path: Path, monkeypatch) -> None
     result = CliRunner().invoke(cli, ["models", "list", "--kind", "abuse"])
     assert result.exit_code == 0, result.output
     assert "active" in result.output and (tmp_path / "models" / "abuse" / "active.json").is_file()
+
+
+ENTITY_WXR = """<?xml version="1.0"?>
+<!DOCTYPE rss [<!ENTITY a "spam spam spam spam spam spam spam spam"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>
+<rss xmlns:wp="http://wordpress.org/export/1.2/"><channel><item><title>t</title>
+<wp:comment><wp:comment_content>&b;</wp:comment_content><wp:comment_approved>spam</wp:comment_approved></wp:comment>
+</item></channel></rss>
+"""
+
+HOSTILE_FILES = [
+    # (file name, bytes, what the message must say)
+    ("cut.xml", b"<rss><channel><item><title>x</title>", r"cut\.xml:1: not well-formed XML: no element found"),
+    ("entities.xml", ENTITY_WXR.encode(), r"entities\.xml: refusing a WXR file with a DOCTYPE"),
+    (
+        "external.xml",
+        b'<?xml version="1.0"?><!DOCTYPE r SYSTEM "file:///etc/passwd"><rss/>',
+        r"external\.xml: refusing a WXR file with a DOCTYPE",
+    ),
+    ("short.csv", b"text,label\nhello\n", r"short\.csv:2: label must be 0 or 1, found nothing"),
+    ("words.csv", b"text,label\nhello,spam\n", r"words\.csv:2: label must be 0 or 1, found 'spam'"),
+    ("nolabel.csv", b"id,text\n1,hello\n", r"nolabel\.csv: missing column\(s\) label; the header has: id, text"),
+    ("empty.csv", b"", r"empty\.csv: empty file"),
+    ("latin1.csv", b"text,label\n" + b"fine,0\n" * 3000 + b"caf\xe9,1\n", r"latin1\.csv:3002: not UTF-8 text"),
+    ("split.csv", b"text,label,split\nhello,1,testing\n", r"split\.csv:2: split must be one of train, dev, test"),
+    ("number.jsonl", b'{"text": 5, "label": 1}\n', r"number\.jsonl:1: text must be a string, found 5"),
+    ("author.jsonl", b'{"text": "hi", "author": {"name": ["x"]}, "label": 0}\n', r"author_name must be a string"),
+    ("nolabel.jsonl", b'{"text": "ok"}\n{"text": "x"}\n', r"nolabel\.jsonl:1: no label; expected label 0/1"),
+    ("typo.jsonl", b'{"text": "ok", "label": "Spam"}\n', r'typo\.jsonl:1: label "Spam"; expected'),
+    ("cut.jsonl", b'{"text": "ok", "label": 0}\n{"text": "x", "label": 1\n', r"cut\.jsonl:2: not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), HOSTILE_FILES, ids=[h[0] for h in HOSTILE_FILES])
+def test_hostile_data_files_fail_with_a_message_naming_file_and_line(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_any(path)
+
+
+def test_data_file_with_a_byte_order_mark_and_excel_style_header(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\nhello,1\n")
+    data = load_any(path)
+    assert data.labels.tolist() == [1] and data.comments[0].text == "hello"
+
+
+def test_cli_says_what_is_wrong_with_a_data_file_instead_of_a_traceback(tmp_path: Path) -> None:
+    bad_xml = tmp_path / "export.xml"
+    bad_xml.write_text("<rss><channel><item>", encoding="utf-8")
+    short = tmp_path / "short.csv"
+    short.write_text("text,label\nhello\n", encoding="utf-8")
+    registry = str(tmp_path / "models")
+    for path in (bad_xml, short):
+        result = CliRunner().invoke(cli, ["train", "--kind", "spam", "--data", str(path), "--out", registry])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert result.output.startswith(f"Error: cannot read data: {path}"), result.output
