@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from limits import parse_many
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
@@ -50,7 +52,41 @@ def _database_url(raw: str) -> str:
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018  # raises on a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("expected unix:///path/to/redis.sock[?db=N]")
+        db = parse_qs(parts.query).get("db", ["0"])[0]
+    else:
+        db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"the database number must be an integer ≥ 0, found {db!r}")
     return raw
+
+
+def _rate_limit(raw: str) -> str:
+    """A flask-limiter rate such as ``1200/minute`` or ``10 per minute;100/hour``: a typo would switch it off."""
+    try:
+        limits = parse_many(raw)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; expected e.g. 1200/minute or 10 per minute;100/hour") from None
+    if not limits or any(limit.amount <= 0 for limit in limits):
+        raise ValueError("expected a positive count, e.g. 1200/minute")
+    return raw
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def _positive_int(raw: str) -> int:
@@ -91,14 +127,14 @@ class Settings:
     sweep_interval_seconds: int = field(default=15, metadata={"coerce": _positive_int})
     callback_max_attempts: int = field(default=8, metadata={"coerce": _positive_int})
     callback_timeout_seconds: int = field(default=5, metadata={"coerce": _positive_int})
-    api_rate_limit: str = field(default="1200/minute", metadata={"coerce": str})
-    login_rate_limit: str = field(default="10/minute", metadata={"coerce": str})
+    api_rate_limit: str = field(default="1200/minute", metadata={"coerce": _rate_limit})
+    login_rate_limit: str = field(default="10/minute", metadata={"coerce": _rate_limit})
     max_body_bytes: int = field(default=64 * 1024, metadata={"coerce": _positive_int})
     max_content_chars: int = field(default=32_000, metadata={"coerce": _positive_int})
     secure_cookies: bool = field(default=False, metadata={"coerce": _bool})
     retrain_min_new_labels: int = field(default=50, metadata={"coerce": _non_negative_int})
     shared_data_dir: Path = field(default=Path(""), metadata={"coerce": _path})
-    log_level: str = field(default="INFO", metadata={"coerce": str.upper})
+    log_level: str = field(default="INFO", metadata={"coerce": _log_level})
 
     @property
     def embedded_redis(self) -> bool:
@@ -141,8 +177,10 @@ TEST_PREFIX = "BOUNCER_TEST_"  # the test suite's own settings (tests/conftest.p
 _KNOWN = {ENV_PREFIX + f.name.upper() for f in fields(Settings)} | {"BOUNCER_CONFIG"}
 
 
-def _raw_values(environ: dict[str, str]) -> dict[str, str]:
+def _raw_values(environ: dict[str, str], origin: dict[str, str] | None = None) -> dict[str, str]:
+    """The raw strings by variable name; ``origin`` receives where a value from the config file was set."""
     raw: dict[str, str] = {}
+    origin = {} if origin is None else origin
     config_file = environ.get("BOUNCER_CONFIG")
     if config_file:
         try:
@@ -150,24 +188,31 @@ def _raw_values(environ: dict[str, str]) -> dict[str, str]:
                 data: dict[str, Any] = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"BOUNCER_CONFIG={config_file}: {exc}") from exc
+        except UnicodeDecodeError as exc:  # tomllib decodes the bytes itself and lets this through
+            raise ConfigError(
+                f"BOUNCER_CONFIG={config_file}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from exc
         for key, value in data.items():
             env_key = ENV_PREFIX + key.upper()
-            if env_key not in _KNOWN:
+            if env_key not in _KNOWN or env_key == "BOUNCER_CONFIG":
                 warnings.warn(f"unknown setting {key!r} in {config_file} is ignored", stacklevel=3)
                 continue
             raw[env_key] = str(value).lower() if isinstance(value, bool) else str(value)
+            origin[env_key] = f"{key} in {config_file}"
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and not key.startswith(TEST_PREFIX):
             if key not in _KNOWN:
                 warnings.warn(f"unknown setting {key} is ignored", stacklevel=3)
                 continue
             raw[key] = value
+            origin.pop(key, None)
     return raw
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read, coerce and validate the settings; fill derived defaults (database, Redis, models dir, secret)."""
-    raw = _raw_values(dict(os.environ if environ is None else environ))
+    origin: dict[str, str] = {}
+    raw = _raw_values(dict(os.environ if environ is None else environ), origin)
     values: dict[str, Any] = {}
     for f in fields(Settings):
         key = ENV_PREFIX + f.name.upper()
@@ -175,7 +220,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             try:
                 values[f.name] = f.metadata["coerce"](raw[key])
             except ValueError as exc:
-                raise ConfigError(f"{key}={raw[key]!r} is not valid: {exc}") from exc
+                where = f" (set as {origin[key]})" if key in origin else ""
+                raise ConfigError(f"{key}={raw[key]!r}{where} is not valid: {exc}") from exc
     settings = Settings(**values)
     data_dir = settings.data_dir if settings.data_dir.is_absolute() else settings.data_dir.resolve()
     derived: dict[str, Any] = {"data_dir": data_dir}
@@ -202,12 +248,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
 def _stored_secret(data_dir: Path) -> str:
     """Generate the secret key once and keep it in the data dir (0600), so sessions survive restarts."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "secret_key"
     try:
+        data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"BOUNCER_DATA_DIR={str(data_dir)!r} is not usable: {exc.strerror} "
+            "(it keeps the generated secret key; or set BOUNCER_SECRET_KEY)"
+        ) from exc
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_urlsafe(48))
     return path.read_text().strip()

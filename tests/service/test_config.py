@@ -1,0 +1,120 @@
+"""Configuration: every bad value stops the program with a message naming the variable; unknown keys warn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def env(tmp_path: Path, **values: str) -> dict[str, str]:
+    return {"BOUNCER_DATA_DIR": str(tmp_path / "var"), **{f"BOUNCER_{k.upper()}": v for k, v in values.items()}}
+
+
+def test_defaults_and_valid_values(tmp_path: Path) -> None:
+    cfg = load_settings(
+        env(
+            tmp_path,
+            api_rate_limit="100 per minute;2000/hour",
+            login_rate_limit="5/minute",
+            log_level="warning",
+            redis_url="redis://127.0.0.1:6393/4",
+        )
+    )
+    assert (cfg.api_rate_limit, cfg.login_rate_limit, cfg.log_level) == (
+        "100 per minute;2000/hour",
+        "5/minute",
+        "WARNING",
+    )
+    assert cfg.redis_base_db == 4 and cfg.redis_url_for(3) == "redis://127.0.0.1:6393/7"
+    assert load_settings(env(tmp_path)).redis_url == f"unix://{tmp_path / 'var' / 'redis.sock'}"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        # a typo in a rate limit made flask-limiter log an error per request and not limit at all (login brute force)
+        ("login_rate_limit", "10/fortnight", "no granularity matched for fortnight"),
+        ("api_rate_limit", "lots", "couldn't parse rate limit string 'lots'"),
+        ("api_rate_limit", "0/minute", "expected a positive count"),
+        # logging.basicConfig(level="VERBOSE") raised in create_app, in every gunicorn worker
+        ("log_level", "verbose", "expected one of DEBUG, INFO, WARNING"),
+        # the database number was only parsed when a Redis client was first made
+        ("redis_url", "redis://127.0.0.1:6379/abc", "the database number must be an integer"),
+        ("redis_url", "unix:///tmp/redis.sock?db=x", "the database number must be an integer"),
+        ("redis_url", "redis://127.0.0.1:99999/0", "bad port"),
+    ],
+)
+def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^BOUNCER_{name.upper()}=") as err:
+        load_settings(env(tmp_path, **{name: value}))
+    assert message in str(err.value)
+
+
+def test_config_file_values_are_validated_and_named_by_file(tmp_path: Path) -> None:
+    config = tmp_path / "bouncer.toml"
+    config.write_text('web_workers = 3\nlogin_rate_limit = "3/fortnight"\n', encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=f"BOUNCER_LOGIN_RATE_LIMIT='3/fortnight' \\(set as login_rate_limit in {config}\\)"
+    ):
+        load_settings(env(tmp_path, config=str(config)))
+    # the environment wins over the file
+    cfg = load_settings(env(tmp_path, config=str(config), login_rate_limit="3/minute"))
+    assert (cfg.web_workers, cfg.login_rate_limit) == (3, "3/minute")
+
+
+def test_config_file_in_another_encoding_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bouncer.toml"
+    config.write_bytes('bind = "127.0.0.1:8000"  # caf\u00e9\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"BOUNCER_CONFIG={config}: not UTF-8 text"):
+        load_settings(env(tmp_path, config=str(config)))
+
+
+def test_unknown_keys_warn(tmp_path: Path) -> None:
+    config = tmp_path / "bouncer.toml"
+    config.write_text('web_wokers = 3\nconfig = "other.toml"\n', encoding="utf-8")
+    with pytest.warns(UserWarning) as warned:
+        load_settings({**env(tmp_path, config=str(config)), "BOUNCER_BIDN": "x"})
+    messages = sorted(str(w.message) for w in warned)
+    assert messages == [
+        "unknown setting 'config' in " + str(config) + " is ignored",
+        "unknown setting 'web_wokers' in " + str(config) + " is ignored",
+        "unknown setting BOUNCER_BIDN is ignored",
+    ]
+
+
+def test_unusable_data_dir_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="^BOUNCER_DATA_DIR=.* is not usable"):
+        load_settings({"BOUNCER_DATA_DIR": str(blocker / "var")})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("BOUNCER_LOG_LEVEL", "verbose"), ("BOUNCER_DATA_DIR", "/proc/bouncer-var"), ("BOUNCER_CONFIG", "latin1")],
+)
+def test_cli_reports_configuration_errors_without_a_traceback(tmp_path: Path, variable: str, value: str) -> None:
+    if value == "latin1":
+        value = str(tmp_path / "bouncer.toml")
+        Path(value).write_bytes(b"log_level = 'info' # \xe9\n")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")}
+    environ |= {"BOUNCER_DATA_DIR": str(tmp_path / "var"), variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "models", "list", "--kind", "spam"],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"Error: configuration error: {variable}="), result.stderr
+    assert "Traceback" not in result.stderr
