@@ -38,6 +38,11 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
+def _registry_message(exc: Exception) -> str:
+    # str(KeyError("x")) is "'x'": show the message, not its repr
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
 def _load(paths: tuple[str, ...], split: str | None = None) -> Dataset:
     try:
         return Dataset.concat([load_any(p, split) for p in paths])
@@ -106,8 +111,8 @@ def evaluate(
     registry = ModelRegistry(models_dir())
     try:
         model = registry.load(kind, version) if version else registry.active(kind)
-    except (KeyError, LookupError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (LookupError, ValueError) as exc:  # LookupError: no such version; ValueError: corrupt or refused
+        raise click.ClickException(_registry_message(exc)) from exc
     dataset = _load(data, split)
     if len(dataset) == 0:
         raise click.ClickException(f"no rows in split {split!r}")
@@ -145,7 +150,10 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_models(kind: str, as_json: bool) -> None:
     """Versions of a kind, newest first."""
-    infos = ModelRegistry(models_dir()).versions(kind)
+    try:
+        infos = ModelRegistry(models_dir()).versions(kind)
+    except ValueError as exc:  # an unreadable pointer file
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         _echo_json(
             [
@@ -177,7 +185,7 @@ def promote(kind: str, version: str) -> None:
     try:
         ModelRegistry(models_dir()).promote(kind, version)
     except (KeyError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(_registry_message(exc)) from exc
     click.echo(f"{kind}: {version} is active")
 
 
@@ -187,8 +195,8 @@ def rollback(kind: str) -> None:
     """Re-activate the previously active version."""
     try:
         version = ModelRegistry(models_dir()).rollback(kind)
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(_registry_message(exc)) from exc
     click.echo(f"{kind}: rolled back to {version}")
 
 

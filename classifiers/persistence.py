@@ -21,7 +21,11 @@ ARTIFACT = "model.skops"
 MANIFEST = "manifest.json"
 
 
-class UntrustedArtifactError(ValueError):
+class ArtifactError(ValueError):
+    """An artifact or its manifest cannot be used (corrupt, tampered, unreadable): the message names the file."""
+
+
+class UntrustedArtifactError(ArtifactError):
     """The artifact holds types outside ``TRUSTED_TYPES``: it is not loaded."""
 
 
@@ -32,11 +36,21 @@ def save_pipeline(pipeline: Pipeline, path: Path | str) -> None:
 
 def load_pipeline(path: Path | str) -> Pipeline:
     """Load an artifact without executing code from it; refuse any type outside ``TRUSTED_TYPES``."""
-    untrusted = set(sio.get_untrusted_types(file=path))
+    try:
+        untrusted = set(sio.get_untrusted_types(file=path))
+    except OSError:
+        raise
+    except Exception as exc:  # not a zip, no schema, cut short: skops raises what the zip or JSON reader raised
+        raise ArtifactError(f"{path}: not a readable skops artifact ({type(exc).__name__}: {exc})") from exc
     unexpected = sorted(untrusted - set(TRUSTED_TYPES))
     if unexpected:
         raise UntrustedArtifactError(f"{path}: refusing to load untrusted types {unexpected}")
-    obj = sio.load(path, trusted=sorted(untrusted))
+    try:
+        obj = sio.load(path, trusted=sorted(untrusted))
+    except OSError:
+        raise
+    except Exception as exc:
+        raise ArtifactError(f"{path}: not a readable skops artifact ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, Pipeline):
         raise UntrustedArtifactError(f"{path}: expected a Pipeline, found {type(obj).__name__}")
     return obj

@@ -33,7 +33,7 @@ from classifiers.comment import KINDS, CommentInput, ModelScore, Thresholds
 from classifiers.explain import Explainer, explain_batch
 from classifiers.fast import FastScorer
 from classifiers.features import FEATURES_VERSION, prepare_many
-from classifiers.persistence import ARTIFACT, MANIFEST, load_pipeline, save_pipeline
+from classifiers.persistence import ARTIFACT, MANIFEST, ArtifactError, load_pipeline, save_pipeline
 
 STATUSES = ("active", "candidate", "needs_review", "retired")
 POINTER = "active.json"
@@ -119,9 +119,40 @@ class ModelInfo:
         return self.features_version != FEATURES_VERSION
 
 
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A version's manifest; an unreadable one is an ``ArtifactError`` naming the file."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
+        raise ArtifactError(f"{path / MANIFEST}: unreadable manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path / MANIFEST}: unreadable manifest (not a JSON object)")
+    return manifest
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def load_version_dir(kind: str, path: Path) -> LoadedModel:
-    manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    return LoadedModel(kind, path.name, load_pipeline(path / ARTIFACT), manifest)
+    """Load one version directory: the artifact must match the digest its manifest recorded, then load safely."""
+    manifest = read_manifest(path)
+    if not (path / ARTIFACT).is_file():
+        raise ArtifactError(f"{path}: has no {ARTIFACT}; not loaded")
+    expected = manifest.get("artifact_sha256")
+    if expected is not None and file_sha256(path / ARTIFACT) != expected:
+        raise ArtifactError(
+            f"{path / ARTIFACT}: does not match the artifact_sha256 of its manifest (corrupt or replaced); not loaded"
+        )
+    pipeline = load_pipeline(path / ARTIFACT)
+    try:
+        return LoadedModel(kind, path.name, pipeline, manifest)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: not a Bouncer model ({type(exc).__name__}: {exc})") from exc
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -196,6 +227,10 @@ class ModelRegistry:
             state = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             state = {}
+        except ValueError as exc:
+            raise ArtifactError(f"{path}: unreadable registry pointer ({exc}); restore it or remove it") from exc
+        if not isinstance(state, dict):
+            raise ArtifactError(f"{path}: unreadable registry pointer (not a JSON object); restore it or remove it")
         state.setdefault("active", None)
         state.setdefault("history", [])
         state.setdefault("statuses", {})
@@ -259,6 +294,23 @@ class ModelRegistry:
                 state["statuses"][src.name] = {"status": "candidate", "note": note, "at": at}
             self._write_pointer(kind, state)
 
+    def _version_path(self, kind: str, version: str) -> Path:
+        """The directory of ``version``; a name or symlink that leads out of the kind's directory is no version."""
+        kind_dir = self._kind_dir(kind)
+        path = kind_dir / str(version)
+        if (
+            not isinstance(version, str)
+            or not version
+            or "/" in version
+            or "\\" in version
+            or version.startswith(".")
+            or not (path / MANIFEST).is_file()
+        ):
+            raise KeyError(f"no {kind} model version {version!r} in {self.root}")
+        if path.resolve().parent != kind_dir.resolve():
+            raise ArtifactError(f"{path}: leads outside the registry ({path.resolve()}); not loaded")
+        return path
+
     # ---- reading -----------------------------------------------------------------------------------
     def load(self, kind: str, version: str) -> LoadedModel:
         """Load (and cache) one version."""
@@ -266,9 +318,7 @@ class ModelRegistry:
         key = (kind, version)
         with self._lock:
             if key not in self._loaded:
-                path = self._kind_dir(kind) / version
-                if "/" in version or version.startswith(".") or not (path / MANIFEST).is_file():
-                    raise KeyError(f"no {kind} model version {version!r} in {self.root}")
+                path = self._version_path(kind, version)
                 self._loaded[key] = load_version_dir(kind, path)
             return self._loaded[key]
 
@@ -313,7 +363,11 @@ class ModelRegistry:
         state = self._read_pointer(kind)
         infos = []
         for path in self._version_dirs(kind):
-            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            try:
+                manifest = read_manifest(path)
+            except ArtifactError as exc:
+                log.warning("%s model %s is not listed: %s", kind, path.name, exc)
+                continue
             status = "active" if path.name == state["active"] else None
             status = status or state["statuses"].get(path.name, {}).get("status", "candidate")
             if status == "active" and path.name != state["active"]:
@@ -343,7 +397,7 @@ class ModelRegistry:
         tmp.chmod(0o755)  # mkdtemp is private; the web and worker processes may run as other users
         try:
             save_pipeline(pipeline, tmp / ARTIFACT)
-            digest = hashlib.sha256((tmp / ARTIFACT).read_bytes()).hexdigest()
+            digest = file_sha256(tmp / ARTIFACT)
             version = f"{kind}-{_now().strftime('%Y%m%dT%H%M%SZ')}-{digest[:8]}"
             manifest = {**manifest, "version": version, "kind": kind, "artifact_sha256": digest}
             manifest.setdefault("created_at", _now().strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -392,13 +446,16 @@ class ModelRegistry:
                     break
             else:
                 raise LookupError(f"no earlier {kind} model to roll back to")
+            # it must load cleanly before it serves (as promote checks): a corrupt one leaves the pointer alone
+            loaded = load_version_dir(kind, self._version_path(kind, previous))
             at = _now().isoformat()
             if current:
                 state["statuses"][current] = {"status": "needs_review", "note": "rolled back", "at": at}
             state["active"] = previous
             state["statuses"][previous] = {"status": "active", "note": f"rollback from {current}", "at": at}
             self._write_pointer(kind, state)
-        self.load(kind, previous)
+            with self._lock:
+                self._loaded.setdefault((kind, previous), loaded)
         return str(previous)
 
     def set_status(self, kind: str, version: str, status: str, note: str = "") -> None:

@@ -14,10 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io as sio
+from click.testing import CliRunner
 
 from classifiers import CommentInput, ModelRegistry
+from classifiers.cli import cli
 from classifiers.features import NUMERIC_FEATURES
-from classifiers.persistence import TRUSTED_TYPES, UntrustedArtifactError, load_pipeline, save_pipeline
+from classifiers.persistence import (
+    TRUSTED_TYPES,
+    ArtifactError,
+    UntrustedArtifactError,
+    load_pipeline,
+    save_pipeline,
+)
 from classifiers.registry import STARTER_DIR
 
 COMMENTS = [
@@ -284,3 +292,82 @@ def test_the_shipped_abuse_model_leaves_casual_comments_alone(tmp_path: Path) ->
     p = abuse.predict_proba([CommentInput(text=t) for t in [*casual, "You are an idiot and should stop writing."]])
     assert [abuse.thresholds.decide(float(v)) for v in p[:-1]] == ["approve"] * len(casual), p
     assert abuse.thresholds.decide(float(p[-1])) == "reject", p
+
+
+def _copy_version(registry_root: Path, version: str, name: str) -> Path:
+    dst = registry_root / "spam" / name
+    shutil.copytree(registry_root / "spam" / version, dst)
+    return dst
+
+
+def test_a_corrupt_or_replaced_artifact_is_refused_with_a_message(spam_model, tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path, seed_starter=False)
+    good = registry.register("spam", spam_model[0], spam_model[1], status="active")
+    artifact = (tmp_path / "spam" / good / "model.skops").read_bytes()
+    cut = _copy_version(tmp_path, good, "spam-cut")
+    (cut / "model.skops").write_bytes(artifact[: len(artifact) // 2])  # a copy that stopped half way
+    replaced = _copy_version(tmp_path, good, "spam-replaced")
+    save_pipeline(spam_model[0], replaced / "model.skops")  # loads fine, but it is not the file the manifest names
+    (replaced / "model.skops").write_bytes((replaced / "model.skops").read_bytes() + b"\0")
+    no_digest = _copy_version(tmp_path, good, "spam-no-digest")  # a manifest from before digests were recorded
+    manifest = json.loads((no_digest / "manifest.json").read_text())
+    del manifest["artifact_sha256"]
+    (no_digest / "manifest.json").write_text(json.dumps(manifest))
+    (no_digest / "model.skops").write_bytes(b"PK\x03\x04 not really a zip")
+    garbled = _copy_version(tmp_path, good, "spam-garbled")
+    (garbled / "manifest.json").write_text("{not json")
+
+    for name, message in [
+        ("spam-cut", "does not match the artifact_sha256 of its manifest"),
+        ("spam-replaced", "does not match the artifact_sha256 of its manifest"),
+        ("spam-no-digest", "not a readable skops artifact"),
+        ("spam-garbled", "unreadable manifest"),
+    ]:
+        with pytest.raises(ArtifactError, match=message):
+            ModelRegistry(tmp_path, seed_starter=False).promote("spam", name)
+        result = CliRunner().invoke(cli, ["models", "promote", "--kind", "spam", name], obj={"models_dir": tmp_path})
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert message in result.output and str(tmp_path / "spam" / name) in result.output
+    assert ModelRegistry(tmp_path, seed_starter=False).active("spam").version == good
+    # the list shows every readable version and says which one it skipped
+    result = CliRunner().invoke(cli, ["models", "list", "--kind", "spam", "--json"], obj={"models_dir": tmp_path})
+    assert result.exit_code == 0, result.output
+    listed = {v["version"] for v in json.loads(result.stdout)}
+    assert {good, "spam-cut", "spam-replaced", "spam-no-digest"} <= listed and "spam-garbled" not in listed
+
+
+def test_rollback_never_activates_a_version_that_does_not_load(spam_model, tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path, seed_starter=False)
+    first = registry.register("spam", spam_model[0], spam_model[1], status="active")
+    second = _copy_version(tmp_path, first, "spam-second").name
+    registry.promote("spam", second)
+    (tmp_path / "spam" / first / "model.skops").write_bytes(b"")  # the disk ate the old one
+    with pytest.raises(ArtifactError, match="does not match"):
+        registry.rollback("spam")
+    state = json.loads((tmp_path / "spam" / "active.json").read_text())
+    assert state["active"] == second and state["history"] == [first]  # nothing changed: fix it, then roll back
+    assert ModelRegistry(tmp_path, seed_starter=False).active("spam").version == second
+
+
+def test_versions_and_pointers_cannot_lead_outside_the_registry(spam_model, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    registry = ModelRegistry(root, seed_starter=False)
+    good = registry.register("spam", spam_model[0], spam_model[1], status="active")
+    outside = tmp_path / "elsewhere" / "spam-outside"
+    shutil.copytree(root / "spam" / good, outside)
+    (root / "spam" / "spam-outside").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ArtifactError, match="leads outside the registry"):
+        registry.promote("spam", "spam-outside")
+    for name in ("../../elsewhere/spam-outside", "/etc", ".hidden", ""):
+        with pytest.raises(KeyError):
+            registry.load("spam", name)
+    pointer = root / "spam" / "active.json"
+    state = json.loads(pointer.read_text())
+    pointer.write_text(json.dumps({**state, "active": "../../elsewhere/spam-outside"}))
+    with pytest.raises(KeyError):
+        ModelRegistry(root, seed_starter=False).active("spam")
+    pointer.write_text('{"active": ')  # cut short
+    with pytest.raises(ArtifactError, match="unreadable registry pointer"):
+        ModelRegistry(root, seed_starter=False).versions("spam")
+    result = CliRunner().invoke(cli, ["models", "list", "--kind", "spam"], obj={"models_dir": root})
+    assert result.exit_code == 1 and "unreadable registry pointer" in result.output, result.output
