@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 
 import click
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from service.db import session_scope
 from service.models import Site
 from service.sites import create_site, rotate_keys
 from service.users import create_user
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[None]:
+    """A missing schema or an unreachable database is a message, not a SQLAlchemy traceback."""
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        hint = " (run `bouncer db upgrade` first)" if "no such table" in reason or "does not exist" in reason else ""
+        raise click.ClickException(f"database error: {reason}{hint}") from exc
 
 
 @click.group()
@@ -39,8 +53,11 @@ def sites() -> None:
 @click.option("--callback-url", default=None, help="Where decisions of held comments are sent (signed).")
 def sites_create(name: str, url: str, callback_url: str | None) -> None:
     """Create a site; prints JSON with id, api_key, akismet_key and callback_secret (shown once)."""
-    with session_scope() as session:
-        site, keys = create_site(session, name, url, callback_url)
+    with _database(), session_scope() as session:
+        try:
+            site, keys = create_site(session, name, url, callback_url)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
         out = {
             "id": site.id,
             "name": site.name,
@@ -56,7 +73,7 @@ def sites_create(name: str, url: str, callback_url: str | None) -> None:
 @sites.command("list")
 def sites_list() -> None:
     """List sites as JSON lines."""
-    with session_scope() as session:
+    with _database(), session_scope() as session:
         for site in session.scalars(select(Site).order_by(Site.id)):
             click.echo(json.dumps({"id": site.id, "name": site.name, "url": site.url, "active": site.active}))
 
@@ -65,7 +82,7 @@ def sites_list() -> None:
 @click.argument("site_id", type=int)
 def sites_rotate(site_id: int) -> None:
     """Issue new API and Akismet keys for a site; the old ones stop working at once."""
-    with session_scope() as session:
+    with _database(), session_scope() as session:
         site = session.get(Site, site_id)
         if site is None:
             raise click.ClickException(f"no site with id {site_id}")
@@ -86,7 +103,7 @@ def users() -> None:
 def users_create(email: str, role: str, password_stdin: bool, site_ids: tuple[int, ...]) -> None:
     """Create a user; without --password-stdin a password is generated and printed once."""
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
-    with session_scope() as session:
+    with _database(), session_scope() as session:
         try:
             user, generated = create_user(session, email, role, password)
         except ValueError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +21,34 @@ class SiteKeys:
     akismet_key: str
 
 
+MAX_NAME_CHARS = 200  # sites.name
+MAX_URL_CHARS = 2000  # sites.url, sites.callback_url
+
+
+def http_url(raw: str | None, name: str, required: bool = False) -> str | None:
+    """An http(s) URL of at most 2000 characters, stripped; empty is None unless ``required``."""
+    value = (raw or "").strip()
+    if not value:
+        if required:
+            raise ValueError(f"{name} is required")
+        return None
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or len(value) > MAX_URL_CHARS:
+        raise ValueError(f"{name} must be an http(s) URL of at most {MAX_URL_CHARS} characters, got {value[:100]!r}")
+    return value
+
+
+def check_site_fields(name: str, url: str, callback_url: str | None) -> tuple[str, str, str | None]:
+    """The cleaned name, URL and callback URL of a site, or a ``ValueError`` saying which one is wrong."""
+    name = (name or "").strip()
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"a name (up to {MAX_NAME_CHARS} characters) is required")
+    return name, http_url(url, "the site URL", required=True) or "", http_url(callback_url, "the callback URL")
+
+
 def create_site(session: Session, name: str, url: str, callback_url: str | None = None) -> tuple[Site, SiteKeys]:
+    """Create a site with new keys; the name and URLs are checked as the admin console checks them."""
+    name, url, callback_url = check_site_fields(name, url, callback_url)
     keys = SiteKeys(new_api_key(), new_akismet_key())
     site = Site(
         name=name,

@@ -15,7 +15,7 @@ from service.auth.session import admin_required, require_user
 from service.db import session_scope
 from service.models import Comment, ListEntry, Role, Site, User, UserSite
 from service.security import new_callback_secret
-from service.sites import SiteKeys, create_site, rotate_keys
+from service.sites import SiteKeys, create_site, http_url, rotate_keys
 from service.users import MIN_PASSWORD_LENGTH, create_user
 
 LIST_ACTIONS = ("allow", "block")
@@ -28,14 +28,7 @@ def _forbidden(_exc: Exception) -> ResponseReturnValue:
 
 
 def _http_url(raw: str, name: str, required: bool = False) -> str | None:
-    value = raw.strip()
-    if not value:
-        if required:
-            raise ValueError(f"{name} is required")
-        return None
-    if not value.lower().startswith(("http://", "https://")) or len(value) > 2000:
-        raise ValueError(f"{name} must be an http(s) URL")
-    return value
+    return http_url(raw, name, required)  # the one rule for site URLs (service.sites), shared with the CLI
 
 
 @bp.route("/")

@@ -1,0 +1,102 @@
+"""``bouncer db``, ``bouncer sites`` and ``bouncer users`` as an operator runs them: one process per command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from werkzeug.security import check_password_hash
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Bouncer:
+    """Runs ``bouncer ...`` in a fresh process against its own data dir (SQLite), as a shell would."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")}
+        self.env["BOUNCER_DATA_DIR"] = str(data_dir)
+
+    def __call__(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "service.cli", *args],
+            cwd=REPO,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def rows(self, query: str) -> list[tuple]:
+        with sqlite3.connect(self.data_dir / "bouncer.db") as conn:
+            return conn.execute(query).fetchall()
+
+
+@pytest.fixture
+def bouncer(tmp_path: Path) -> Bouncer:
+    return Bouncer(tmp_path / "var")
+
+
+def test_commands_before_the_schema_exists_say_to_upgrade(bouncer: Bouncer) -> None:
+    for args in (("sites", "create", "--name", "Blog", "--url", "https://blog.example"), ("sites", "list")):
+        result = bouncer(*args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip() == "Error: database error: no such table: sites (run `bouncer db upgrade` first)"
+    result = bouncer("users", "create", "--email", "a@example.org", "--role", "admin")
+    assert result.returncode == 1 and "run `bouncer db upgrade` first" in result.stderr, result.stderr
+
+
+def test_sites_create_checks_what_the_admin_console_checks(bouncer: Bouncer) -> None:
+    assert bouncer("db", "upgrade").returncode == 0
+    for args, message in [
+        (("--name", "Blog", "--url", "blog.example"), "the site URL must be an http(s) URL"),
+        (("--name", "Blog", "--url", "https://blog.example", "--callback-url", "javascript:alert(1)"), "callback URL"),
+        (("--name", "Blog", "--url", "https://blog.example", "--callback-url", "https://"), "callback URL"),
+        (("--name", "B" * 201, "--url", "https://blog.example"), "a name (up to 200 characters) is required"),
+        (("--name", "  ", "--url", "https://blog.example"), "a name (up to 200 characters) is required"),
+    ]:
+        result = bouncer("sites", "create", *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("Error: ") and message in result.stderr, result.stderr
+    assert bouncer.rows("SELECT count(*) FROM sites") == [(0,)]  # nothing half-stored
+
+    result = bouncer(
+        "sites",
+        "create",
+        "--name",
+        " My blog ",
+        "--url",
+        "https://blog.example",
+        "--callback-url",
+        "https://b.example/cb",
+    )
+    assert result.returncode == 0, result.stderr
+    site = json.loads(result.stdout)
+    assert {"id", "api_key", "akismet_key", "callback_secret"} <= set(site) and len(site["akismet_key"]) == 12
+    assert (site["name"], site["callback_url"]) == ("My blog", "https://b.example/cb")
+    stored = bouncer.rows("SELECT api_key_hash, akismet_key_hash FROM sites")
+    assert site["api_key"] not in stored[0] and site["akismet_key"] not in stored[0]  # keys are stored hashed
+
+
+def test_users_create_password_from_stdin_or_generated_once(bouncer: Bouncer) -> None:
+    assert bouncer("db", "upgrade").returncode == 0
+    result = bouncer("users", "create", "--email", "Mod@Example.org", "--role", "moderator", "--password-stdin",
+                     stdin="correct horse battery\n")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "password" not in json.loads(result.stdout) and "correct horse" not in result.stdout
+    result = bouncer("users", "create", "--email", "admin@example.org", "--role", "admin")
+    assert result.returncode == 0, result.stderr
+    generated = json.loads(result.stdout)["password"]
+    assert len(generated) >= 10
+    hashes = dict(bouncer.rows("SELECT email, password_hash FROM users"))
+    assert check_password_hash(hashes["mod@example.org"], "correct horse battery")
+    assert check_password_hash(hashes["admin@example.org"], generated) and generated not in hashes["admin@example.org"]
+    short = bouncer("users", "create", "--email", "x@example.org", "--role", "admin", "--password-stdin", stdin="")
+    assert short.returncode == 1 and "at least 10 characters" in short.stderr, short.stderr
