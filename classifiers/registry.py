@@ -158,6 +158,9 @@ def load_version_dir(kind: str, path: Path) -> LoadedModel:
 def _write_json_atomic(path: Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); the pointer must stay readable by the web and worker processes,
+        # which may run as other users, like the version directories (0755) and manifests beside it
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=2, sort_keys=True)
             fh.flush()

@@ -371,3 +371,14 @@ def test_versions_and_pointers_cannot_lead_outside_the_registry(spam_model, tmp_
         ModelRegistry(root, seed_starter=False).versions("spam")
     result = CliRunner().invoke(cli, ["models", "list", "--kind", "spam"], obj={"models_dir": root})
     assert result.exit_code == 1 and "unreadable registry pointer" in result.output, result.output
+
+
+def test_registry_files_are_readable_by_the_processes_of_other_users(spam_model, tmp_path: Path) -> None:
+    """The web and worker processes may run as other users than the admin who trains (a shared models volume)."""
+    registry = ModelRegistry(tmp_path)
+    registry.active("spam")  # seeds the starter
+    version = registry.register("spam", *spam_model)
+    registry.promote("spam", version)
+    kind_dir = tmp_path / "spam"
+    for path in (kind_dir / "active.json", kind_dir / version, kind_dir / version / "manifest.json"):
+        assert path.stat().st_mode & 0o044 == 0o044, (path, oct(path.stat().st_mode))
