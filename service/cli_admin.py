@@ -18,7 +18,7 @@ from service.users import create_user
 
 
 @contextlib.contextmanager
-def _database() -> Iterator[None]:
+def database_errors() -> Iterator[None]:
     """A missing schema or an unreachable database is a message, not a SQLAlchemy traceback."""
     try:
         yield
@@ -38,7 +38,8 @@ def db_upgrade() -> None:
     """Apply migrations."""
     from service.migrate import upgrade
 
-    upgrade()
+    with database_errors():
+        upgrade()
     click.echo("database is up to date")
 
 
@@ -53,7 +54,7 @@ def sites() -> None:
 @click.option("--callback-url", default=None, help="Where decisions of held comments are sent (signed).")
 def sites_create(name: str, url: str, callback_url: str | None) -> None:
     """Create a site; prints JSON with id, api_key, akismet_key and callback_secret (shown once)."""
-    with _database(), session_scope() as session:
+    with database_errors(), session_scope() as session:
         try:
             site, keys = create_site(session, name, url, callback_url)
         except ValueError as exc:
@@ -73,7 +74,7 @@ def sites_create(name: str, url: str, callback_url: str | None) -> None:
 @sites.command("list")
 def sites_list() -> None:
     """List sites as JSON lines."""
-    with _database(), session_scope() as session:
+    with database_errors(), session_scope() as session:
         for site in session.scalars(select(Site).order_by(Site.id)):
             click.echo(json.dumps({"id": site.id, "name": site.name, "url": site.url, "active": site.active}))
 
@@ -82,7 +83,7 @@ def sites_list() -> None:
 @click.argument("site_id", type=int)
 def sites_rotate(site_id: int) -> None:
     """Issue new API and Akismet keys for a site; the old ones stop working at once."""
-    with _database(), session_scope() as session:
+    with database_errors(), session_scope() as session:
         site = session.get(Site, site_id)
         if site is None:
             raise click.ClickException(f"no site with id {site_id}")
@@ -103,7 +104,7 @@ def users() -> None:
 def users_create(email: str, role: str, password_stdin: bool, site_ids: tuple[int, ...]) -> None:
     """Create a user; without --password-stdin a password is generated and printed once."""
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
-    with _database(), session_scope() as session:
+    with database_errors(), session_scope() as session:
         try:
             user, generated = create_user(session, email, role, password)
         except ValueError as exc:

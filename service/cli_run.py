@@ -240,9 +240,11 @@ def up(pool: str, concurrency: int | None, access_log: bool) -> None:
     try:
         if cfg.embedded_redis:
             supervisor.start(redis_child(cfg.data_dir))
+        from service.cli_admin import database_errors
         from service.migrate import upgrade
 
-        upgrade()
+        with database_errors():  # a database that is down or refuses us is a message, not a traceback
+            upgrade()
         workers = concurrency or cfg.worker_concurrency
         scoring = worker_argv(cfg, pool=pool, concurrency=workers, queues=SCORING_QUEUES)
         supervisor.start(ChildSpec("worker", scoring, env, tier=1))

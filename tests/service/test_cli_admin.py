@@ -100,3 +100,11 @@ def test_users_create_password_from_stdin_or_generated_once(bouncer: Bouncer) ->
     assert check_password_hash(hashes["admin@example.org"], generated) and generated not in hashes["admin@example.org"]
     short = bouncer("users", "create", "--email", "x@example.org", "--role", "admin", "--password-stdin", stdin="")
     assert short.returncode == 1 and "at least 10 characters" in short.stderr, short.stderr
+
+
+def test_an_unreachable_database_is_a_message(bouncer: Bouncer) -> None:
+    bouncer.env["BOUNCER_DATABASE_URL"] = "postgresql://bouncer@127.0.0.1:1/bouncer"  # nothing listens on port 1
+    for args in (("db", "upgrade"), ("sites", "list")):
+        result = bouncer(*args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("Error: database error: connection failed"), result.stderr
