@@ -63,4 +63,5 @@ _registry.register(BouncerCollector())
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text format."""
-    return Response(generate_latest(_registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask appends "; charset=utf-8" to a text/* mimetype, and this one has it already
+    return Response(generate_latest(_registry), content_type=CONTENT_TYPE_LATEST)
