@@ -204,11 +204,16 @@ def ready() -> Response:
     """Readiness: database, Redis, a live scoring worker and loaded models."""
     checks: dict[str, Any] = {}
     try:
+        from service.migrate import schema_problem
+
         with session_scope() as session:
             session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+            problem = schema_problem(
+                session
+            )  # reachable is not enough: a database without the schema fails every request
+        checks["database"] = f"error: {problem}" if problem else "ok"
     except Exception as exc:  # report, don't crash: this endpoint exists to say what is wrong
-        checks["database"] = f"error: {type(exc).__name__}"
+        checks["database"] = f"error: {_reason(exc)}"
     checks["redis"] = "ok" if redis_bus.ping() else "error: unreachable"
     checks["worker"] = "ok" if _scoring_worker_alive() else "error: no live worker on the score queue"
     try:
@@ -221,6 +226,14 @@ def ready() -> Response:
     response = jsonify({"status": "ready" if ok else "not_ready", "checks": checks})
     response.status_code = 200 if ok else 503
     return response
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong, in one line: the driver's own message for a database error (refused, no such table, bad
+    password), not SQLAlchemy's wrapper with the SQL and a link."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:200]}" if lines else type(cause).__name__
 
 
 def _scoring_worker_alive() -> bool:

@@ -1,12 +1,18 @@
-"""``GET /metrics``: the Prometheus text format, parsed as Prometheus would, with one Content-Type."""
+"""``GET /metrics`` (the Prometheus text format, parsed as Prometheus would) and ``GET /api/v1/ready``."""
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import post_comment
+from tests.conftest import REPO, post_comment
 
 
 def test_metrics_are_valid_prometheus_text_with_one_content_type(client: Any, site: dict[str, Any]) -> None:
@@ -24,3 +30,46 @@ def test_metrics_are_valid_prometheus_text_with_one_content_type(client: Any, si
     assert pending and pending[0].value >= 1
     queues = {s.labels["queue"] for s in families["bouncer_queue_length"].samples}
     assert {"score", "callbacks", "default"} <= queues
+
+
+READY_PROBE = """
+import json
+from service.app import create_app
+answer = create_app({"TESTING": True}).test_client().get("/api/v1/ready")
+print(json.dumps({"status": answer.status_code, "body": answer.get_json()}))
+"""
+
+
+def test_ready_says_what_is_wrong_with_the_database(bouncer_env: dict[str, str], tmp_path: Path) -> None:
+    """Readiness exists to say what is wrong: 'OperationalError' alone does not tell refused from a missing schema."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")} | bouncer_env
+    for url, reason in [
+        ("postgresql://bouncer@127.0.0.1:1/bouncer", "OperationalError: connection failed: connection to server at"),
+        # SELECT 1 answers without any table: the database was "ok" while every request would fail
+        (f"sqlite:///{tmp_path / 'no-schema.db'}", "the database has no schema: run `bouncer db upgrade`"),
+        (f"sqlite:///{tmp_path / 'behind.db'}", "the schema is at revision none, this code needs "),
+        # a revision this code has no script of is newer (rolling upgrade): this process stays ready
+        (f"sqlite:///{tmp_path / 'newer.db'}", None),
+        (bouncer_env["BOUNCER_DATABASE_URL"], None),
+    ]:
+        if url.endswith(("behind.db", "newer.db")):
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+                conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+                if url.endswith("newer.db"):
+                    conn.execute("INSERT INTO alembic_version VALUES ('9999')")
+        probe = subprocess.run(
+            [sys.executable, "-c", READY_PROBE],
+            cwd=REPO,
+            env={**env, "BOUNCER_DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert probe.returncode == 0, probe.stderr
+        answer = json.loads(probe.stdout.strip().splitlines()[-1])
+        database = answer["body"]["checks"]["database"]
+        if reason is None:
+            assert database == "ok", answer
+        else:
+            assert answer["status"] == 503 and answer["body"]["status"] == "not_ready"
+            assert database.startswith("error: ") and reason in database, database
