@@ -279,9 +279,14 @@ class ModelRegistry:
         starter to compare with (``bouncer models list``, the models page).
         """
         src = _newest_starter(kind)
+        if src is None or (self._kind_dir(kind) / src.name).exists():
+            # Nothing to take in: no lock. Serving processes (web, workers) only read the registry and may run as
+            # users who cannot write its .lock file, or mount a shared models volume read-only.
+            self._starter_checked.add(kind)
+            return
         with self._locked(kind) as kind_dir:
             self._starter_checked.add(kind)
-            if src is None or (kind_dir / src.name).exists():
+            if (kind_dir / src.name).exists():
                 return
             _copy_version(src, kind_dir)
             state = self._read_pointer(kind)

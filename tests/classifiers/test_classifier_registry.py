@@ -382,3 +382,18 @@ def test_registry_files_are_readable_by_the_processes_of_other_users(spam_model,
     kind_dir = tmp_path / "spam"
     for path in (kind_dir / "active.json", kind_dir / version, kind_dir / version / "manifest.json"):
         assert path.stat().st_mode & 0o044 == 0o044, (path, oct(path.stat().st_mode))
+
+
+def test_serving_from_a_seeded_registry_needs_no_write_access(tmp_path: Path) -> None:
+    """A web or worker process only reads: it must not open the registry's lock file for writing (on a read-only
+    models volume, or as a user who did not create it, that open failed with PermissionError on the first decision).
+    """
+    ModelRegistry(tmp_path).active("spam")  # the admin's process seeds the starter
+    lock = tmp_path / "spam" / ".lock"
+    lock.unlink()
+    before = sorted(p.name for p in (tmp_path / "spam").iterdir())
+    serving = ModelRegistry(tmp_path)
+    assert serving.active("spam").version in before
+    assert [i.status for i in serving.versions("spam")] == ["active"]
+    assert serving.load("spam", before[-1]).version == before[-1]
+    assert not lock.exists() and sorted(p.name for p in (tmp_path / "spam").iterdir()) == before
