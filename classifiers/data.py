@@ -14,6 +14,8 @@ from typing import Any
 from xml.parsers import expat
 
 import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import iterparse as safe_iterparse
 
 from classifiers.comment import CommentInput
 from classifiers.normalize import normalize_text
@@ -386,56 +388,25 @@ def _seconds_between(post: tuple[str, str], comment: tuple[str, str]) -> float |
     return (c - p).total_seconds() if p and c else None
 
 
-def _refuse_dtd(path: Path, what: str) -> Any:
-    def handler(*_args: Any) -> None:
-        raise DataError(
-            f"{path}: refusing a WXR file with {what} (a WordPress export has none; entities could expand it "
-            "without bound or read other files)"
-        )
-
-    return handler
-
-
 def _wxr_items(path: Path) -> Iterator[ET.Element]:
     """Each ``<item>`` of a WXR file, streamed; the element is cleared after the caller is done with it.
 
-    The file is data: a DOCTYPE (and with it any entity declaration, internal or external) is refused, so only XML's
-    own five entities and character references are expanded. Not well-formed XML is a ``DataError`` with its line.
+    The file is data: defusedxml refuses a DOCTYPE (and with it any entity declaration, internal or external), so
+    only XML's own five entities and character references are expanded. Not well-formed XML is a ``DataError``.
     """
-    builder = ET.TreeBuilder()
-    parser = expat.ParserCreate(namespace_separator="}")
-    parser.buffer_text = True
-    parser.StartDoctypeDeclHandler = _refuse_dtd(path, "a DOCTYPE")
-    parser.EntityDeclHandler = _refuse_dtd(path, "an entity declaration")
-    parser.ExternalEntityRefHandler = _refuse_dtd(path, "an external entity")
-    done: list[ET.Element] = []
-
-    def tag(name: str) -> str:
-        return "{" + name if "}" in name else name  # expat's "uri}local" is ElementTree's "{uri}local"
-
-    def end(name: str) -> None:
-        element = builder.end(tag(name))
-        if _local(element.tag) == "item":
-            done.append(element)
-
-    parser.StartElementHandler = lambda name, attrs: builder.start(tag(name), attrs)
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = builder.data
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(1 << 16)
-            try:
-                parser.Parse(chunk, not chunk)
-            except expat.ExpatError as exc:
-                raise DataError(
-                    f"{path}:{exc.lineno}: not well-formed XML: {expat.ErrorString(exc.code)} (column {exc.offset})"
-                ) from exc
-            for element in done:
+    try:
+        for _event, element in safe_iterparse(path, events=("end",), forbid_dtd=True):
+            if _local(element.tag) == "item":
                 yield element
                 element.clear()
-            done.clear()
-            if not chunk:
-                return
+    except DefusedXmlException as exc:  # DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+        raise DataError(
+            f"{path}: refusing a WXR file with a DOCTYPE or entities (a WordPress export has none; entities could "
+            "expand it without bound or read other files)"
+        ) from exc
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise DataError(f"{path}:{line}: not well-formed XML: {expat.ErrorString(exc.code)} (column {column})") from exc
 
 
 def load_wxr(path: Path | str) -> Dataset:
