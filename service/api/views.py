@@ -208,9 +208,8 @@ def ready() -> Response:
 
         with session_scope() as session:
             session.execute(text("SELECT 1"))
-            problem = schema_problem(
-                session
-            )  # reachable is not enough: a database without the schema fails every request
+            # reachable is not enough: a database without the schema fails every request
+            problem = schema_problem(session)
         checks["database"] = f"error: {problem}" if problem else "ok"
     except Exception as exc:  # report, don't crash: this endpoint exists to say what is wrong
         checks["database"] = f"error: {_reason(exc)}"
