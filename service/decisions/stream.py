@@ -418,9 +418,15 @@ def _result(p: _Prepared, reply: list[Any]) -> StreamResult:
 # --- record decisions ------------------------------------------------------------------------------------------
 
 
+# Who a human decision is recorded as (``comments.decided_by``): a signed-in user (``user:<id>``, what the
+# moderation UI writes; ``moderator:<id>`` from earlier versions), the blog's feedback API or Akismet submit-ham.
+_HUMAN_PREFIXES = ("user:", "moderator")
+_HUMAN_ACTORS = ("blog", "akismet")
+
+
 def _human(comment: Comment) -> bool:
     decided_by = comment.decided_by or ""
-    return decided_by.startswith("moderator") or decided_by == "blog"
+    return decided_by.startswith(_HUMAN_PREFIXES) or decided_by in _HUMAN_ACTORS
 
 
 def record_decisions(comments: Sequence[Comment], cleared: Sequence[Comment] = ()) -> None:

@@ -158,7 +158,7 @@ def _revert(session: Session, comment: Comment, event: ModerationEvent, user: Cu
             .values(
                 decision=event.from_decision,
                 category=from_category,
-                decided_by=f"moderator:{user.id}",
+                decided_by=user.actor,  # as every other action of this user (apply_label)
                 moderated_at=datetime.now(UTC),
             )
             .execution_options(synchronize_session=False)

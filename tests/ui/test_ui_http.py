@@ -393,6 +393,41 @@ def test_undoing_a_rejection_forgets_the_campaign_mark(
     assert stream_db.get(f"cl:{key}:rej") is None
 
 
+def test_a_moderators_approval_of_a_copy_clears_the_campaign_mark(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]
+) -> None:
+    """docs/stream-checks.md: a human approval of a copy clears the rejected mark. Moderator actions store
+    ``decided_by = user:<id>``; the stream checks only knew ``moderator:*``, so the mark stayed and the campaign's
+    later copies went on being rejected although a moderator had just said its text is fine."""
+    from service import redis_bus
+
+    key = f"approve-camp-{ui_site['id']}"
+    rejected, approved = (add_comment(ui_site["id"], campaign_key=key) for _ in range(2))
+    stream_db = redis_bus.client(redis_bus.STREAM_DB)
+    token = login(client, moderator)
+    assert act(client, token, rejected, "spam").get_json()["results"][0]["applied"]
+    assert stream_db.get(f"cl:{key}:rej") == b"spam"
+    assert act(client, token, approved, "approve").get_json()["results"][0]["applied"]
+    assert comment_state(approved) == ("approve", None)
+    assert stream_db.get(f"cl:{key}:rej") is None
+
+
+def test_undo_records_the_moderator_like_every_other_action(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]
+) -> None:
+    """The undo wrote ``decided_by = moderator:<id>`` where every other action writes the actor ``user:<id>``."""
+    from service.db import session_scope
+    from service.models import Comment
+
+    cid = add_comment(ui_site["id"])
+    token = login(client, moderator)
+    body = act(client, token, cid, "approve").get_json()
+    client.post("/moderation/undo", data={"event": str(body["undo"]["events"][0]), "csrf_token": token})
+    with session_scope() as db:
+        c = db.get(Comment, cid)
+        assert c is not None and (c.decision, c.decided_by) == ("hold", f"user:{moderator['id']}")
+
+
 def test_campaign_reject(client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]) -> None:
     key = "camp-" + str(ui_site["id"])
     members = [add_comment(ui_site["id"], campaign_key=key) for _ in range(4)]
