@@ -9,12 +9,14 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlsplit
 
 from service.decisions.hits import RuleHit
 
 LIST_KINDS = ("email", "ip", "domain", "author", "phrase")
 _LINK_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+|<a\s[^>]*href")
+_URL_IN_TEXT_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+")
 # Akismet's documented test hooks, honoured on every API so integrations can be tested end to end.
 TEST_SPAM_AUTHORS = ("viagra-test-123", "akismet-guaranteed-spam")
 TEST_SPAM_EMAIL = "akismet-guaranteed-spam@example.com"
@@ -38,9 +40,12 @@ class ListMatcher:
         if self.kind == "author":
             return c.author_name.strip().lower() == value
         if self.kind == "domain":
-            host = domain_of(c.author_url)
-            email_host = c.author_email.rpartition("@")[2].lower()
-            return any(h and (h == value or h.endswith("." + value)) for h in (host, email_host))
+            hosts = [domain_of(c.author_url), c.author_email.rpartition("@")[2].lower()]
+            if self.action == "block":
+                # A blocked domain is blocked wherever it shows, links in the text included. An allowed one only
+                # vouches for the author (URL, e-mail): else any spam with a link to an allowed domain would pass.
+                hosts.extend(c.link_hosts)
+            return any(h and (h == value or h.endswith("." + value)) for h in hosts)
         if self.kind == "ip":
             return ip_matches(c.author_ip, value)
         if self.kind == "phrase":
@@ -51,7 +56,7 @@ class ListMatcher:
         what = {
             "email": "author e-mail",
             "author": "author name",
-            "domain": "author domain",
+            "domain": "author or link domain" if self.action == "block" else "author domain",
             "ip": "author IP",
         }
         if self.kind == "phrase":
@@ -59,7 +64,7 @@ class ListMatcher:
         return f"{what.get(self.kind, self.kind)} matches the {self.action}list entry '{self.value}'"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: ``link_hosts`` is cached in the instance's __dict__
 class RuleInput:
     """The fields the rules read; built from a stored comment."""
 
@@ -70,6 +75,12 @@ class RuleInput:
     author_ip: str
     honeypot: str
     user_role: str = ""
+
+    @cached_property
+    def link_hosts(self) -> tuple[str, ...]:
+        """The hosts of the links in the text (computed once, for however many domain entries)."""
+        hosts = (domain_of(m.group(0).rstrip(".,;:!?)")) for m in _URL_IN_TEXT_RE.finditer(self.content))
+        return tuple(dict.fromkeys(h for h in hosts if h))
 
 
 def domain_of(url: str) -> str:

@@ -39,6 +39,9 @@ def _v(kind: str, p: float) -> ModelVerdict:
         (ListMatcher("block", "ip", "1.2.3.4"), _input(author_ip="not an ip"), False),
         (ListMatcher("block", "domain", "pills.xyz"), _input(author_url="https://www.shop.pills.xyz/a"), True),
         (ListMatcher("block", "domain", "pills.xyz"), _input(author_url="https://notpills.xyz"), False),
+        (ListMatcher("block", "domain", "pills.xyz"), _input(content="buy at https://shop.pills.xyz/now."), True),
+        (ListMatcher("block", "domain", "pills.xyz"), _input(content="see www.pills.xyz today"), True),
+        (ListMatcher("block", "domain", "pills.xyz"), _input(content="see https://notpills.xyz/a"), False),
         (ListMatcher("block", "author", "Cheap Flights"), _input(author_name=" cheap flights "), True),
         (ListMatcher("block", "phrase", "casino bonus"), _input(content="Best CASINO BONUS here"), True),
     ],
@@ -46,6 +49,12 @@ def _v(kind: str, p: float) -> ModelVerdict:
 def test_list_entries_match(entry: ListMatcher, comment: RuleInput, hit: bool) -> None:
     hits = run_rules(comment, [entry], max_links=2, trusted_author=False, leniency=0)
     assert bool([h for h in hits if h.code.startswith("blocklist")]) is hit
+
+
+def test_an_allowed_domain_vouches_for_the_author_not_for_links_in_the_text() -> None:
+    entry = ListMatcher("allow", "domain", "wikipedia.org")
+    assert entry.matches(_input(author_url="https://en.wikipedia.org/wiki/User:A"))
+    assert not entry.matches(_input(content="cheap pills http://pills.xyz, see https://en.wikipedia.org/wiki/Pill"))
 
 
 def test_an_allow_entry_beats_a_block_entry() -> None:

@@ -534,6 +534,53 @@ def test_admin_site_keys_thresholds_lists(client: Any, admin: dict[str, Any]) ->
         assert db.scalars(select(ListEntry.value).where(ListEntry.site_id == site_id)).all() == ["203.0.113.0/24"]
 
 
+def test_a_blocked_domain_catches_links_in_the_text_an_allowed_one_only_the_author(
+    client: Any, admin: dict[str, Any], worker: Any
+) -> None:
+    """The site page says a domain entry is "of author URL, e-mail or links"; only the author's URL and e-mail
+    were matched, so a comment linking to a blocked domain was approved. A link is matched for block entries
+    only: an allowed link domain would let any spam through that carries one such link."""
+    from tests.conftest import post_comment
+
+    site = make_ui_site()
+    token = login(client, admin)
+    for action, value in (("block", "casino-links.example"), ("allow", "wikipedia.org")):
+        client.post(
+            f"/admin/sites/{site['id']}/lists",
+            data={"action": action, "kind": "domain", "value": value, "csrf_token": token},
+        )
+    linked = post_comment(
+        client,
+        site["api_key"],
+        {
+            "content": "Loved the pictures of the tulip beds, more photos at https://www.casino-links.example/tulips.",
+            "author": {"name": "Tulip Fan", "email": "tulips@mail.example"},
+        },
+        wait=8000,
+    ).get_json()
+    assert (linked["status"], linked["decision"]) == ("decided", "reject"), linked
+    assert "author or link domain matches the blocklist entry 'casino-links.example'" in linked["reasons"]
+    spam = post_comment(
+        client,
+        site["api_key"],
+        {
+            "content": "Earn money online fast!!! Click here http://bit.ly/3xYz and start today, "
+            "as https://en.wikipedia.org/wiki/Money says",
+            "author": {"name": "Make Money"},
+        },
+        wait=8000,
+    ).get_json()
+    assert (spam["status"], spam["decision"]) == ("decided", "reject"), spam
+    assert not any("allowlist" in r for r in spam["reasons"])
+    author = post_comment(
+        client,
+        site["api_key"],
+        {"content": "A reader from a trusted place.", "author": {"name": "Editor", "url": "https://de.wikipedia.org/"}},
+        wait=8000,
+    ).get_json()
+    assert author["decision"] == "approve" and any("allowlist entry 'wikipedia.org'" in r for r in author["reasons"])
+
+
 def test_admin_users_and_site_assignment(client: Any, admin: dict[str, Any], ui_site: dict[str, Any]) -> None:
     token = login(client, admin)
     response = client.post(
