@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
@@ -13,6 +15,7 @@ from service.admin import bp, models_page
 from service.admin.thresholds import KINDS, Thresholds, model_defaults, preview
 from service.auth.session import admin_required, require_user
 from service.db import session_scope
+from service.decisions.rules import domain_of
 from service.models import Comment, ListEntry, Role, Site, User, UserSite
 from service.security import new_callback_secret
 from service.sites import SiteKeys, create_site, http_url, rotate_keys
@@ -191,27 +194,81 @@ def site_preview(site_id: int) -> ResponseReturnValue:
         return jsonify(preview(db, site_id, thresholds))
 
 
+def _is_host(value: str) -> bool:
+    """A host name or the tail of one (``example``, ``spam.example``, ``bücher.example``): labels of 1–63 word
+    characters or hyphens, no spaces, slashes, ``@`` or ports."""
+    labels = value.split(".")
+    return 0 < len(value) <= 253 and all(re.fullmatch(r"[\w-]{1,63}", label) for label in labels)
+
+
+def list_value(kind: str, raw: str) -> str:
+    """The entry as the rules match it, or ValueError saying why it could never match anything.
+
+    Matching ignores case and surrounding space (``rules.ListMatcher``), so values are stored stripped and in
+    lower case and compared so: ``Spammer`` and `` spammer`` are one entry. An IP must be an address or a
+    network; a domain may be pasted as a URL (its host is kept, without ``www.``, which the rules drop from hosts
+    too); an e-mail entry is an address or ``@domain``.
+    """
+    value = raw.strip()
+    if not value or len(value) > 500:
+        raise ValueError("a value (up to 500 characters) is required")
+    if kind == "ip":
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            example = "e.g. 203.0.113.7 or 203.0.113.0/24"
+            raise ValueError(f"'{value}' is not an IP address or network ({example})") from None
+        single = network.num_addresses == 1 and "/" not in value
+        return str(network.network_address) if single else str(network)
+    value = value.lower()
+    if kind == "domain":
+        host = domain_of(value) if "/" in value or ":" in value else value.removeprefix("www.")
+        host = host.removeprefix("*.").strip(".")
+        if not _is_host(host):
+            raise ValueError(f"'{value}' is not a domain (e.g. spam.example)")
+        return host
+    if kind == "email":
+        _local, at, domain = value.rpartition("@")
+        if not at or " " in value or not _is_host(domain):
+            raise ValueError(f"'{value}' is not an e-mail address or @domain")
+    return value
+
+
 @bp.route("/sites/<int:site_id>/lists", methods=["POST"])
 @admin_required
 def list_add(site_id: int) -> ResponseReturnValue:
     action, kind = request.form.get("action", ""), request.form.get("kind", "")
-    value = request.form.get("value", "").strip()
     note = request.form.get("note", "").strip()[:500]
-    if action not in LIST_ACTIONS or kind not in LIST_KINDS or not value or len(value) > 500:
+    back = redirect(url_for("admin.site", site_id=site_id) + "#lists")
+    if action not in LIST_ACTIONS or kind not in LIST_KINDS:
         flash("Choose allow or block, a kind, and a value (up to 500 characters).", "warning")
-        return redirect(url_for("admin.site", site_id=site_id) + "#lists")
-    if kind in ("email", "domain"):
-        value = value.lower()
+        return back
+    try:
+        value = list_value(kind, request.form.get("value", ""))
+    except ValueError as exc:
+        flash(f"Not added: {exc}.", "warning")
+        return back
+    duplicate = False
     try:
         with session_scope() as db:
             if db.get(Site, site_id) is None:
                 abort(404)
-            db.add(ListEntry(site_id=site_id, action=action, kind=kind, value=value, note=note))
-    except IntegrityError:
-        flash("That entry is already on the list.", "info")
+            same = select(ListEntry.id).where(
+                ListEntry.site_id == site_id,
+                ListEntry.action == action,
+                ListEntry.kind == kind,
+                func.lower(func.trim(ListEntry.value)) == value,  # also entries stored before values were normalised
+            )
+            duplicate = db.scalars(same).first() is not None
+            if not duplicate:
+                db.add(ListEntry(site_id=site_id, action=action, kind=kind, value=value, note=note))
+    except IntegrityError:  # the same entry added by a concurrent request
+        duplicate = True
+    if duplicate:
+        flash(f"'{value}' is already on the {action} list.", "info")
     else:
-        flash(f"Added to the {action} list.", "success")
-    return redirect(url_for("admin.site", site_id=site_id) + "#lists")
+        flash(f"Added '{value}' to the {action} list.", "success")
+    return back
 
 
 @bp.route("/sites/<int:site_id>/lists/<int:entry_id>/delete", methods=["POST"])

@@ -236,3 +236,52 @@ def test_hostile_comment_is_inert_and_layout_holds(browser_session: Sessions) ->
         assert box is not None and box["width"] <= 1280
     assert s.dialogs == [], s.dialogs
     assert s.errors == [], s.errors
+
+
+def _add_list_entry(page: Any, site_id: int, action: str, kind: str, value: str) -> str:
+    page.goto(f"/admin/sites/{site_id}")
+    form = page.locator("#lists form.row-form")
+    form.locator("select[name=action]").select_option(action)
+    form.locator("select[name=kind]").select_option(kind)
+    form.locator("input[name=value]").fill(value)
+    form.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(rf".*/admin/sites/{site_id}#lists$"))
+    return str(page.locator("#flashes").inner_text())
+
+
+def test_list_entries_that_could_never_match_or_repeat_one_are_refused(browser_session: Sessions) -> None:
+    """The rules match list entries without case or surrounding space, IPs as addresses, domains as hosts without
+    www.: the form took 'Spammer' and ' spammer ' as two entries, and 'not-an-ip', 'nobody' (e-mail) or
+    'www.spam.example' (never matches: hosts are compared without www.) as entries that silently match nothing."""
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.models import ListEntry
+
+    site = make_ui_site()
+    s = browser_session()
+    s.login(make_user("admin"))
+    page = s.page
+    assert "Added 'spammer'" in _add_list_entry(page, site["id"], "block", "author", "Spammer")
+    assert "already on the block list" in _add_list_entry(page, site["id"], "block", "author", "  spammer ")
+    assert "Added 'spammer' to the allow list" in _add_list_entry(page, site["id"], "allow", "author", "spammer")
+    assert "not an IP address" in _add_list_entry(page, site["id"], "block", "ip", "not-an-ip")
+    assert "not an e-mail address" in _add_list_entry(page, site["id"], "block", "email", "nobody")
+    assert "not a domain" in _add_list_entry(page, site["id"], "block", "domain", "spam domain.example")
+    assert "Added '203.0.113.0/24'" in _add_list_entry(page, site["id"], "block", "ip", "203.0.113.9/24")
+    assert "Added 'spam.example'" in _add_list_entry(page, site["id"], "block", "domain", "https://www.Spam.example/x")
+    assert "already on the block list" in _add_list_entry(page, site["id"], "block", "domain", "www.spam.example")
+    with session_scope() as db:
+        rows = db.execute(
+            select(ListEntry.action, ListEntry.kind, ListEntry.value)
+            .where(ListEntry.site_id == site["id"])
+            .order_by(ListEntry.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("block", "author", "spammer"),
+        ("allow", "author", "spammer"),
+        ("block", "ip", "203.0.113.0/24"),
+        ("block", "domain", "spam.example"),
+    ]
+    assert page.locator("#lists tbody tr").count() == 4
+    assert s.errors == [], s.errors
