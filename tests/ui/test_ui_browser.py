@@ -285,3 +285,40 @@ def test_list_entries_that_could_never_match_or_repeat_one_are_refused(browser_s
     ]
     assert page.locator("#lists tbody tr").count() == 4
     assert s.errors == [], s.errors
+
+
+def test_scores_with_more_than_two_decimals_can_be_filtered_and_saved(browser_session: Sessions) -> None:
+    """The number inputs had step=0.05 (queue filter) and step=0.01 (thresholds): Chromium refused to submit a
+    minimum score of 0.62 or the starter's own reject threshold 0.976 ("the two nearest valid values are …"),
+    so the filter or the save silently did not happen."""
+    from service.admin.thresholds import model_defaults
+    from service.db import session_scope
+    from service.models import Site
+
+    site, moderator, _ = fresh_queue(0)
+    low = add_comment(site["id"], spam_score=0.61, content="Scored just under the filter.")
+    high = add_comment(site["id"], spam_score=0.63, content="Scored just over the filter.")
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    page.fill("input[name=score_min]", "0.62")
+    page.click(".filters button[type=submit]")
+    page.wait_for_url(re.compile(r".*score_min=0\.62.*"))
+    assert page.locator(f"#c{high}").count() == 1 and page.locator(f"#c{low}").count() == 0
+
+    a = browser_session()
+    a.login(make_user("admin"))
+    page = a.page
+    page.goto(f"/admin/sites/{site['id']}")
+    default = model_defaults()["spam"]["reject_at"]
+    assert page.locator("input[name=spam_reject_at]").get_attribute("placeholder") == f"{round(default, 4):g}"
+    page.fill("input[name=spam_reject_at]", "0.976")
+    page.fill("input[name=spam_approve_below]", "0.215")
+    page.click("#thresholds-form button[type=submit]:not(#preview-button)")
+    page.wait_for_url(re.compile(r".*#thresholds$"))
+    assert "Thresholds saved." in page.locator("#flashes").inner_text()
+    with session_scope() as db:
+        saved = db.get(Site, site["id"])
+        assert saved is not None and (saved.spam_approve_below, saved.spam_reject_at) == (0.215, 0.976)
+    assert page.locator("input[name=spam_reject_at]").input_value() == "0.976"
+    assert s.errors == [] and a.errors == [], (s.errors, a.errors)
