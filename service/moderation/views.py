@@ -204,7 +204,13 @@ def undo_last() -> ResponseReturnValue:
     if wants_json():
         return jsonify(
             results=[
-                {"id": r.comment_id, "applied": r.applied, "message": r.message, "decision": r.decision}
+                {
+                    "id": r.comment_id,
+                    "applied": r.applied,
+                    "message": r.message,
+                    "decision": r.decision,
+                    "category": r.category,
+                }
                 for r in results
             ]
         )

@@ -322,3 +322,33 @@ def test_scores_with_more_than_two_decimals_can_be_filtered_and_saved(browser_se
         assert saved is not None and (saved.spam_approve_below, saved.spam_reject_at) == (0.215, 0.976)
     assert page.locator("input[name=spam_reject_at]").input_value() == "0.976"
     assert s.errors == [] and a.errors == [], (s.errors, a.errors)
+
+
+def test_undo_shows_the_restored_category_and_keeps_the_keyboard_on_the_row(browser_session: Sessions) -> None:
+    """Undoing the approval of an automatic spam rejection put the comment back to reject/spam, but the row said
+    "Rejected" without the category and offered "Spam" again (the undo answer had no category and the page
+    assumed none); and clicking Undo left the focus on the page's body."""
+    site = make_ui_site()
+    moderator = make_user("moderator", (site["id"],))
+    cid = add_comment(site["id"], decision="reject", auto_decision="reject", category="spam", spam_score=0.99)
+    other = add_comment(site["id"], decision="reject", auto_decision="reject", category="spam", spam_score=0.98)
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    page.goto("/moderation/all?status=reject")
+    row = page.locator(f"#c{cid}")
+    row.locator("button[data-action=approve]").click()
+    row.locator("[data-role=message]").filter(has_text="approved").wait_for()
+    wait_for_state(cid, ("approve", None), page)
+    page.click("#toast-undo")
+    row.locator("[data-role=message]").filter(has_text="undone").wait_for()
+    wait_for_state(cid, ("reject", "spam"), page)
+    assert row.locator("[data-role=decision]").inner_text() == "Rejected · spam"
+    assert row.locator("button[data-action=spam]").is_disabled()
+    assert not row.locator("button[data-action=approve]").is_disabled()
+    assert page.evaluate("document.activeElement.id") == f"c{cid}"
+    # The keyboard goes on from the restored row: k moves to the one above (newer), a approves it.
+    page.keyboard.press("k")
+    page.keyboard.press("a")
+    wait_for_state(other, ("approve", None), page)
+    assert s.dialogs == [] and s.errors == [], (s.dialogs, s.errors)

@@ -118,12 +118,19 @@
       var done = 0;
       data.results.forEach(function (r) {
         if (r.applied) { done += 1; }
-        updateRow({ id: r.id, decision: r.decision, category: null, message: r.message }, r.applied);
+        // The restored category matters: a comment put back to "rejected as spam" must say so, and not offer Spam.
+        updateRow({ id: r.id, decision: r.decision, category: r.category || null, message: r.message }, r.applied);
         var row = document.getElementById("c" + r.id);
         if (row && r.applied) { row.classList.remove("done"); }
       });
       showToast("Undone: " + done + (done === 1 ? " comment" : " comments"), [], 4);
       refreshSelection();
+      // The Undo button that had the focus is hidden now: give it back to the current row. Only then — the
+      // answer can arrive after the moderator has moved on with j/k, and must not pull the cursor back.
+      var focused = document.activeElement;
+      if (current && (!focused || focused === document.body || focused === document.getElementById("toast-undo"))) {
+        current.focus({ preventScroll: true });
+      }
     }).catch(function (err) { flash(err.message, "warning"); });
   }
 
