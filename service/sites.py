@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -23,18 +24,30 @@ class SiteKeys:
 
 MAX_NAME_CHARS = 200  # sites.name
 MAX_URL_CHARS = 2000  # sites.url, sites.callback_url
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def http_url(raw: str | None, name: str, required: bool = False) -> str | None:
-    """An http(s) URL of at most 2000 characters, stripped; empty is None unless ``required``."""
+    """A site's or callback's URL: absolute http(s) with a host (and a valid port), or ValueError naming ``name``.
+
+    Empty means none (None) unless ``required``. What is refused could never be reached: ``http://``, a host
+    with a space in it, ``http://:80/``, a port past 65535.
+    """
     value = (raw or "").strip()
     if not value:
         if required:
             raise ValueError(f"{name} is required")
         return None
-    parts = urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or len(value) > MAX_URL_CHARS:
-        raise ValueError(f"{name} must be an http(s) URL of at most {MAX_URL_CHARS} characters, got {value[:100]!r}")
+    problem = f"{name} must be an http(s) URL with a host (at most {MAX_URL_CHARS} characters), e.g. https://blog.example/path"
+    if len(value) > MAX_URL_CHARS or _SPACE_OR_CONTROL.search(value):
+        raise ValueError(problem)
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # ValueError when it is not a number in 0..65535
+    except ValueError:
+        raise ValueError(problem) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(problem)
     return value
 
 

@@ -581,6 +581,39 @@ def test_a_blocked_domain_catches_links_in_the_text_an_allowed_one_only_the_auth
     assert author["decision"] == "approve" and any("allowlist entry 'wikipedia.org'" in r for r in author["reasons"])
 
 
+@pytest.mark.parametrize(
+    "bad",
+    ["http://", "https://blog .example/cb", "http://:8080/cb", "https://blog.example:99999/cb", "ftp://blog.example"],
+)
+def test_a_callback_url_that_cannot_be_reached_is_refused(client: Any, admin: dict[str, Any], bad: str) -> None:
+    """The forms only checked that the URL starts with http(s)://: 'http://', a host with a space or no host at
+    all was saved, and every decision's callback then failed its 8 attempts. The CLI did not check at all."""
+    from click.testing import CliRunner
+
+    from service.cli import main
+    from service.db import session_scope
+    from service.models import Site
+
+    site = make_ui_site("https://blog.example/cb")
+    token = login(client, admin)
+    form = {"name": "Blog", "url": "https://blog.example", "active": "on", "csrf_token": token}
+    answer = client.post(f"/admin/sites/{site['id']}", data={**form, "callback_url": bad})
+    assert answer.status_code == 400 and "must be an http(s) URL with a host" in answer.get_data(as_text=True)
+    assert client.post("/admin/sites", data={**form, "callback_url": bad}).status_code == 400
+    assert client.post(f"/admin/sites/{site['id']}", data={**form, "url": bad}).status_code == 400
+    with session_scope() as db:
+        saved = db.get(Site, site["id"])
+        assert saved is not None and saved.callback_url == "https://blog.example/cb"
+        names = db.scalars(select(Site.name).where(Site.callback_url == bad)).all()
+        assert names == []
+    result = CliRunner().invoke(
+        main, ["sites", "create", "--name", "C", "--url", "https://c.example", "--callback-url", bad]
+    )
+    assert result.exit_code == 1 and "must be an http(s) URL with a host" in result.output
+    ok = client.post(f"/admin/sites/{site['id']}", data={**form, "callback_url": "http://127.0.0.1:8199/cb"})
+    assert ok.status_code == 302
+
+
 def test_admin_users_and_site_assignment(client: Any, admin: dict[str, Any], ui_site: dict[str, Any]) -> None:
     token = login(client, admin)
     response = client.post(
