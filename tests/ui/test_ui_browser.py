@@ -352,3 +352,26 @@ def test_undo_shows_the_restored_category_and_keeps_the_keyboard_on_the_row(brow
     page.keyboard.press("a")
     wait_for_state(other, ("approve", None), page)
     assert s.dialogs == [] and s.errors == [], (s.dialogs, s.errors)
+
+
+def test_the_campaign_pages_row_actions_work(browser_session: Sessions) -> None:
+    """The campaign page's rows are not selectable, and with the checkbox went the hidden 'decision seen' field:
+    every Approve / Spam / Abuse on that page, by mouse or key, answered "this comment is not decided yet"."""
+    site = make_ui_site()
+    moderator = make_user("moderator", (site["id"],))
+    key = f"campaign-rows-{site['id']}"
+    older = add_comment(site["id"], campaign_key=key, content="Call our helpline now for instant assistance.")
+    newer = add_comment(site["id"], campaign_key=key, content="Call our helpline today for instant assistance.")
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    page.goto(f"/moderation/campaigns/{key}")
+    page.locator(f"#c{newer} button[data-action=approve]").click()
+    page.locator(f"#c{newer} [data-role=message]").filter(has_text="approved").wait_for()
+    wait_for_state(newer, ("approve", None), page)
+    assert page.evaluate("document.querySelector('article.current').id") == f"c{older}"
+    page.keyboard.press("x")
+    page.locator(f"#c{older} [data-role=message]").filter(has_text="rejected as abuse").wait_for()
+    wait_for_state(older, ("reject", "abuse"), page)
+    assert [e[1] for e in events_of(older)] == ["reject"] and current_labels(older) == ["abuse"]
+    assert s.dialogs == [] and s.errors == [], (s.dialogs, s.errors)
