@@ -62,6 +62,11 @@ class ListFilters:
     q: str = ""
     sort: str = "newest"
     page: int = 1
+    # Keyset cursors (a comment id): the page right after / before that comment in the current order. Unlike a
+    # page number they stay put while the moderator works: acting on page 1 in place and then going on to "the
+    # next page" must not skip the comments that moved up into the decided ones' places.
+    after: int | None = None
+    before: int | None = None
 
     @classmethod
     def from_args(cls, args: Mapping[str, str], default_status: str) -> ListFilters:
@@ -79,6 +84,8 @@ class ListFilters:
             q=(args.get("q") or "").strip()[:200],
             sort=sort if sort in SORTS else "newest",
             page=max(1, _int(args.get("page")) or 1),
+            after=_int(args.get("after")),
+            before=_int(args.get("before")),
         )
 
     def query_args(self, **changes: Any) -> dict[str, Any]:
@@ -95,6 +102,8 @@ class ListFilters:
             "q": f.q,
             "sort": f.sort if f.sort != "newest" else None,
             "page": f.page if f.page > 1 else None,
+            "after": f.after,
+            "before": f.before,
         }
         return {k: v for k, v in raw.items() if v not in (None, "")}
 
@@ -160,6 +169,9 @@ class CommentPage:
     pages: int
     history: dict[int, AuthorHistory] = field(default_factory=dict)
     campaign_sizes: dict[str, int] = field(default_factory=dict)
+    number: int = 1  # which page this is (from the comments before it)
+    has_prev: bool = False
+    has_next: bool = False
 
 
 def status_counts(session: Session, user: CurrentUser, f: ListFilters) -> dict[str, int]:
@@ -173,24 +185,61 @@ def status_counts(session: Session, user: CurrentUser, f: ListFilters) -> dict[s
     return counts
 
 
+def _sort_keys(sort: str) -> list[tuple[Any, bool]]:
+    """The order of a list as (expression, ascending) pairs; the id last makes it total, so cursors are exact."""
+    if sort == "uncertain":
+        # Closest to the middle of the score range first: where the model is least sure.
+        return [(func.abs(top_score() - 0.5), True), (Comment.received_at, False), (Comment.id, False)]
+    if sort == "oldest":
+        return [(Comment.received_at, True), (Comment.id, True)]
+    return [(Comment.received_at, False), (Comment.id, False)]
+
+
+def _beyond(keys: Sequence[tuple[Any, bool]], anchor: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows strictly after the anchor's key values in this order (a lexicographic comparison, portable SQL)."""
+    clauses = []
+    for i, (expr, ascending) in enumerate(keys):
+        earlier = [keys[j][0] == anchor[j] for j in range(i)]
+        clauses.append(and_(*earlier, expr > anchor[i] if ascending else expr < anchor[i]))
+    return or_(*clauses)
+
+
 def list_comments(session: Session, user: CurrentUser, f: ListFilters) -> CommentPage:
     """One page of comments under the filters, with the counts, author history and campaign sizes it shows."""
     counts = status_counts(session, user, f)
     total = counts[f.status]
     pages = max(1, -(-total // PAGE_SIZE))
-    f = replace(f, page=min(f.page, pages))
     stmt = _filtered(select(Comment), user, f)
     clause = _status_clause(f.status)
     if clause is not None:
         stmt = stmt.where(clause)
-    if f.sort == "uncertain":
-        # Closest to the middle of the score range first: where the model is least sure.
-        stmt = stmt.order_by(func.abs(top_score() - 0.5), Comment.received_at.desc())
-    elif f.sort == "oldest":
-        stmt = stmt.order_by(Comment.received_at.asc(), Comment.id.asc())
+    keys = _sort_keys(f.sort)
+    reverse = [(expr, not ascending) for expr, ascending in keys]
+    forward = [expr.asc() if ascending else expr.desc() for expr, ascending in keys]
+    backward = [expr.asc() if ascending else expr.desc() for expr, ascending in reverse]
+    cursor = f.after if f.after is not None else f.before
+    anchor = None
+    if cursor is not None:
+        # The anchor may have left the list since (decided): its position in the order still holds.
+        anchor = session.execute(visible(select(*(e for e, _ in keys)).where(Comment.id == cursor), user)).first()
+    comments: list[Comment] | None = None
+    if anchor is not None and f.after is not None:
+        comments = list(session.scalars(stmt.where(_beyond(keys, anchor)).order_by(*forward).limit(PAGE_SIZE)))
+    elif anchor is not None:
+        found = list(session.scalars(stmt.where(_beyond(reverse, anchor)).order_by(*backward).limit(PAGE_SIZE)))
+        if len(found) == PAGE_SIZE:  # else there is less than a page before it: show the first page
+            comments = found[::-1]
+    if comments is not None:
+        f = replace(f, page=1)
+        position = 0
+        if comments:
+            first = session.execute(select(*(e for e, _ in keys)).where(Comment.id == comments[0].id)).one()
+            before_first = stmt.where(_beyond(reverse, first)).subquery()
+            position = session.scalar(select(func.count()).select_from(before_first)) or 0
     else:
-        stmt = stmt.order_by(Comment.received_at.desc(), Comment.id.desc())
-    comments = list(session.scalars(stmt.limit(PAGE_SIZE).offset((f.page - 1) * PAGE_SIZE)))
+        f = replace(f, page=min(f.page, pages), after=None, before=None)
+        position = (f.page - 1) * PAGE_SIZE
+        comments = list(session.scalars(stmt.order_by(*forward).limit(PAGE_SIZE).offset(position)))
     return CommentPage(
         filters=f,
         comments=comments,
@@ -199,6 +248,9 @@ def list_comments(session: Session, user: CurrentUser, f: ListFilters) -> Commen
         pages=pages,
         history=author_history(session, comments),
         campaign_sizes=campaign_sizes(session, user, comments),
+        number=position // PAGE_SIZE + 1,
+        has_prev=position > 0,
+        has_next=position + len(comments) < total,
     )
 
 
