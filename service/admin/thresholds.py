@@ -31,14 +31,29 @@ class Thresholds:
         return cls({k: (getattr(site, f"{k}_approve_below"), getattr(site, f"{k}_reject_at")) for k in KINDS})
 
     @classmethod
-    def parse(cls, form: Any) -> Thresholds:
-        """From a form or query string; raises ValueError with a message for the admin."""
+    def parse(cls, form: Any, defaults: dict[str, dict[str, float]] | None = None) -> Thresholds:
+        """From a form or query string; raises ValueError with a message for the admin.
+
+        A field left empty takes the active model's value (``defaults``, from ``model_defaults()`` when not given),
+        and the pair in effect is what is checked: 'approve below' 0.99 beside a model's 'reject at' 0.976 would be
+        saved and shown, yet the policy caps it at 0.976 — the form would say one thing and the decisions another.
+        Equal values are allowed: nothing is held.
+        """
+        defaults = model_defaults() if defaults is None else defaults
         values: dict[str, tuple[float | None, float | None]] = {}
         for kind in KINDS:
             approve = _score(form.get(f"{kind}_approve_below"), f"{kind}: approve below")
             reject = _score(form.get(f"{kind}_reject_at"), f"{kind}: reject at")
-            if approve is not None and reject is not None and approve > reject:
-                raise ValueError(f"{kind}: 'approve below' must not be above 'reject at'")
+            effective_approve = defaults[kind]["approve_below"] if approve is None else approve
+            effective_reject = defaults[kind]["reject_at"] if reject is None else reject
+            if effective_approve > effective_reject:
+                shown = {
+                    "approve": f"{effective_approve:g}" + ("" if approve is not None else " (the model's)"),
+                    "reject": f"{effective_reject:g}" + ("" if reject is not None else " (the model's)"),
+                }
+                raise ValueError(
+                    f"{kind}: 'approve below' ({shown['approve']}) must not be above 'reject at' ({shown['reject']})"
+                )
             values[kind] = (approve, reject)
         return cls(values)
 

@@ -452,3 +452,36 @@ def test_pagination_cursors_walk_both_ways(browser_session: Sessions) -> None:
     page.click("a[rel=prev]")
     assert shown() == newest_first[:PAGE_SIZE] and page.locator("a[rel=prev]").count() == 0
     assert s.errors == [], s.errors
+
+
+def test_a_threshold_above_the_models_other_threshold_is_refused(browser_session: Sessions) -> None:
+    """'Approve below' 0.99 with 'reject at' left to the model (0.976) was saved and shown, though the policy caps
+    it at the reject threshold: the page said "approve below 0.99" while 0.98 was rejected."""
+    from service.admin.thresholds import model_defaults
+    from service.db import session_scope
+    from service.models import Site
+
+    site = make_ui_site()
+    s = browser_session()
+    s.login(make_user("admin"))
+    page = s.page
+    reject_default = model_defaults()["spam"]["reject_at"]
+    page.goto(f"/admin/sites/{site['id']}")
+    page.fill("input[name=spam_approve_below]", "0.99")
+    page.click("#thresholds-form button[type=submit]:not(#preview-button)")
+    page.wait_for_load_state()
+    flashes = page.locator("#flashes").inner_text()
+    assert "'approve below' (0.99) must not be above 'reject at'" in flashes and "(the model's)" in flashes
+    assert f"{reject_default:g}" in flashes
+    page.goto(f"/admin/sites/{site['id']}")
+    page.fill("input[name=abuse_approve_below]", "0.5")
+    page.fill("input[name=abuse_reject_at]", "0.5")  # equal: nothing held, allowed
+    page.click("#thresholds-form button[type=submit]:not(#preview-button)")
+    page.wait_for_url(re.compile(r".*#thresholds$"))
+    with session_scope() as db:
+        saved = db.get(Site, site["id"])
+        assert saved is not None
+        assert (saved.spam_approve_below, saved.spam_reject_at) == (None, None)
+        assert (saved.abuse_approve_below, saved.abuse_reject_at) == (0.5, 0.5)
+    # The refused save and the live preview of 0.99 answer 400 on purpose; nothing else may fail.
+    assert [e for e in s.errors if "status of 400" not in e] == [], s.errors
