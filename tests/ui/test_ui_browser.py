@@ -485,3 +485,32 @@ def test_a_threshold_above_the_models_other_threshold_is_refused(browser_session
         assert (saved.abuse_approve_below, saved.abuse_reject_at) == (0.5, 0.5)
     # The refused save and the live preview of 0.99 answer 400 on purpose; nothing else may fail.
     assert [e for e in s.errors if "status of 400" not in e] == [], s.errors
+
+
+def test_the_detail_page_shows_the_decision_just_made(browser_session: Sessions) -> None:
+    """On the detail page the decision pills sit outside the comment's <article> (heading, facts), and app.js only
+    updated the row's own: after 's' the page said "rejected as spam" beside "Held · spam" twice, as if nothing
+    had happened. And "by" showed the raw actor (user:7) instead of the moderator."""
+    site = make_ui_site()
+    moderator = make_user("moderator", (site["id"],))
+    cid = add_comment(site["id"], category="abuse", abuse_score=0.7)
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    page.goto(f"/moderation/comments/{cid}")
+    pills = page.locator(f'[data-role=decision][data-comment="{cid}"]')
+    assert pills.count() == 2 and pills.all_inner_texts() == ["Held · abuse"] * 2
+    assert page.locator("[data-role=decided-by]").inner_text() == "the model"
+    page.keyboard.press("s")
+    page.locator("[data-role=message]").filter(has_text="rejected as spam").wait_for()
+    wait_for_state(cid, ("reject", "spam"), page)
+    assert pills.all_inner_texts() == ["Rejected · spam"] * 2
+    assert page.locator("[data-role=decided-by]").inner_text() == moderator["email"]
+    page.keyboard.press("u")
+    page.locator("[data-role=message]").filter(has_text="undone").wait_for()
+    wait_for_state(cid, ("hold", "abuse"), page)
+    assert pills.all_inner_texts() == ["Held · abuse"] * 2
+    page.reload()
+    assert pills.all_inner_texts() == ["Held · abuse"] * 2
+    assert page.locator("[data-role=decided-by]").inner_text() == moderator["email"]
+    assert s.dialogs == [] and s.errors == [], (s.dialogs, s.errors)

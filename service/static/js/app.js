@@ -66,12 +66,15 @@
     row.setAttribute("data-decision", decision);
     var seen = row.querySelector('input[name="seen_' + result.id + '"]');
     if (seen) { seen.value = decision; }
-    var pill = row.querySelector('[data-role="decision"]');
-    if (pill) {
+    // Every pill of this comment: the row's, and on the detail page those in the heading and the facts.
+    document.querySelectorAll('[data-role="decision"][data-comment="' + result.id + '"]').forEach(function (pill) {
       pill.className = "pill pill-" + (decision || "pending");
       pill.textContent = (DECISION_NAMES[decision] || "Pending") +
         (result.category && decision !== "approve" ? " · " + result.category : "");
-    }
+    });
+    // The detail page's "by": an applied action or undo is this user's decision now.
+    var by = document.querySelector('[data-role="decided-by"][data-comment="' + result.id + '"]');
+    if (by && applied) { by.textContent = by.getAttribute("data-me"); }
     row.querySelectorAll("button[data-action]").forEach(function (b) {
       var action = b.getAttribute("data-action");
       b.disabled = (action === "approve" && decision === "approve") ||
