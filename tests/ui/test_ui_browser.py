@@ -514,3 +514,36 @@ def test_the_detail_page_shows_the_decision_just_made(browser_session: Sessions)
     assert pills.all_inner_texts() == ["Held · abuse"] * 2
     assert page.locator("[data-role=decided-by]").inner_text() == moderator["email"]
     assert s.dialogs == [] and s.errors == [], (s.dialogs, s.errors)
+
+
+def test_the_status_tabs_count_the_actions_taken_in_place(browser_session: Sessions) -> None:
+    """The tabs ("Held 3 · Approved 0 …") kept the counts of the page load while comments were decided in place:
+    after working the queue it still said "Held 3" with nothing held."""
+    site, moderator, ids = fresh_queue(3)
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+
+    def counts() -> dict[str, str]:
+        return {
+            status: page.locator(f'.tab[data-status="{status}"] .count').inner_text()
+            for status in ("hold", "approve", "reject", "all")
+        }
+
+    assert counts() == {"hold": "3", "approve": "0", "reject": "0", "all": "3"}
+    page.click(f"#c{ids[2]} button[data-action=approve]")
+    wait_for_state(ids[2], ("approve", None), page)
+    page.locator(f"#c{ids[2]} [data-role=message]").filter(has_text="approved").wait_for()
+    assert counts() == {"hold": "2", "approve": "1", "reject": "0", "all": "3"}
+    page.click(f"#c{ids[1]} button[data-action=spam]")
+    page.locator(f"#c{ids[1]} [data-role=message]").filter(has_text="rejected as spam").wait_for()
+    assert counts() == {"hold": "1", "approve": "1", "reject": "1", "all": "3"}
+    page.click(f"#c{ids[1]} button[data-action=abuse]")  # reject → reject: no tab changes
+    page.locator(f"#c{ids[1]} [data-role=message]").filter(has_text="rejected as abuse").wait_for()
+    assert counts() == {"hold": "1", "approve": "1", "reject": "1", "all": "3"}
+    page.click("#toast-undo")
+    page.locator(f"#c{ids[1]} [data-role=message]").filter(has_text="undone").wait_for()
+    assert counts() == {"hold": "1", "approve": "1", "reject": "1", "all": "3"}  # back to reject · spam
+    page.reload()
+    assert counts() == {"hold": "1", "approve": "1", "reject": "1", "all": "3"}
+    assert s.errors == [], s.errors

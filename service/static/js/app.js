@@ -59,10 +59,20 @@
     setCurrent(next, true);
   }
 
+  /* The status tabs count the comments under the current filters: a decision moves one from tab to tab. */
+  function moveCount(from, to) {
+    if (from === to) { return; }
+    [[from, -1], [to, 1]].forEach(function (pair) {
+      var count = document.querySelector('.tab[data-status="' + pair[0] + '"] .count');
+      if (count) { count.textContent = String(Math.max(0, parseInt(count.textContent, 10) + pair[1])); }
+    });
+  }
+
   function updateRow(result, applied) {
     var row = document.getElementById("c" + result.id);
     if (!row) { return; }
     var decision = result.decision || "";
+    if (applied) { moveCount(row.getAttribute("data-decision") || "", decision); }
     row.setAttribute("data-decision", decision);
     var seen = row.querySelector('input[name="seen_' + result.id + '"]');
     if (seen) { seen.value = decision; }
