@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 from service.decisions.hits import RuleHit
 
 LIST_KINDS = ("email", "ip", "domain", "author", "phrase")
-_LINK_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+|<a\s[^>]*href")
 _URL_IN_TEXT_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+")
+_LINK_RE = re.compile(_URL_IN_TEXT_RE.pattern + r"|<a\s[^>]*href")  # an address, or an anchor without one
 # Akismet's documented test hooks, honoured on every API so integrations can be tested end to end.
 TEST_SPAM_AUTHORS = ("viagra-test-123", "akismet-guaranteed-spam")
 TEST_SPAM_EMAIL = "akismet-guaranteed-spam@example.com"
