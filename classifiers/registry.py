@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -51,8 +52,7 @@ class LoadedModel:
         self.version = version
         self.pipeline = pipeline
         self.manifest = manifest
-        t = manifest["thresholds"]
-        self.thresholds = Thresholds(approve_below=float(t["approve_below"]), reject_at=float(t["reject_at"]))
+        self.thresholds = manifest_thresholds(manifest)
         self._prepare = pipeline.named_steps["prepare"]
         self._features = pipeline.named_steps["features"]
         self._clf = pipeline.named_steps["clf"]
@@ -127,6 +127,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path / MANIFEST}: unreadable manifest ({exc})") from exc
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path / MANIFEST}: unreadable manifest (not a JSON object)")
+    try:
+        # the numbers every reader relies on (list, load, promote, rollback) are checked once, here
+        manifest_thresholds(manifest)
+        trained_features_version(manifest)
+    except ValueError as exc:
+        raise ArtifactError(f"{path / MANIFEST}: unreadable manifest ({exc})") from exc
     return manifest
 
 
@@ -176,9 +182,25 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def manifest_thresholds(manifest: dict[str, Any]) -> Thresholds:
+    """The operating point a manifest records; ``ValueError`` unless it holds two finite numbers."""
+    t: Any = manifest.get("thresholds")
+    try:
+        thresholds = Thresholds(approve_below=float(t["approve_below"]), reject_at=float(t["reject_at"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"thresholds {t!r} are not two numbers") from exc
+    if not (math.isfinite(thresholds.approve_below) and math.isfinite(thresholds.reject_at)):
+        raise ValueError(f"thresholds {t!r} are not two finite numbers")
+    return thresholds
+
+
 def trained_features_version(manifest: dict[str, Any]) -> int:
     """The ``features.FEATURES_VERSION`` a model was trained under (1: trained before versions were recorded)."""
-    return int(manifest.get("features_version", 1))
+    value = manifest.get("features_version", 1)
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"features_version {value!r} is not a number") from exc
 
 
 def _newest_starter(kind: str) -> Path | None:
@@ -380,14 +402,13 @@ class ModelRegistry:
             status = status or state["statuses"].get(path.name, {}).get("status", "candidate")
             if status == "active" and path.name != state["active"]:
                 status = "retired"
-            t = manifest.get("thresholds", {})
             infos.append(
                 ModelInfo(
                     version=path.name,
                     created_at=str(manifest.get("created_at", "")),
                     status=status,
                     metrics=manifest.get("metrics", {}),
-                    thresholds=Thresholds(float(t.get("approve_below", 0.5)), float(t.get("reject_at", 0.5))),
+                    thresholds=manifest_thresholds(manifest),
                     manifest=manifest,
                 )
             )

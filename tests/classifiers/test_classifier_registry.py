@@ -336,6 +336,49 @@ def test_a_corrupt_or_replaced_artifact_is_refused_with_a_message(spam_model, tm
     assert {good, "spam-cut", "spam-replaced", "spam-no-digest"} <= listed and "spam-garbled" not in listed
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("thresholds", {"approve_below": "x", "reject_at": 0.9}),
+        ("thresholds", {"approve_below": [0.2], "reject_at": 0.9}),
+        ("thresholds", {"approve_below": 0.2, "reject_at": float("nan")}),
+        ("thresholds", "0.2-0.9"),
+        ("thresholds", None),
+        ("features_version", "eight"),
+    ],
+)
+def test_a_manifest_with_unusable_numbers_is_an_unreadable_manifest(
+    spam_model, tmp_path: Path, field: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listing read the thresholds without a check: one bad version broke the whole list (a message for a string,
+    a traceback for a list or a non-object). It is now an unreadable manifest like any other: left out of the
+    list with a warning that names it, and refused by promote and rollback."""
+    registry = ModelRegistry(tmp_path, seed_starter=False)
+    first = registry.register("spam", spam_model[0], spam_model[1], status="active")
+    bad = _copy_version(tmp_path, first, "spam-bad")
+    manifest = json.loads((bad / "manifest.json").read_text())
+    (bad / "manifest.json").write_text(json.dumps({**manifest, field: value}))
+    registry.promote("spam", _copy_version(tmp_path, first, "spam-good").name)
+    state = json.loads((tmp_path / "spam" / "active.json").read_text())
+    state["history"].append("spam-bad")  # as if it had served before its manifest was damaged
+    (tmp_path / "spam" / "active.json").write_text(json.dumps(state))
+
+    runner, obj = CliRunner(), {"models_dir": tmp_path}
+    for args in (["models", "list", "--kind", "spam"], ["models", "list", "--kind", "spam", "--json"]):
+        with caplog.at_level(logging.WARNING, logger="classifiers.registry"):
+            result = runner.invoke(cli, args, obj=obj)
+        assert result.exit_code == 0, result.output
+        assert first in result.stdout and "spam-good" in result.stdout and "spam-bad" not in result.stdout
+        assert f"spam model spam-bad is not listed: {bad / 'manifest.json'}: unreadable manifest" in caplog.text
+        assert field in caplog.text, caplog.text
+        caplog.clear()
+    for args in (["models", "promote", "--kind", "spam", "spam-bad"], ["models", "rollback", "--kind", "spam"]):
+        result = runner.invoke(cli, args, obj=obj)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert f"{bad / 'manifest.json'}: unreadable manifest" in result.output and field in result.output
+    assert ModelRegistry(tmp_path, seed_starter=False).active("spam").version == "spam-good"
+
+
 def test_rollback_never_activates_a_version_that_does_not_load(spam_model, tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path, seed_starter=False)
     first = registry.register("spam", spam_model[0], spam_model[1], status="active")
