@@ -102,6 +102,21 @@ def test_users_create_password_from_stdin_or_generated_once(bouncer: Bouncer) ->
     assert short.returncode == 1 and "at least 10 characters" in short.stderr, short.stderr
 
 
+def test_users_create_refuses_what_is_not_an_e_mail_address(bouncer: Bouncer) -> None:
+    """Any text with an "@" used to become a login; the check is the one the admin form's e-mail field makes."""
+    assert bouncer("db", "upgrade").returncode == 0
+    for email in ("a@", "@example.org", "a b@example.org", "a@b@example.org", "a@exa_mple.org", "a@example..org"):
+        result = bouncer("users", "create", "--email", email, "--role", "admin")
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        expected = f"Error: '{email}' is not an e-mail address (e.g. moderator@blog.example)"
+        assert result.stderr.strip() == expected, result.stderr
+    assert bouncer.rows("SELECT count(*) FROM users") == [(0,)]
+    for email in (" First.Last+tag@Sub.Example.org ", "admin@localhost"):
+        assert bouncer("users", "create", "--email", email, "--role", "admin").returncode == 0, email
+    stored = bouncer.rows("SELECT email FROM users ORDER BY id")
+    assert stored == [("first.last+tag@sub.example.org",), ("admin@localhost",)]
+
+
 def test_an_unreachable_database_is_a_message(bouncer: Bouncer) -> None:
     bouncer.env["BOUNCER_DATABASE_URL"] = "postgresql://bouncer@127.0.0.1:1/bouncer"  # nothing listens on port 1
     for args in (("db", "upgrade"), ("sites", "list")):

@@ -616,6 +616,9 @@ def test_a_callback_url_that_cannot_be_reached_is_refused(client: Any, admin: di
 
 def test_admin_users_and_site_assignment(client: Any, admin: dict[str, Any], ui_site: dict[str, Any]) -> None:
     token = login(client, admin)
+    # the browser's type="email" check is not all: the server makes it too (as `bouncer users create` does)
+    refused = client.post("/admin/users", data={"email": "new.mod@", "role": "moderator", "csrf_token": token})
+    assert refused.status_code == 400 and b"is not an e-mail address" in refused.data
     response = client.post(
         "/admin/users",
         data={"email": "new.mod@example.test", "role": "moderator", "sites": [str(ui_site["id"])], "csrf_token": token},
