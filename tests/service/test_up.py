@@ -126,10 +126,10 @@ def test_up_runs_everything_decides_a_comment_and_stops_cleanly(up: Up) -> None:
             k: body[k] for k in ("status", "decision", "scores", "reasons")
         }
 
-    started = time.monotonic()
     up.proc.send_signal(signal.SIGTERM)
-    assert up.proc.wait(timeout=30) == 0, up.output()
-    assert time.monotonic() - started < 15, f"stopping took too long:\n{up.output()}"
+    assert up.proc.wait(timeout=60) == 0, up.output()
+    # Every part stopped within its grace period, none had to be killed (how long that takes is the machine's load).
+    assert "did not stop in time" not in up.output(), up.output()
     _gone, alive = psutil.wait_procs(family, timeout=5)
     assert not alive, f"left running: {[p.cmdline() for p in alive]}"
     assert not (Path(up.env["BOUNCER_DATA_DIR"]) / "redis.sock").exists()
