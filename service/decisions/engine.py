@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -21,7 +21,16 @@ import service.decisions.stream as stream
 from service.decisions.hits import RuleHit
 from service.decisions.policy import KindThresholds, ModelVerdict, Outcome, decide
 from service.decisions.rules import ListMatcher, RuleInput, run_rules
-from service.models import CallbackDelivery, Comment, CommentStatus, ListEntry, ModerationEvent, Site
+from service.models import (
+    CallbackDelivery,
+    Comment,
+    CommentStatus,
+    ListEntry,
+    ModerationEvent,
+    Site,
+    author_email_in,
+    email_key,
+)
 from service.scoring import score_comments
 from service.views import comment_view
 
@@ -54,19 +63,15 @@ def _trusted_authors(session: Session, comments: Sequence[Comment]) -> set[tuple
     wanted: dict[int, set[str]] = defaultdict(set)
     for c in comments:
         if c.author_email:
-            wanted[c.site_id].add(c.author_email.strip().lower())
+            wanted[c.site_id].add(c.author_email)
     trusted: set[tuple[int, str]] = set()
     for site_id, emails in wanted.items():
         rows = session.execute(
             select(Comment.author_email)
-            .where(
-                Comment.site_id == site_id,
-                func.lower(Comment.author_email).in_(emails),  # e-mail addresses compare case-insensitively
-                Comment.decision == "approve",
-            )
+            .where(Comment.site_id == site_id, author_email_in(emails), Comment.decision == "approve")
             .distinct()
         )
-        trusted.update((site_id, e.strip().lower()) for (e,) in rows)
+        trusted.update((site_id, email_key(e)) for (e,) in rows)
     return trusted
 
 
@@ -96,7 +101,7 @@ def evaluate(session: Session, comments: Sequence[Comment]) -> list[tuple[Outcom
             ),
             entries.get(c.site_id, []),
             max_links=site.max_links,
-            trusted_author=(c.site_id, c.author_email.strip().lower()) in trusted,
+            trusted_author=(c.site_id, email_key(c.author_email)) in trusted,
             leniency=site.trusted_author_leniency,
         )
         sr = stream_results[i]

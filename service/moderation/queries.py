@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.auth.session import CurrentUser
-from service.models import Comment, ModerationEvent, Site, User
+from service.models import Comment, ModerationEvent, Site, User, author_email_in, email_key
 
 # Any SELECT statement: the scoping helpers keep the statement's own column types.
 _Stmt = TypeVar("_Stmt", bound=Select)
@@ -262,22 +262,20 @@ def author_history(session: Session, comments: Sequence[Comment]) -> dict[int, A
             wanted[c.site_id].add(c.author_email)
     if not wanted:
         return {}
-    per_author: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
-    conditions = [
-        and_(Comment.site_id == sid, Comment.author_email.in_(sorted(emails))) for sid, emails in wanted.items()
-    ]
+    per_author: dict[tuple[int, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    conditions = [and_(Comment.site_id == sid, author_email_in(emails)) for sid, emails in wanted.items()]
     rows = session.execute(
         select(Comment.site_id, Comment.author_email, Comment.decision, func.count())
         .where(or_(*conditions), Comment.decision.in_(("approve", "reject")))
         .group_by(Comment.site_id, Comment.author_email, Comment.decision)
     )
     for site_id, email, decision, n in rows:
-        per_author[(site_id, email)][decision or ""] = n
+        per_author[(site_id, email_key(email))][decision or ""] += n  # "Ann@…" and "ann@…" add up
     history = {}
     for c in comments:
         if not c.author_email:
             continue
-        counts = per_author.get((c.site_id, c.author_email), {})
+        counts = per_author.get((c.site_id, email_key(c.author_email)), {})
         approved, rejected = counts.get("approve", 0), counts.get("reject", 0)
         # "Before" means the others: the comment itself does not count toward its own author's record.
         if c.decision == "approve":
@@ -319,7 +317,7 @@ def comment_events(session: Session, comment_id: int) -> list[ModerationEvent]:
 def other_comments_of_author(session: Session, user: CurrentUser, c: Comment, limit: int = 20) -> list[Comment]:
     """The author's other comments on visible sites (by e-mail, else by IP), newest first."""
     if c.author_email:
-        match = Comment.author_email == c.author_email
+        match = author_email_in([c.author_email])
     elif c.author_ip:
         match = Comment.author_ip == c.author_ip
     else:

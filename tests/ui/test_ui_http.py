@@ -23,6 +23,7 @@ from tests.ui.helpers import (
     login,
     make_ui_site,
     make_user,
+    unique,
 )
 
 
@@ -479,6 +480,44 @@ def test_detail_shows_history_and_other_comments(
     assert "the comment in question" in page and f"/moderation/comments/{older}" in page
     assert "1 approved" in page
     assert moderator["email"] in page and "hold → reject" in page
+
+
+def test_author_history_matches_e_mails_whatever_their_case(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]
+) -> None:
+    """Ann@Example.org and ann@example.org are one author: the record and the other comments show both."""
+    local = unique("ann")
+    approved = add_comment(
+        ui_site["id"], author_email=f"{local.title()}@Example.org", decision="approve", category=None
+    )
+    rejected = add_comment(ui_site["id"], author_email=f"{local.upper()}@EXAMPLE.ORG", decision="reject")
+    cid = add_comment(ui_site["id"], author_email=f"{local}@example.org", content="the comment in question")
+    login(client, moderator)
+    detail = client.get(f"/moderation/comments/{cid}").get_data(as_text=True)
+    assert f"/moderation/comments/{approved}" in detail and f"/moderation/comments/{rejected}" in detail
+    assert '1 approved</span> · <span class="bad">1 rejected' in detail
+    queue = client.get(f"/moderation/?site={ui_site['id']}").get_data(as_text=True)
+    row = queue[queue.index(f'id="c{cid}"') :]
+    assert '1 approved</span> · <span class="bad">1 rejected' in row[: row.index("</article>")]
+
+
+def test_author_e_mail_lookups_use_the_index(bouncer_env: dict[str, str]) -> None:
+    """The case-insensitive match runs on every scoring batch and queue page: it must be an index lookup."""
+    from sqlalchemy import select, text
+
+    from service.db import session_scope
+    from service.models import Comment, author_email_in
+
+    stmt = select(Comment.id).where(author_email_in(["Ann@Example.org", "bob@example.org"]))
+    with session_scope() as db:
+        dialect = db.get_bind().dialect
+        sql = str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        if dialect.name == "sqlite":
+            plan = " ".join(str(row[-1]) for row in db.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+        else:
+            db.execute(text("SET LOCAL enable_seqscan = off"))  # a test table is small enough to scan
+            plan = " ".join(str(row[0]) for row in db.execute(text(f"EXPLAIN {sql}")))
+    assert "ix_comments_author_email_lower" in plan, plan
 
 
 # --- admin ---------------------------------------------------------------------------------------------------
