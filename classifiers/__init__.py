@@ -9,7 +9,7 @@ Typical use::
 from classifiers.comment import KINDS, CommentInput, ModelScore, Thresholds
 from classifiers.data import Dataset, load_any, load_csv, load_jsonl, load_wxr
 from classifiers.pipeline import build_pipeline
-from classifiers.registry import LoadedModel, ModelInfo, ModelRegistry
+from classifiers.registry import LoadedModel, ModelInfo, ModelRegistry, NothingToRollBack
 from classifiers.training import choose_operating_point, evaluate, train_model
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "ModelInfo",
     "ModelRegistry",
     "ModelScore",
+    "NothingToRollBack",
     "Thresholds",
     "build_pipeline",
     "choose_operating_point",

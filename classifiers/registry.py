@@ -44,6 +44,10 @@ STARTER_NOTE = "starter model"
 log = logging.getLogger(__name__)
 
 
+class NothingToRollBack(LookupError):
+    """A kind has no earlier version to re-activate."""
+
+
 class LoadedModel:
     """A fitted pipeline with its version, thresholds and manifest, ready to score."""
 
@@ -463,18 +467,33 @@ class ModelRegistry:
             state["statuses"][version] = {"status": "active", "note": "promoted", "at": at}
             self._write_pointer(kind, state)
 
+    def _rollback_index(self, kind: str, state: dict[str, Any]) -> int | None:
+        """Where in the history the version a rollback would re-activate is: the latest earlier one still there."""
+        kind_dir = self._kind_dir(kind)
+        for i in range(len(state["history"]) - 1, -1, -1):
+            previous = state["history"][i]
+            if previous != state["active"] and (kind_dir / previous / ARTIFACT).is_file():
+                return i
+        return None
+
+    def rollback_target(self, kind: str) -> str | None:
+        """The version ``rollback`` would re-activate, or None when there is nothing to roll back to."""
+        self._ensure_seeded(kind)
+        state = self._read_pointer(kind)
+        i = self._rollback_index(kind, state)
+        return None if i is None else str(state["history"][i])
+
     def rollback(self, kind: str) -> str:
         """Re-activate the previously active version and return it; the current one needs review."""
         self._ensure_seeded(kind)
-        with self._locked(kind) as kind_dir:
+        with self._locked(kind):
             state = self._read_pointer(kind)
             current = state["active"]
-            while state["history"]:
-                previous = state["history"].pop()
-                if previous != current and (kind_dir / previous / ARTIFACT).is_file():
-                    break
-            else:
-                raise LookupError(f"no earlier {kind} model to roll back to")
+            i = self._rollback_index(kind, state)
+            if i is None:
+                raise NothingToRollBack(f"no earlier {kind} model to roll back to")
+            previous = state["history"][i]
+            del state["history"][i:]  # it, and the entries after it that could not be re-activated
             # it must load cleanly before it serves (as promote checks): a corrupt one leaves the pointer alone
             loaded = load_version_dir(kind, self._version_path(kind, previous))
             at = _now().isoformat()

@@ -39,6 +39,7 @@ class VersionRow:
 class KindOverview:
     kind: str
     versions: list[VersionRow] = field(default_factory=list)
+    rollback_to: str | None = None  # the version a rollback would re-activate; None: nothing to roll back to
     error: str = ""
 
     @property
@@ -88,6 +89,7 @@ def overview() -> list[KindOverview]:
         try:
             rows = [_row(info) for info in _registry().versions(kind)]
             item.versions = sorted(rows, key=lambda r: r.created_at, reverse=True)
+            item.rollback_to = _registry().rollback_target(kind)
         except Exception as exc:  # a missing or broken registry must not take the admin console down
             log.warning("model registry unavailable for %s", kind, exc_info=True)
             item.error = f"{type(exc).__name__}: {exc}"
@@ -99,8 +101,9 @@ def promote(kind: str, version: str) -> None:
     _registry().promote(kind, version)
 
 
-def rollback(kind: str) -> None:
-    _registry().rollback(kind)
+def rollback(kind: str) -> str:
+    """Re-activate the previous version; ``NothingToRollBack`` when there is none."""
+    return str(_registry().rollback(kind))
 
 
 def recent_runs(session: Session, limit: int = 10) -> list[RetrainRun]:

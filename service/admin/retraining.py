@@ -14,7 +14,7 @@ from flask import abort, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
-from classifiers import KINDS
+from classifiers import KINDS, NothingToRollBack
 from service import retraining
 from service.admin import bp
 from service.auth.session import admin_required, require_user
@@ -46,13 +46,15 @@ def metric(metrics: dict[str, Any] | None, key: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _versions(kind: str) -> tuple[list[dict[str, Any]], str]:
-    """A kind's versions with their test metrics per source; a registry error is shown, not raised."""
+def _versions(kind: str) -> tuple[list[dict[str, Any]], str, str | None]:
+    """A kind's versions with their test metrics per source, the error that hid them (shown, not raised), and the
+    version a rollback would re-activate (None: nothing to roll back to)."""
     try:
         infos = retraining.registry().versions(kind)
+        rollback_to = retraining.registry().rollback_target(kind)
     except Exception as exc:  # a missing or broken registry must not take the page down
         log.warning("model registry unavailable for %s", kind, exc_info=True)
-        return [], f"{type(exc).__name__}: {exc}"
+        return [], f"{type(exc).__name__}: {exc}", None
     rows = []
     for info in infos:
         test = info.metrics.get("test", {}) if isinstance(info.metrics, dict) else {}
@@ -67,7 +69,7 @@ def _versions(kind: str) -> tuple[list[dict[str, Any]], str]:
                 "retrain": retrain,
             }
         )
-    return rows, ""
+    return rows, "", rollback_to
 
 
 def kind_summaries(db: Any) -> list[dict[str, Any]]:
@@ -194,7 +196,9 @@ def retraining_rollback(kind: str) -> ResponseReturnValue:
         abort(404)
     try:
         version = retraining.rollback(kind)
-    except Exception as exc:  # e.g. nothing to roll back to
+    except NothingToRollBack:  # the button is not shown then, but a stale page or a second admin may post
+        flash(f"There is no earlier {kind} model to roll back to.", "info")
+    except Exception as exc:  # the registry says why (the earlier version failed to load): show it
         flash(f"Could not roll back the {kind} model: {exc}", "warning")
     else:
         flash(f"{kind} model rolled back to {version}; workers use it from their next decision.", "success")

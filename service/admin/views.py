@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
+from classifiers import NothingToRollBack
 from service.admin import bp, models_page
 from service.admin.thresholds import KINDS, Thresholds, model_defaults, preview
 from service.auth.session import admin_required, require_user
@@ -425,9 +426,11 @@ def models_rollback(kind: str) -> ResponseReturnValue:
     if kind not in KINDS:
         abort(400)
     try:
-        models_page.rollback(kind)
-    except Exception as exc:  # e.g. nothing to roll back to
+        version = models_page.rollback(kind)
+    except NothingToRollBack:  # the button is not shown then, but a stale page or a second admin may post
+        flash(f"There is no earlier {kind} model to roll back to.", "info")
+    except Exception as exc:  # the registry says why (the earlier version failed to load): show it
         flash(f"Could not roll back the {kind} model: {exc}", "warning")
     else:
-        flash(f"{kind} model rolled back to the previous version.", "success")
+        flash(f"{kind} model rolled back to {version}.", "success")
     return redirect(url_for("admin.models"))

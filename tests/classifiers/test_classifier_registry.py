@@ -16,7 +16,7 @@ import pytest
 import skops.io as sio
 from click.testing import CliRunner
 
-from classifiers import CommentInput, ModelRegistry
+from classifiers import CommentInput, ModelRegistry, NothingToRollBack
 from classifiers.cli import cli
 from classifiers.features import NUMERIC_FEATURES
 from classifiers.persistence import (
@@ -75,6 +75,7 @@ def test_promote_rollback_and_hot_swap(spam_model, tmp_path: Path) -> None:
     assert serving.active("spam") is starter  # candidates do not serve
     infos = admin.versions("spam")
     assert [(i.version, i.status) for i in infos] == [(version, "candidate"), (starter.version, "active")]
+    assert admin.rollback_target("spam") is None  # two versions, but the candidate was never active
 
     admin.promote("spam", version)
     deadline = time.time() + 2
@@ -83,10 +84,12 @@ def test_promote_rollback_and_hot_swap(spam_model, tmp_path: Path) -> None:
     assert serving.active("spam").version == version
     assert {i.version: i.status for i in admin.versions("spam")}[starter.version] == "retired"
 
+    assert admin.rollback_target("spam") == starter.version
     assert admin.rollback("spam") == starter.version
     assert serving.active("spam").version == starter.version
     assert {i.version: i.status for i in admin.versions("spam")}[version] == "needs_review"
-    with pytest.raises(LookupError):
+    assert admin.rollback_target("spam") is None
+    with pytest.raises(NothingToRollBack):
         admin.rollback("spam")
 
     admin.set_status("spam", version, "retired", note="worse on youtube")

@@ -713,3 +713,53 @@ def test_models_page_flags_a_model_trained_under_older_feature_code(
     spam = page[page.index('id="kind-spam"') : page.index('id="kind-abuse"')]
     rows = spam.split("<tr")
     assert [old.name in r for r in rows if "retrain: older features" in r] == [True]  # the shipped one reads as trained
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A model registry of this test's own, served by the app (BOUNCER_MODELS_DIR)."""
+    from service.config import settings
+
+    monkeypatch.setenv("BOUNCER_MODELS_DIR", str(tmp_path / "models"))
+    settings.cache_clear()
+    yield tmp_path / "models"
+    monkeypatch.undo()
+    settings.cache_clear()
+
+
+def test_roll_back_is_offered_only_when_there_is_an_earlier_model(
+    client: Any, admin: dict[str, Any], models_dir: Path
+) -> None:
+    """Two versions are not enough: a candidate that was never active leaves nothing to roll back to."""
+    from classifiers import ModelRegistry
+    from classifiers.registry import STARTER_DIR
+
+    shipped = sorted((STARTER_DIR / "spam").iterdir())[-1]
+    ModelRegistry(models_dir).versions("spam")  # seeded: the shipped starter is active, with no history
+    candidate = "spam-29990101T000000Z-cand1dat"
+    shutil.copytree(shipped, models_dir / "spam" / candidate)
+    token = login(client, admin)
+
+    def spam_panels() -> list[str]:
+        """The spam panels of the models page and of the retraining page, each with its own Roll back."""
+        models = client.get("/admin/models").get_data(as_text=True)
+        versions = client.get("/admin/retraining").get_data(as_text=True)
+        return [
+            models[models.index('id="kind-spam"') : models.index('id="kind-abuse"')],
+            versions[versions.index('id="versions-spam"') : versions.index('id="versions-abuse"')],
+        ]
+
+    assert [candidate in p and "Roll back" not in p for p in spam_panels()] == [True, True]
+    # A stale page (or a second admin) may still post it: a plain answer, nothing changed.
+    for url in ("/admin/models/spam/rollback", "/admin/retraining/spam/rollback"):
+        answer = client.post(url, data={"csrf_token": token}, follow_redirects=True)
+        assert answer.status_code == 200
+        assert "There is no earlier spam model to roll back to." in answer.get_data(as_text=True)
+        assert ModelRegistry(models_dir).active("spam").version == shipped.name
+
+    client.post("/admin/models/spam/promote", data={"version": candidate, "csrf_token": token})
+    assert ["Roll back" in p for p in spam_panels()] == [True, True]
+    answer = client.post("/admin/models/spam/rollback", data={"csrf_token": token}, follow_redirects=True)
+    assert f"spam model rolled back to {shipped.name}." in answer.get_data(as_text=True)
+    assert ModelRegistry(models_dir).active("spam").version == shipped.name
+    assert ["Roll back" in p for p in spam_panels()] == [False, False]  # the history is used up
