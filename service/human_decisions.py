@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
 
 from service.models import CallbackDelivery, Comment, CommentStatus, Label, ModerationEvent
@@ -23,6 +23,7 @@ class HumanDecision:
     message: str
     event_id: int | None = None
     delivery_id: int | None = None
+    unchanged: bool = False  # not applied because the comment already was so (not a conflict)
 
 
 def record_label(session: Session, comment: Comment, label: str, source: str, actor: str) -> Label | None:
@@ -47,11 +48,14 @@ def apply_label(
     expected_from: str | None = None,
     action: str | None = None,
     notify_blog: bool = True,
+    only_if_changed: bool = False,
 ) -> HumanDecision:
     """Set the comment's disposition from a human label (spam | ham | abuse).
 
     With ``expected_from`` the update only happens when the comment's current decision is that one, so of two
-    moderators acting on the same comment exactly one wins. The caller commits.
+    moderators acting on the same comment exactly one wins. With ``only_if_changed`` a label that leaves the
+    decision and category as they are changes nothing (no event, label or callback) and answers ``unchanged``.
+    The caller commits.
     """
     if label not in LABEL_TO_DISPOSITION:
         raise ValueError(f"unknown label {label!r}")
@@ -61,6 +65,10 @@ def apply_label(
     if expected_from is not None:
         conditions.append(Comment.decision == expected_from)
         from_decision = expected_from
+    if only_if_changed:
+        conditions.append(
+            or_(Comment.decision.is_distinct_from(to_decision), Comment.category.is_distinct_from(category))
+        )
     now = datetime.now(UTC)
     result = session.execute(
         update(Comment)
@@ -78,6 +86,9 @@ def apply_label(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
         session.refresh(comment)
+        as_seen = expected_from is None or comment.decision == expected_from
+        if only_if_changed and as_seen and (comment.decision, comment.category) == (to_decision, category):
+            return HumanDecision(False, "nothing to change: the comment already is so", unchanged=True)
         return HumanDecision(False, f"this comment was already changed to '{comment.decision}' by someone else")
     event = ModerationEvent(
         comment_id=comment.id,

@@ -41,6 +41,7 @@ class ActionResult:
     decision: str | None
     category: str | None
     event_id: int | None = None
+    unchanged: bool = False  # the comment already was as asked: nothing written, nothing sent (not a conflict)
 
 
 def _aware(value: datetime) -> datetime:
@@ -88,7 +89,13 @@ def moderate(user: CurrentUser, items: Sequence[tuple[int, str]], action: str) -
                 continue
             prior_category = c.category
             outcome = apply_label(
-                session, c, label, source="moderator", actor=user.actor, expected_from=seen, action=None
+                session,
+                c,
+                label,
+                source="moderator",
+                actor=user.actor,
+                expected_from=seen,
+                only_if_changed=True,  # re-approving an approved comment is no decision: no event, label or callback
             )
             if outcome.applied and outcome.event_id is not None:
                 event = session.get(ModerationEvent, outcome.event_id)
@@ -98,9 +105,13 @@ def moderate(user: CurrentUser, items: Sequence[tuple[int, str]], action: str) -
                 if outcome.delivery_id is not None:
                     deliveries.append(outcome.delivery_id)
                 message = ACTION_NAMES[action]
+            elif outcome.unchanged:
+                message = f"already {ACTION_NAMES[action]}"
             else:
                 message = outcome.message
-            results.append(ActionResult(cid, outcome.applied, message, c.decision, c.category, outcome.event_id))
+            results.append(
+                ActionResult(cid, outcome.applied, message, c.decision, c.category, outcome.event_id, outcome.unchanged)
+            )
     _after_commit(changed, deliveries)
     return results
 

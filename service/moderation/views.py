@@ -140,6 +140,7 @@ def _answer(results: Sequence[ActionResult], back: str) -> ResponseReturnValue:
                     "message": r.message,
                     "decision": r.decision,
                     "category": r.category,
+                    "unchanged": r.unchanged,
                 }
                 for r in results
             ],
@@ -149,8 +150,12 @@ def _answer(results: Sequence[ActionResult], back: str) -> ResponseReturnValue:
     if applied:
         noun = "comment" if len(applied) == 1 else "comments"
         flash(f"{len(applied)} {noun} {applied[0].message}.", "success")
+    unchanged = [r for r in results if r.unchanged]
+    if unchanged:
+        noun = "comment was" if len(unchanged) == 1 else "comments were"
+        flash(f"{len(unchanged)} {noun} {unchanged[0].message}.", "info")
     for r in results:
-        if not r.applied:
+        if not r.applied and not r.unchanged:
             flash(f"Comment #{r.comment_id}: {r.message}.", "warning")
     if events:
         session["undo"] = {"events": events, "at": time.time()}

@@ -547,3 +547,37 @@ def test_the_status_tabs_count_the_actions_taken_in_place(browser_session: Sessi
     page.reload()
     assert counts() == {"hold": "1", "approve": "1", "reject": "1", "all": "3"}
     assert s.errors == [], s.errors
+
+
+def test_a_bulk_approval_counts_only_the_comments_it_changed(browser_session: Sessions) -> None:
+    """Select-all on "All comments" and Approve: the one already approved is not counted, not a conflict, not
+    touched; undo puts back the one that changed."""
+    site = make_ui_site()
+    moderator = make_user("moderator", (site["id"],))
+    held = add_comment(site["id"])
+    approved = add_comment(site["id"], decision="approve", category=None)
+    s = browser_session()
+    s.login(moderator)
+    page = s.page
+    page.goto(f"/moderation/all?site={site['id']}")
+
+    def counts() -> dict[str, str]:
+        return {st: page.locator(f'.tab[data-status="{st}"] .count').inner_text() for st in ("hold", "approve")}
+
+    page.check("#select-all")
+    assert page.locator("#selected-count").inner_text() == "2 selected"
+    page.click(".bulkbar button[value=approve]")
+    page.locator("#toast").filter(has_text="1 comment approved").wait_for()
+    wait_for_state(held, ("approve", None), page)
+    message = page.locator(f"#c{approved} [data-role=message]")
+    assert message.inner_text() == "already approved" and "conflict" not in (message.get_attribute("class") or "")
+    assert page.locator(".flash-warning").count() == 0
+    assert counts() == {"hold": "0", "approve": "2"}
+    assert events_of(approved) == [] and current_labels(approved) == []
+
+    page.click("#toast-undo")
+    page.locator("#toast").filter(has_text="Undone: 1 comment").wait_for()
+    wait_for_state(held, ("hold", "spam"), page)
+    assert comment_state(approved) == ("approve", None) and events_of(approved) == []
+    assert counts() == {"hold": "1", "approve": "1"}
+    assert s.dialogs == [] and s.errors == [], (s.dialogs, s.errors)

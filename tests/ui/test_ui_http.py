@@ -297,7 +297,14 @@ def test_action_is_audited_labelled_and_answered(
     assert response.status_code == 200
     body = response.get_json()
     assert body["results"] == [
-        {"id": cid, "applied": True, "message": "rejected as abuse", "decision": "reject", "category": "abuse"}
+        {
+            "id": cid,
+            "applied": True,
+            "message": "rejected as abuse",
+            "decision": "reject",
+            "category": "abuse",
+            "unchanged": False,
+        }
     ]
     assert len(body["undo"]["events"]) == 1
     assert comment_state(cid) == ("reject", "abuse")
@@ -427,6 +434,73 @@ def test_undo_records_the_moderator_like_every_other_action(
     with session_scope() as db:
         c = db.get(Comment, cid)
         assert c is not None and (c.decision, c.decided_by) == ("hold", f"user:{moderator['id']}")
+
+
+def deliveries_of(comment_id: int) -> int:
+    """How many callbacks to the blog a comment has in the outbox."""
+    from sqlalchemy import func
+
+    from service.db import session_scope
+    from service.models import CallbackDelivery
+
+    with session_scope() as db:
+        return db.scalar(select(func.count()).where(CallbackDelivery.comment_id == comment_id)) or 0
+
+
+def test_an_action_on_comments_already_in_that_state_changes_and_sends_nothing(client: Any) -> None:
+    """Re-approving an approved comment (a bulk selection on "All comments") writes no event, label or callback."""
+    site = make_ui_site(callback_url="http://127.0.0.1:9/bouncer-callback")
+    moderator = make_user("moderator", (site["id"],))
+    held = add_comment(site["id"])
+    approved = add_comment(site["id"], decision="approve", category=None)
+    spam = add_comment(site["id"], decision="reject", category="spam")
+    token = login(client, moderator)
+
+    def bulk(action: str, ids: list[int], seen: list[str], **extra: Any) -> Any:
+        data: dict[str, Any] = {"action": action, "ids": [str(i) for i in ids], "csrf_token": token, **extra}
+        data.update({f"seen_{i}": s for i, s in zip(ids, seen, strict=True)})
+        return client.post("/moderation/act", data=data, headers={"Accept": "application/json"}).get_json()
+
+    body = bulk("approve", [held, approved], ["hold", "approve"])
+    assert [(r["id"], r["applied"], r["unchanged"], r["message"]) for r in body["results"]] == [
+        (held, True, False, "approved"),
+        (approved, False, True, "already approved"),
+    ]
+    assert len(body["undo"]["events"]) == 1
+    assert events_of(approved) == [] and current_labels(approved) == [] and deliveries_of(approved) == 0
+    assert deliveries_of(held) == 1
+    # Undo puts back the one that changed; the other was never touched.
+    undone = client.post(
+        "/moderation/undo",
+        data={"event": [str(e) for e in body["undo"]["events"]], "csrf_token": token},
+        headers={"Accept": "application/json"},
+    ).get_json()
+    assert [(r["id"], r["applied"]) for r in undone["results"]] == [(held, True)]
+    assert comment_state(held) == ("hold", "spam") and comment_state(approved) == ("approve", None)
+    assert events_of(approved) == [] and deliveries_of(approved) == 0
+
+    # The category is part of the state: spam → abuse changes the comment, spam → spam does not.
+    assert [r["unchanged"] for r in act(client, token, spam, "spam", seen="reject").get_json()["results"]] == [True]
+    assert events_of(spam) == [] and deliveries_of(spam) == 0
+    assert act(client, token, spam, "abuse", seen="reject").get_json()["results"][0]["applied"] is True
+    assert comment_state(spam) == ("reject", "abuse") and deliveries_of(spam) == 1
+
+    # Without JavaScript the flashes count what changed, and say what was already so.
+    page = client.post(
+        "/moderation/act",
+        data={
+            "action": "approve",
+            "ids": [str(held), str(approved)],
+            f"seen_{held}": "hold",
+            f"seen_{approved}": "approve",
+            "csrf_token": token,
+            "next": "/moderation/all",
+        },
+        follow_redirects=True,
+    ).get_data(as_text=True)
+    assert "1 comment approved." in page and "1 comment was already approved." in page
+    assert f"Comment #{approved}" not in page  # not a conflict
+    assert events_of(approved) == [] and deliveries_of(approved) == 0
 
 
 def test_campaign_reject(client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]) -> None:

@@ -93,7 +93,7 @@
     var message = row.querySelector('[data-role="message"]');
     if (message) {
       message.textContent = result.message;
-      message.classList.toggle("conflict", !applied);
+      message.classList.toggle("conflict", !applied && !result.unchanged);
     }
     row.classList.toggle("done", applied && decision !== "hold");
     var box = row.querySelector("input.row-select");
@@ -157,7 +157,8 @@
       var conflicts = [];
       data.results.forEach(function (r) {
         updateRow(r, r.applied);
-        if (r.applied) { applied += 1; } else { conflicts.push("#" + r.id + ": " + r.message); }
+        // A comment that already was as asked is no conflict: nothing was written for it.
+        if (r.applied) { applied += 1; } else if (!r.unchanged) { conflicts.push("#" + r.id + ": " + r.message); }
       });
       conflicts.forEach(function (c) { flash("Comment " + c, "warning"); });
       if (applied) {
