@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import email.utils
 import hashlib
 import json
 import xml.etree.ElementTree as ET
@@ -104,12 +105,15 @@ class Dataset:
     sublabels: list[str] = field(default_factory=list)
     categories: dict[str, np.ndarray] = field(default_factory=dict)  # 1/0, -1 where not annotated
     files: list[dict[str, Any]] = field(default_factory=list)  # {path, source, sha256, rows}
+    # When each comment was written (UTC), where the file says: a site's imported history keeps its order in time.
+    times: list[dt.datetime | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.comments)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(n)
         self.groups = self.groups or [""] * n
         self.sublabels = self.sublabels or [""] * n
+        self.times = self.times or [None] * n
 
     def __len__(self) -> int:
         return len(self.comments)
@@ -125,6 +129,7 @@ class Dataset:
             sublabels=[self.sublabels[i] for i in idx],
             categories={k: v[idx] for k, v in self.categories.items()},
             files=list(self.files),
+            times=[self.times[i] for i in idx],
         )
 
     def split(self, name: str | None) -> Dataset:
@@ -148,6 +153,7 @@ class Dataset:
                 for k in names
             },
             files=[f for p in parts for f in p.files],
+            times=[t for p in parts for t in p.times],
         )
 
 
@@ -176,6 +182,27 @@ def _file_info(path: Path, rows: int) -> dict[str, Any]:
         "licence": info.get("licence", "unknown"),
         "citation": info.get("citation", ""),
     }
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """A comment's time in UTC from ISO 8601 or an e-mail style date (RFC 2822); ``None`` when it is neither.
+
+    A time without a zone is taken as UTC. The time only orders a site's imported history, so a file whose dates
+    cannot be read still loads (its rows count as written when they are imported)."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+    try:
+        return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+        return None
 
 
 def _categories_from_sublabels(sublabels: list[str]) -> dict[str, np.ndarray]:
@@ -240,6 +267,7 @@ def load_csv(path: Path | str, split: str | None = None) -> Dataset:
     splits: list[str] = []
     groups: list[str] = []
     sublabels: list[str] = []
+    times: list[dt.datetime | None] = []
     for line, row in _csv_rows(path):
         where = f"{path}:{line}"
         text = row.get("text") or ""
@@ -258,6 +286,7 @@ def load_csv(path: Path | str, split: str | None = None) -> Dataset:
         splits.append(_split(row.get("split"), text, where))
         groups.append(row.get("group") or "")
         sublabels.append(row.get("sublabel") or "")
+        times.append(parse_time(row.get("date")))
     data = Dataset(
         comments=comments,
         labels=np.asarray(labels),
@@ -267,6 +296,7 @@ def load_csv(path: Path | str, split: str | None = None) -> Dataset:
         sublabels=sublabels,
         categories=_categories_from_sublabels(sublabels),
         files=[_file_info(path, len(comments))],
+        times=times,
     )
     return data.split(split)
 
@@ -332,6 +362,7 @@ def load_jsonl(path: Path | str) -> Dataset:
     splits: list[str] = []
     groups: list[str] = []
     sublabels: list[str] = []
+    times: list[dt.datetime | None] = []
     n = 0
     try:
         with open(path, encoding="utf-8-sig") as fh:
@@ -351,6 +382,7 @@ def load_jsonl(path: Path | str) -> Dataset:
                 splits.append(_split(obj.get("split"), comment.text, where))
                 groups.append(str(obj.get("group") or ""))
                 sublabels.append(str(obj.get("sublabel") or ""))
+                times.append(parse_time(obj.get("created_at") or obj.get("date")))
     except UnicodeDecodeError as exc:
         raise _not_utf8(path, exc) from exc
     return Dataset(
@@ -361,6 +393,7 @@ def load_jsonl(path: Path | str) -> Dataset:
         groups=groups,
         sublabels=sublabels,
         files=[_file_info(path, len(comments))],
+        times=times,
     )
 
 
@@ -415,6 +448,7 @@ def load_wxr(path: Path | str) -> Dataset:
     comments: list[CommentInput] = []
     labels: list[int] = []
     groups: list[str] = []
+    times: list[dt.datetime | None] = []
     for item in _wxr_items(path):
         title = link = excerpt = post_id = post_gmt = post_local = ""
         for child in item:
@@ -456,6 +490,8 @@ def load_wxr(path: Path | str) -> Dataset:
             )
             labels.append(int(status == "spam"))
             groups.append(post_id)
+            written = _wxr_time(f.get("comment_date_gmt", ""), f.get("comment_date", ""))  # site-local if no GMT
+            times.append(written.replace(tzinfo=dt.UTC) if written else None)
     return Dataset(
         comments=comments,
         labels=np.asarray(labels),
@@ -463,6 +499,7 @@ def load_wxr(path: Path | str) -> Dataset:
         sources=[path.stem] * len(comments),
         groups=groups,
         files=[_file_info(path, len(comments))],
+        times=times,
     )
 
 

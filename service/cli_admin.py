@@ -1,4 +1,4 @@
-"""Administrative commands: ``bouncer db``, ``bouncer sites``, ``bouncer users``."""
+"""Administrative commands: ``bouncer db``, ``bouncer sites``, ``bouncer users``, ``bouncer labels``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 from sqlalchemy import select
@@ -118,3 +119,44 @@ def users_create(email: str, role: str, password_stdin: bool, site_ids: tuple[in
     if generated:
         out["password"] = generated
     click.echo(json.dumps(out, indent=2))
+
+
+@click.group()
+def labels() -> None:
+    """Training labels: a site's moderation history."""
+
+
+@labels.command("import")
+@click.option("--site", "site_id", type=int, required=True, help="The site whose history this is.")
+@click.option(
+    "--positive",
+    type=click.Choice(["spam", "abuse"]),
+    default="spam",
+    show_default=True,
+    help="What label 1 means (a WordPress export's spam is spam; its approved comments are ham).",
+)
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def labels_import(site_id: int, positive: str, files: tuple[str, ...]) -> None:
+    """Import moderated comments (WordPress WXR export, CSV or JSON Lines) as decided comments with labels.
+
+    All files or nothing: an unreadable file or an invalid row stops the import before anything is stored.
+    Importing a file again adds nothing. Prints a JSON summary; retrain to learn from the labels.
+    """
+    from classifiers import Dataset, load_any
+    from classifiers.data import DataError
+    from service.history_import import HistoryError, import_history
+
+    try:
+        data = Dataset.concat([load_any(path) for path in files])
+    except (DataError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    actor = "cli: " + ", ".join(Path(path).name for path in files)
+    with database_errors(), session_scope() as session:
+        site = session.get(Site, site_id)
+        if site is None:
+            raise click.ClickException(f"no site with id {site_id}")
+        try:
+            summary = import_history(session, site, data, positive, actor[:200])
+        except HistoryError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"site": site_id, "files": list(files), **summary.as_dict()}, indent=2))

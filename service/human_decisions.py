@@ -26,14 +26,20 @@ class HumanDecision:
     unchanged: bool = False  # not applied because the comment already was so (not a conflict)
 
 
-def record_label(session: Session, comment: Comment, label: str, source: str, actor: str) -> Label | None:
-    """Store a training label; it supersedes the comment's earlier labels. Test comments never become labels."""
+def record_label(
+    session: Session, comment: Comment, label: str, source: str, actor: str, at: datetime | None = None
+) -> Label | None:
+    """Store a training label; it supersedes the comment's earlier labels. Test comments never become labels.
+
+    ``at``: when the human decided, if not now (imported history: retraining weighs a label by its age)."""
     if comment.is_test:
         return None
     session.execute(
         update(Label).where(Label.comment_id == comment.id, Label.superseded.is_(False)).values(superseded=True)
     )
     row = Label(comment_id=comment.id, site_id=comment.site_id, label=label, source=source, actor=actor)
+    if at is not None:
+        row.created_at = at
     session.add(row)
     return row
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 
 from classifiers import load_any, load_csv, load_jsonl, load_wxr
 from classifiers.cli import cli
-from classifiers.data import DataError
+from classifiers.data import DataError, parse_time
 from tests.identity_comments import IDENTITY_COMMENTS
 
 WXR = """<?xml version="1.0" encoding="UTF-8"?>
@@ -57,6 +58,12 @@ def test_load_wxr(tmp_path: Path) -> None:
     # seconds since the post: GMT dates when both have them, else the site-local ones
     assert [c.seconds_since_post for c in data.comments] == [7200.0, 20.0]
     assert set(data.splits) <= {"train", "dev", "test"} and len(data.files[0]["sha256"]) == 64
+    # when each comment was written: GMT, else the site-local date (a history import orders labels by it)
+    assert data.times == [
+        dt.datetime(2024, 3, 1, 14, 0, tzinfo=dt.UTC),
+        dt.datetime(2024, 3, 1, 13, 0, 20, tzinfo=dt.UTC),
+    ]
+    assert data.subset([False, True]).times == data.times[1:]
 
 
 def test_load_jsonl(tmp_path: Path) -> None:
@@ -70,6 +77,36 @@ def test_load_jsonl(tmp_path: Path) -> None:
     assert data.labels.tolist() == [1, 0]
     assert data.comments[0].author_url == "http://d.xyz" and data.comments[1].post_title == "Hello"
     assert data.splits[1] == "dev"
+    assert data.times == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2013-11-07T06:20:48", dt.datetime(2013, 11, 7, 6, 20, 48, tzinfo=dt.UTC)),  # no zone: UTC
+        ("2025-01-02T10:00:00Z", dt.datetime(2025, 1, 2, 10, 0, tzinfo=dt.UTC)),
+        ("2025-01-02 12:00:00+02:00", dt.datetime(2025, 1, 2, 10, 0, tzinfo=dt.UTC)),
+        ("Thu, 22 Aug 2002 18:26:25 +0700", dt.datetime(2002, 8, 22, 11, 26, 25, tzinfo=dt.UTC)),  # SpamAssassin
+        ("9999-12-31T23:00:00-05:00", None),  # past year 9999 in UTC
+        ("last tuesday", None),
+        ("", None),
+        (None, None),
+        (20250102, None),
+    ],
+)
+def test_parse_time(raw: object, expected: dt.datetime | None) -> None:
+    assert parse_time(raw) == expected
+
+
+def test_loaders_keep_the_times_their_files_give(tmp_path: Path, data_dir: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    rows = [{"text": "a", "label": 0, "created_at": "2025-01-02T10:00:00Z"}, {"text": "b", "label": 1, "date": "x"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    assert load_jsonl(path).times == [dt.datetime(2025, 1, 2, 10, 0, tzinfo=dt.UTC), None]
+    youtube = load_csv(data_dir / "spam" / "youtube.csv")
+    assert youtube.times[0] == dt.datetime(2013, 11, 7, 6, 20, 48, tzinfo=dt.UTC)
+    both = type(youtube).concat([youtube, load_csv(data_dir / "spam" / "sms.csv")])
+    assert len(both.times) == len(both) and both.times[-1] is None  # SMS has no dates
 
 
 def test_load_csv_split_and_categories(data_dir: Path) -> None:
