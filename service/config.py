@@ -125,6 +125,7 @@ class Settings:
     akismet_wait_ms: int = field(default=800, metadata={"coerce": _non_negative_int})
     sweep_after_seconds: int = field(default=30, metadata={"coerce": _positive_int})
     sweep_interval_seconds: int = field(default=15, metadata={"coerce": _positive_int})
+    score_max_attempts: int = field(default=3, metadata={"coerce": _positive_int})
     callback_max_attempts: int = field(default=8, metadata={"coerce": _positive_int})
     callback_timeout_seconds: int = field(default=5, metadata={"coerce": _positive_int})
     api_rate_limit: str = field(default="1200/minute", metadata={"coerce": _rate_limit})

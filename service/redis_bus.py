@@ -1,10 +1,12 @@
-"""The one place that talks to Redis: clients per concern and the per-comment decision notification."""
+"""The one place that talks to Redis: clients per concern, the per-comment decision notification and the
+per-comment count of scoring attempts that died with their process."""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
@@ -14,12 +16,14 @@ from redis.retry import Retry
 from service.config import settings
 
 # A fixed numbering of Redis databases per concern, so a flush of one never touches another.
-BROKER_DB = 0
+BROKER_DB = 0  # and the scoring-attempt counts: bookkeeping of the score queue's deliveries
 NOTIFY_DB = 1
 STREAM_DB = 2
 LIMITS_DB = 3
 
 NOTIFY_TTL_SECONDS = 120
+# Outlives every way a scoring message comes back: requeued at once, the sweeper (seconds), the visibility timeout.
+SCORE_ATTEMPTS_TTL_SECONDS = 24 * 3600
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str, int, int, int], redis.Redis] = {}
@@ -84,6 +88,48 @@ def wait_decided(comment_id: int, timeout_ms: int) -> dict[str, Any] | None:
     _key, raw = cast(tuple[bytes, bytes], found)
     payload: dict[str, Any] = json.loads(raw)
     return payload
+
+
+def _attempts_key(comment_id: int) -> str:
+    return f"bouncer:score-attempts:{comment_id}"
+
+
+def _attempts_client() -> redis.Redis:
+    return client(BROKER_DB, socket_timeout=1.0, connect_timeout=1.0, retries=1)
+
+
+def unfinished_scoring_attempts(comment_ids: Sequence[int]) -> dict[int, int]:
+    """How many scoring attempts of each comment started and never finished (0 for nearly all)."""
+    if not comment_ids:
+        return {}
+    values = cast(list[bytes | None], _attempts_client().mget([_attempts_key(cid) for cid in comment_ids]))
+    return {cid: int(value or 0) for cid, value in zip(comment_ids, values, strict=True)}
+
+
+def start_scoring_attempt(comment_ids: Sequence[int]) -> None:
+    """Count an attempt of each comment before it starts; ``finish_scoring_attempt`` takes it back when it returns."""
+    if not comment_ids:
+        return
+    pipe = _attempts_client().pipeline(transaction=False)
+    for cid in comment_ids:
+        pipe.incr(_attempts_key(cid))
+        pipe.expire(_attempts_key(cid), SCORE_ATTEMPTS_TTL_SECONDS)
+    pipe.execute()
+
+
+# Take back one attempt per key, and drop a key at zero (nearly every comment's) rather than keep it for a day.
+_FINISH_ATTEMPT_LUA = """
+for _, key in ipairs(KEYS) do
+  if redis.call('DECR', key) <= 0 then redis.call('DEL', key) end
+end
+"""
+
+
+def finish_scoring_attempt(comment_ids: Sequence[int]) -> None:
+    """Take back the attempt ``start_scoring_attempt`` counted: it returned, so its process did not die on it."""
+    if comment_ids:
+        conn = _attempts_client()
+        conn.register_script(_FINISH_ATTEMPT_LUA)(keys=[_attempts_key(cid) for cid in comment_ids])
 
 
 def ping() -> bool:

@@ -147,11 +147,17 @@ class WorkerProcess:
     """A real Celery worker in a subprocess; tests may kill and restart it."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, pool: str = "threads", concurrency: int = 4, beat: bool = True
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        pool: str = "threads",
+        concurrency: int = 4,
+        beat: bool = True,
+        app: str = "workers.celery_app:celery",
     ) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
-        self.pool, self.concurrency, self.beat = pool, concurrency, beat
+        self.pool, self.concurrency, self.beat, self.app = pool, concurrency, beat, app
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -162,7 +168,7 @@ class WorkerProcess:
                 "-m",
                 "celery",
                 "-A",
-                "workers.celery_app:celery",
+                self.app,  # a test may wrap the real app (tests/service/crashing_worker.py)
                 "worker",
                 "--pool",
                 self.pool,

@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from service.callbacks import attempt_delivery, backoff_seconds
 from service.db import session_scope
+from service.decisions.attempts import plan_attempts, scoring_attempt
 from service.decisions.engine import after_decided, decide_pending
 from service.sweeper import sweep
 
@@ -34,7 +35,8 @@ class HandBackBatches(Batches):
     prefetch slots (a few such deaths and it takes no more messages at all) and came back only after the broker's
     visibility timeout (15 minutes). As Celery does for ordinary tasks with ``task_reject_on_worker_lost``, a lost
     worker now hands the batch back to the queue at once; any other failure acks it and leaves the comments (still
-    pending in the database) to the sweeper, so a message that kills its process cannot loop without a pause.
+    pending in the database) to the sweeper. A comment that itself kills the process is not handed back for ever:
+    ``score_comment`` scores it alone next time and holds it once its attempts run out (service.decisions.attempts).
     """
 
     def flush(self, requests: Collection[Request]) -> Any:
@@ -83,13 +85,24 @@ def score_comment(requests: list[SimpleRequest]) -> None:
 
     Scoring a batch costs little more than scoring one, so the worker buffers messages for a few milliseconds.
     A redelivered message finds its comment decided and changes nothing; a failed batch is left to the sweeper.
+    Comments an attempt died on (a lost worker) are scored one at a time, and held once they ran out of attempts.
     """
-    ids = sorted({int(r.args[0]) for r in requests if r.args})
+    plan = plan_attempts(sorted({int(r.args[0]) for r in requests if r.args}))
+    if plan.held:
+        _decide(plan.held, hold_without_scoring=plan.held_reason)
+    for ids in ([plan.together] if plan.together else []) + [[cid] for cid in plan.alone]:
+        with scoring_attempt(ids):
+            _decide(ids)
+
+
+def _decide(ids: list[int], hold_without_scoring: str = "") -> None:
     for attempt in range(3):
         try:
             with session_scope() as session:
-                decided = decide_pending(session, ids, decided_by="worker")
+                decided = decide_pending(session, ids, decided_by="worker", hold_without_scoring=hold_without_scoring)
                 after_decided(decided)
+            if hold_without_scoring and decided.comments:
+                log.warning("comments %s held without scoring: %s", sorted(decided.comments), hold_without_scoring)
             return
         except OperationalError:  # a locked SQLite or a dropped connection: try again, then leave it to the sweeper
             log.warning("scoring batch failed (attempt %s)", attempt + 1, exc_info=True)

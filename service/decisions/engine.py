@@ -128,6 +128,27 @@ def evaluate(session: Session, comments: Sequence[Comment]) -> list[tuple[Outcom
     return results
 
 
+def held_without_scoring(comments: Sequence[Comment], reason: str) -> list[tuple[Outcome, dict[str, Any]]]:
+    """Hold each comment for a moderator without evaluating it: no rule, stream check or model sees it again.
+
+    For a comment whose scoring keeps failing (``service.decisions.attempts``): whichever part crashes on it, none
+    of them runs. The policy still turns the hold into the outcome, so the reason reads like any other.
+    """
+    results = []
+    for _ in comments:
+        hit = RuleHit("scoring.failed", "hold", reason)
+        extra: dict[str, Any] = {
+            "spam_score": None,
+            "abuse_score": None,
+            "categories": {},
+            "model_versions": {},
+            "campaign_key": None,
+            "rule_codes": [hit.code],
+        }
+        results.append((decide([hit], []), extra))
+    return results
+
+
 @dataclass(frozen=True)
 class Decided:
     """What one ``decide_pending`` call decided: the comments, and the callback outbox rows it wrote."""
@@ -158,13 +179,16 @@ _SET_DECISION = (
 _INSERT_EVENT = insert(cast(Table, ModerationEvent.__table__))
 
 
-def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str = "worker") -> Decided:
+def decide_pending(
+    session: Session, comment_ids: Sequence[int], decided_by: str = "worker", *, hold_without_scoring: str = ""
+) -> Decided:
     """Decide those of ``comment_ids`` still pending and commit; returns the comments this call decided.
 
     Everything is computed first; then one conditional UPDATE ... RETURNING claims the batch (whoever commits first
     wins; a redelivered task or the web fallback changes nothing), and the values, audit events and callback outbox
     rows of the claimed comments are written in bulk. Side effects after the commit (notifications, callbacks,
-    stream memory) are the caller's: see ``after_decided``.
+    stream memory) are the caller's: see ``after_decided``. With ``hold_without_scoring`` (a reason) the comments
+    are not evaluated but held for a moderator with that reason (see ``held_without_scoring``).
     """
     comments = list(
         session.scalars(
@@ -178,7 +202,11 @@ def decide_pending(session: Session, comment_ids: Sequence[int], decided_by: str
     now = datetime.now(UTC)
     actor = "model" if decided_by == "worker" else decided_by
     planned = []
-    for c, (outcome, extra) in zip(comments, evaluate(session, comments), strict=True):
+    if hold_without_scoring:
+        results = held_without_scoring(comments, hold_without_scoring)
+    else:
+        results = evaluate(session, comments)
+    for c, (outcome, extra) in zip(comments, results, strict=True):
         values = {
             "decision": outcome.decision,
             "auto_decision": outcome.decision,

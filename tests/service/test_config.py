@@ -35,6 +35,8 @@ def test_defaults_and_valid_values(tmp_path: Path) -> None:
     )
     assert cfg.redis_base_db == 4 and cfg.redis_url_for(3) == "redis://127.0.0.1:6393/7"
     assert load_settings(env(tmp_path)).redis_url == f"unix://{tmp_path / 'var' / 'redis.sock'}"
+    assert load_settings(env(tmp_path)).score_max_attempts == 3
+    assert load_settings(env(tmp_path, score_max_attempts="5")).score_max_attempts == 5
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,8 @@ def test_defaults_and_valid_values(tmp_path: Path) -> None:
         ("redis_url", "redis://127.0.0.1:6379/abc", "the database number must be an integer"),
         ("redis_url", "unix:///tmp/redis.sock?db=x", "the database number must be an integer"),
         ("redis_url", "redis://127.0.0.1:99999/0", "bad port"),
+        # 0 attempts would hold every comment without ever scoring one
+        ("score_max_attempts", "0", "expected a positive integer"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str, message: str) -> None:

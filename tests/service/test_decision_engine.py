@@ -9,8 +9,11 @@ from sqlalchemy import func, select
 from service.api.schemas import CommentIn
 from service.comments import insert_comment
 from service.db import session_scope
+from service.decisions.attempts import gave_up_reason
 from service.decisions.engine import decide_pending, evaluate
-from service.models import Comment, ListEntry, ModerationEvent
+from service.models import CallbackDelivery, Comment, ListEntry, ModerationEvent
+from service.views import comment_view
+from tests.conftest import free_port, make_site
 
 
 def _store(site_id: int, content: str, email: str) -> int:
@@ -52,6 +55,39 @@ def test_an_allow_entry_approves_and_a_redelivery_changes_nothing(site: dict[str
             select(func.count()).select_from(ModerationEvent).where(ModerationEvent.comment_id.in_([allowed, blocked]))
         )
     assert events == 2
+
+
+def test_a_comment_held_without_scoring_takes_the_one_decision_path(bouncer_env: dict[str, str]) -> None:
+    """A comment whose scoring kept killing the worker is held with the reason by the same conditional update, audit
+    event and callback outbox as every decision; no rule or model sees it (a blocked phrase would reject it), and
+    a later attempt changes nothing."""
+    site = make_site(callback_url=f"http://127.0.0.1:{free_port()}/hook")
+    with session_scope() as session:
+        session.add(ListEntry(site_id=site["id"], action="block", kind="phrase", value="casino"))
+    poison = _store(site["id"], "Best casino bonus ever, in a text no scorer survives", "someone@example.net")
+    reason = gave_up_reason(3)
+    with session_scope() as session:
+        decided = decide_pending(session, [poison], hold_without_scoring=reason)
+        assert decide_pending(session, [poison]).comments == {}
+        event = session.scalars(select(ModerationEvent).where(ModerationEvent.comment_id == poison)).one()
+        outbox = session.scalars(select(CallbackDelivery.id).where(CallbackDelivery.comment_id == poison)).all()
+    held = decided.comments[poison]
+    assert (held.status, held.decision, held.auto_decision, held.category, held.decided_by) == (
+        "decided",
+        "hold",
+        "hold",
+        None,
+        "worker",
+    )
+    assert (held.reasons, held.spam_score, held.abuse_score, held.model_versions) == ([reason], None, None, {})
+    assert (event.action, event.to_decision, event.details) == (
+        "decide",
+        "hold",
+        {"rules": ["scoring.failed"], "models": {}},
+    )
+    assert outbox == decided.delivery_ids and len(outbox) == 1  # the blog hears of it like any decision
+    view = comment_view(held)
+    assert (view["decision"], view["reasons"], view["scores"]) == ("hold", [reason], {"spam": None, "abuse": None})
 
 
 def test_meta_user_role_of_a_native_comment_is_not_the_akismet_administrator_hook(site: dict[str, Any]) -> None:

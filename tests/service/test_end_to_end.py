@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -366,6 +367,101 @@ def test_a_killed_pool_process_hands_its_batch_back(
         assert later.status_code == 200 and later.json()["status"] == "decided"
         decides = _decide_events(ids)
         assert sorted(decides) == sorted(ids) and set(decides.values()) == {1}
+    finally:
+        work.kill(signal.SIGTERM)
+        server.stop()
+
+
+@pytest.fixture
+def own_database(bouncer_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """A migrated database of this test alone, of the session's kind (a SQLite file, or a PostgreSQL schema): the
+    session's worker and sweeper never see its comments. Yields its BOUNCER_DATABASE_URL."""
+    from sqlalchemy import text
+
+    from service.config import load_settings
+    from service.db import engine, make_engine
+    from service.migrate import upgrade
+
+    shared = bouncer_env["BOUNCER_DATABASE_URL"]
+    schema = f"own_{os.getpid()}_{time.monotonic_ns()}"
+    if shared.startswith("postgres"):
+        url = f"{shared}{'&' if '?' in shared else '?'}options=-csearch_path%3D{schema}"
+    else:
+        url = f"sqlite:///{tmp_path / 'own.db'}"
+    coerced = load_settings({**bouncer_env, "BOUNCER_DATABASE_URL": url}).database_url
+    admin = make_engine(load_settings(bouncer_env).database_url) if shared.startswith("postgres") else None
+    if admin is not None:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    upgrade(coerced)
+    yield url
+    engine(coerced).dispose()
+    if admin is not None:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_a_comment_that_kills_its_scorer_is_held_and_spares_its_batch_mates(
+    bouncer_env: dict[str, str], private_redis: dict[str, Any], own_database: str, tmp_path: Path
+) -> None:
+    """A comment whose scoring kills the pool process (a segfault in a native library, the OOM killer) came back at
+    once and killed the next process too, for ever, taking its batch-mates down each time. Now a comment an attempt
+    died on is scored alone, and one that BOUNCER_SCORE_MAX_ATTEMPTS (3) attempts died on is held for a moderator
+    with the reason; its batch-mates, and a comment that killed one process and then scored, are decided as usual.
+    The worker's own sweeper runs, and finds nothing left to send again."""
+    from service.config import load_settings
+    from service.decisions.attempts import gave_up_reason
+    from service.sites import create_site
+    from tests.service.crashing_worker import FAULTS_DIR_VARIABLE, KILLS_EVERY_TIME, KILLS_ONCE
+
+    env = {
+        **bouncer_env,
+        "BOUNCER_REDIS_URL": f"redis://127.0.0.1:{private_redis['port']}/0",
+        "BOUNCER_DATABASE_URL": own_database,
+        FAULTS_DIR_VARIABLE: str(tmp_path),
+    }
+    database = load_settings(env).database_url
+    with session_scope(database) as session:
+        _, keys = create_site(session, "Crash blog", "https://blog.example")
+    server = LiveServer(env, tmp_path / "web.log")
+    work = WorkerProcess(
+        env, tmp_path / "worker.log", pool="prefork", concurrency=1, app="tests.service.crashing_worker:celery"
+    )
+    server.start()
+    try:
+        contents = [f"comment {i} about pruning roses in February, thanks" for i in range(8)]
+        contents.insert(4, f"{KILLS_EVERY_TIME} a comment the scorer cannot survive")
+        contents.append(f"{KILLS_ONCE} a comment that killed the scorer once")
+        # Sent while no worker runs, so that they wait in the queue and are taken as one batch.
+        ids = [_post(server, keys.api_key, {"content": text}, wait=0).json()["id"] for text in contents]
+        poison, once, innocent = ids[4], ids[-1], ids[:4] + ids[5:-1]
+        work.start()
+        decided = {cid: _wait_decided(server, keys.api_key, cid, timeout=120) for cid in ids}
+
+        held = decided[poison]
+        assert (held["decision"], held["reasons"], held["scores"]) == (
+            "hold",
+            [gave_up_reason(3)],
+            {"spam": None, "abuse": None},
+        )
+        assert gave_up_reason(3) == "automatic scoring failed 3 times; held for a moderator"
+        for cid in [*innocent, once]:
+            assert decided[cid]["scores"]["spam"] is not None and gave_up_reason(3) not in decided[cid]["reasons"]
+        assert (tmp_path / f"killed-{once}").exists()  # it did kill a process before it was scored
+        time.sleep(6)  # the sweeper (every 2 s, for comments pending over 3 s) would send any comment left over
+        log = (tmp_path / "worker.log").read_text()
+        lost = [int(n) for n in re.findall(r"scoring batch of (\d+) messages failed \(worker lost\)", log)]
+        assert len(lost) == 4, log[-3000:]  # three processes for the poison, one for the comment that killed once
+        assert max(lost) > 1, log[-3000:]  # ... and innocent comments went down with it at least once
+        with session_scope(database) as session:
+            rows = session.execute(
+                select(ModerationEvent.comment_id, func.count())
+                .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
+                .group_by(ModerationEvent.comment_id)
+            ).all()
+            pending = session.scalar(select(func.count()).select_from(Comment).where(Comment.status == "pending"))
+        assert dict(rows) == {cid: 1 for cid in ids} and pending == 0
     finally:
         work.kill(signal.SIGTERM)
         server.stop()
