@@ -78,11 +78,17 @@ def decide_within(comment_id: int, budget_ms: int, *, enqueue: bool = True) -> S
 
 def _decide_here(comment_id: int) -> None:
     # Imported here: only the fallback needs the scorer, and the worker module graph is heavy.
+    from service.decisions.attempts import plan_attempts, scoring_attempt
     from service.decisions.engine import after_decided, decide_pending
 
+    # Counted like the worker's attempts: a comment that kills the process scoring it must not take down a web
+    # process with every resubmission, and one out of attempts is held unscored here too.
+    plan = plan_attempts([comment_id])
+    counted = [] if plan.held else [comment_id]
     try:
-        with session_scope() as session:
-            decided = decide_pending(session, [comment_id], decided_by="web")
+        with scoring_attempt(counted), session_scope() as session:
+            hold = plan.held_reason if plan.held else ""
+            decided = decide_pending(session, [comment_id], decided_by="web", hold_without_scoring=hold)
             after_decided(decided)
     except Exception:  # the comment stays pending in the database; the sweeper re-enqueues it
         log.exception("the web fallback could not decide comment %s", comment_id)

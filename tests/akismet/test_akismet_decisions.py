@@ -14,6 +14,7 @@ from service.comments import store_comment
 from service.db import session_scope
 from service.decisions.engine import after_decided, decide_pending
 from service.models import Comment, ModerationEvent, Site
+from tests.service.test_scoring_attempts import _die_inside_an_attempt
 
 
 @pytest.mark.parametrize(
@@ -90,3 +91,28 @@ def test_worker_first_then_fallback_changes_nothing(app: Any, site: dict[str, An
     again = decide_within(comment_id, 0, enqueue=False)
     assert again == first
     assert _events(comment_id) == 1
+
+
+def test_web_fallback_counts_its_attempt_and_holds_a_comment_out_of_attempts(
+    app: Any, site: dict[str, Any], bouncer_env: dict[str, str]
+) -> None:
+    """The fallback scores with the worker's bound: a comment three processes died on is held, unscored."""
+    from service import redis_bus
+
+    fine = _pending_comment(site["id"], "Ada")
+    assert decide_within(fine, 0, enqueue=False).decision == "approve"
+    assert redis_bus.unfinished_scoring_attempts([fine]) == {fine: 0}  # it returned: nothing stays counted
+
+    poison = _pending_comment(site["id"], "viagra-test-123")  # would be rejected if anything evaluated it
+    for _ in range(3):
+        _die_inside_an_attempt(bouncer_env, [poison])
+    outcome = decide_within(poison, 0, enqueue=False)
+    assert (outcome.status, outcome.decision) == ("decided", "hold")
+    with session_scope() as session:
+        comment = session.get(Comment, poison)
+        assert comment is not None
+        assert (comment.decided_by, comment.spam_score, comment.reasons) == (
+            "web",
+            None,
+            ["automatic scoring failed 3 times; held for a moderator"],
+        )
