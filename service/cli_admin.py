@@ -139,8 +139,8 @@ def labels() -> None:
 def labels_import(site_id: int, positive: str, files: tuple[str, ...]) -> None:
     """Import moderated comments (WordPress WXR export, CSV or JSON Lines) as decided comments with labels.
 
-    All files or nothing: an unreadable file or an invalid row stops the import before anything is stored.
-    Importing a file again adds nothing. Prints a JSON summary; retrain to learn from the labels.
+    An unreadable file or an invalid row stops the import before anything is stored. Importing a file again adds
+    nothing (and completes an interrupted import). Prints a JSON summary; retrain to learn from the labels.
     """
     from classifiers import Dataset, load_any
     from classifiers.data import DataError

@@ -7,7 +7,8 @@ or sent back to the blog: the blog already knows these decisions.
 
 Every row goes through the native API's validation (``CommentIn``); one invalid row stops the import before
 anything is stored, with the file and row named. Importing a file again adds nothing: each row's external id is
-a digest of what the row says, so the same comment is recognised, and two copies of a spam on two posts are not.
+a digest of what the row says, so the same comment is recognised, and two copies of a spam on two posts are not
+(and an interrupted import is completed by running it again).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from service.models import Comment, CommentStatus, Site
 SOURCE = "import"
 EXTERNAL_ID_PREFIX = "import:"
 MAX_ERRORS_SHOWN = 5
+CHUNK_ROWS = 500  # rows per transaction: about a second of the database's write lock
 
 
 class HistoryError(ValueError):
@@ -111,17 +113,23 @@ def validate_history(data: Dataset) -> list[CommentIn]:
     return rows
 
 
-def import_history(session: Session, site: Site, data: Dataset, positive: str, actor: str) -> ImportSummary:
+def import_history(
+    session: Session, site: Site, data: Dataset, positive: str, actor: str, chunk: int = CHUNK_ROWS
+) -> ImportSummary:
     """Store ``data`` as ``site``'s decided comments, each with its label (1 → ``positive``, 0 → ``ham``).
 
-    The caller commits: all rows or none. A row already known (same external id) is left as it is.
+    Every row is validated before any is stored. Then the rows are committed ``chunk`` at a time, so a live site's
+    comments keep coming in meanwhile (SQLite has one write lock); an interrupted import is completed by running it
+    again, since a row already known (same external id) is left as it is.
     """
     if positive not in ("spam", "abuse"):
         raise ValueError(f"positive must be spam or abuse, not {positive!r}")
     rows = validate_history(data)
     now = datetime.now(UTC)
     summary = ImportSummary(rows=len(rows))
-    for row, y, written in zip(rows, data.labels, data.times, strict=True):
+    for n, (row, y, written) in enumerate(zip(rows, data.labels, data.times, strict=True), 1):
+        if n % chunk == 0:
+            session.commit()
         comment_id, created = insert_comment(session, site.id, row, source=SOURCE)
         if not created:
             summary.already_known += 1

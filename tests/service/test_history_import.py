@@ -150,3 +150,25 @@ def test_a_bad_row_or_file_imports_nothing_and_says_where(bouncer_env: dict[str,
     result = bouncer("labels", "import", "--site", "999999", str(good))
     assert result.returncode == 1 and result.stderr.strip() == "Error: no site with id 999999"
     assert _counts(site["id"]) == (0, 0)
+
+
+def test_rows_are_committed_a_chunk_at_a_time(bouncer_env: dict[str, str], tmp_path: Path) -> None:
+    """A long import holds the write lock a chunk at a time; a second run completes what the first did not."""
+    from classifiers import load_jsonl
+    from service.history_import import import_history
+    from service.models import Site
+
+    site = make_site()
+    path = tmp_path / "history.jsonl"
+    path.write_text("\n".join(json.dumps({"content": f"comment {i}", "label": i % 2}) for i in range(7)), "utf-8")
+    data = load_jsonl(path)
+    with session_scope() as session:
+        stored = session.get(Site, site["id"])
+        assert stored is not None
+        first = import_history(session, stored, data.subset([i < 5 for i in range(7)]), "spam", "test", chunk=2)
+    assert (first.imported, _counts(site["id"])) == (5, (5, 5))
+    with session_scope() as session:
+        stored = session.get(Site, site["id"])
+        assert stored is not None
+        second = import_history(session, stored, data, "spam", "test", chunk=2)
+    assert (second.imported, second.already_known, _counts(site["id"])) == (2, 5, (7, 7))
