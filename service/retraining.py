@@ -50,6 +50,7 @@ STEPS = 6
 LOCK_KEY = "bouncer:retrain:lock"
 LOCK_TTL_SECONDS = 30 * 60  # refreshed at every step; a dead worker's lock expires on its own
 STALE_QUEUED_SECONDS = 6 * 3600
+INTERRUPTED = "interrupted: the worker stopped during the run"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 _EXTEND = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end"
@@ -370,6 +371,7 @@ def create_run(kind: str, requested_by: str = "", session: Session | None = None
             )
             .values(status="failed", error="never started: its task was lost", finished_at=_now())
         )
+        fail_interrupted_runs(db)
         busy = db.scalar(
             select(RetrainRun.id).where(RetrainRun.kind == kind, RetrainRun.status.in_(("queued", "running")))
         )
@@ -384,6 +386,22 @@ def create_run(kind: str, requested_by: str = "", session: Session | None = None
         return make(session)
     with session_scope() as db:
         return make(db)
+
+
+def fail_interrupted_runs(db: Session) -> None:
+    """End as failed the runs left ``running`` by a worker that died (a live run always holds the retrain lock).
+
+    The dead worker's lock outlives it (up to its TTL) and its redelivered task may come back before that, so
+    without this such a run stayed ``running`` for good and every later retrain of its kind was refused as busy.
+    """
+    running = list(db.scalars(select(RetrainRun.id).where(RetrainRun.status == "running")))
+    # Ids read before the lock check: a run that starts meanwhile holds the lock first and is not among them.
+    if running and lock_holder() is None:
+        db.execute(
+            update(RetrainRun)
+            .where(RetrainRun.id.in_(running), RetrainRun.status == "running")
+            .values(status="failed", error=INTERRUPTED, finished_at=_now())
+        )
 
 
 def _update_run(run_id: int, **values: Any) -> None:
@@ -499,8 +517,9 @@ def retrain(
             raise LookupError(f"no retrain run {run_id}")
         status = run.status
     if status != "queued":  # a redelivered task: the run already ran, or its worker died mid-run
-        if status == "running" and lock_holder() is None:
-            mark_failed(run_id, "interrupted: the worker stopped during the run")
+        if status == "running":
+            with session_scope() as db:
+                fail_interrupted_runs(db)
         return run_id
     lock = _Lock()
     if not lock.acquire():
@@ -513,7 +532,7 @@ def retrain(
             db.execute(
                 update(RetrainRun)
                 .where(RetrainRun.status == "running", RetrainRun.id != run_id)
-                .values(status="failed", error="interrupted: the worker stopped during the run", finished_at=_now())
+                .values(status="failed", error=INTERRUPTED, finished_at=_now())
             )
             started = db.execute(
                 update(RetrainRun)
@@ -700,6 +719,7 @@ def due_kinds(session: Session, min_new_labels: int | None = None) -> dict[str, 
     n = settings().retrain_min_new_labels if min_new_labels is None else min_new_labels
     if n <= 0:
         return {}
+    fail_interrupted_runs(session)
     due = {}
     for kind in KINDS:
         busy = session.scalar(

@@ -74,6 +74,7 @@ def _versions(kind: str) -> tuple[list[dict[str, Any]], str, str | None]:
 
 def kind_summaries(db: Any) -> list[dict[str, Any]]:
     """Per kind: the running run, the latest finished run, and how many new labels the schedule has seen."""
+    retraining.fail_interrupted_runs(db)  # a crashed worker's run must not show as running forever
     out = []
     for kind in KINDS:
         current = db.scalar(
@@ -156,6 +157,7 @@ def retraining_start(kind: str) -> ResponseReturnValue:
 def retraining_run(run_id: int) -> ResponseReturnValue:
     """One run: progress while it runs; then the report — candidate vs active side by side, confusion, reasons."""
     with session_scope() as db:
+        retraining.fail_interrupted_runs(db)  # a crashed worker's run must not show as running forever
         run = db.get(RetrainRun, run_id) or abort(404)
         try:
             active_version = retraining.registry().active(run.kind).version

@@ -109,6 +109,29 @@ def test_a_redelivered_task_of_a_dead_worker_marks_its_run_failed(bouncer_env: d
     assert run.status == "failed" and run.error.startswith("interrupted")
 
 
+def test_a_run_left_running_by_a_dead_worker_does_not_block_retraining(
+    bouncer_env: dict[str, Any], admin_client: tuple[Any, str]
+) -> None:
+    """A pool process killed mid-run (the OOM killer) leaves its lock behind for up to its TTL, and its task comes
+    back at once (task_reject_on_worker_lost): the redelivered task cannot tell yet, so once the dead lock is gone
+    the next retrain, the schedule and the admin pages must end that run instead of reporting it busy for ever."""
+    run_id = retraining.create_run("spam", "admin")
+    with session_scope() as db:
+        db.get(RetrainRun, run_id).status = "running"  # type: ignore[union-attr]  # exists: just created
+    dead = retraining._Lock()
+    assert dead.acquire()
+    assert retraining.retrain("spam", run_id=run_id) == run_id  # the redelivered task, while the lock lives
+    assert _run(run_id).status == "running"
+    dead.release()  # the lock's TTL ran out
+
+    client, _token = admin_client
+    page = client.get(f"/admin/retraining/runs/{run_id}")
+    assert page.status_code == 200 and "Refresh" not in page.headers
+    run = _run(run_id)
+    assert (run.status, run.error) == ("failed", retraining.INTERRUPTED)
+    retraining.mark_failed(retraining.create_run("spam", "admin"), "cleaned up by the test")  # not refused as busy
+
+
 def _latest(kind: str) -> RetrainRun:
     from sqlalchemy import select
 
