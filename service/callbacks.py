@@ -75,7 +75,8 @@ def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
     timestamp = int(time.time())
     error = ""
     try:
-        response = httpx.post(
+        with httpx.stream(
+            "POST",
             url,
             content=body,
             headers={
@@ -85,11 +86,13 @@ def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
             },
             timeout=cfg.callback_timeout_seconds,
             follow_redirects=False,
-        )
-        if 200 <= response.status_code < 300:
+        ) as response:
+            # The answer is the status alone: the body is never read, so an endless one cannot hold the worker.
+            status = response.status_code
+        if 200 <= status < 300:
             outcome: Attempt = "delivered"
         else:
-            error = f"HTTP {response.status_code}"
+            error = f"HTTP {status}"
             outcome = "retry"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:1000]

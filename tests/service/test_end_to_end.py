@@ -202,6 +202,50 @@ def test_a_failing_receiver_gets_the_callback_after_retries(
     assert recorded() == ("delivered", 4)
 
 
+def test_a_receiver_that_answers_without_end_does_not_hold_the_delivery(
+    live_server: LiveServer, worker: WorkerProcess
+) -> None:
+    """A blog's answer is its status: a receiver that says 200 and then streams a body without end (a
+    misconfigured proxy, a hostile endpoint) must not hold a callback worker or its memory."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(60)
+    sent: list[int] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+            try:
+                for _ in range(240):  # 64 KiB every 0.25 s for a minute: each read well inside the read timeout
+                    conn.sendall(b"x" * 65536)
+                    sent.append(1)
+                    time.sleep(0.25)
+            except OSError:
+                pass  # Bouncer hung up: what it should do
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    site = make_site(callback_url=f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+    comment_id = _post(live_server, site["api_key"], HAM).json()["id"]
+
+    def recorded() -> tuple[str, int]:
+        with session_scope() as session:
+            d = session.scalars(select(CallbackDelivery).where(CallbackDelivery.comment_id == comment_id)).one()
+            return d.status, d.attempts
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and recorded() != ("delivered", 1):
+        time.sleep(0.2)
+    try:
+        assert recorded() == ("delivered", 1)
+        assert len(sent) < 40, "the body was read on long after the status came"
+    finally:
+        listener.close()
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A Redis server of this test alone, so it can be stopped and started again."""
