@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from service.config import settings
 from service.db import session_scope
@@ -33,10 +33,13 @@ def backoff_seconds(attempts: int) -> float:
     return float(min(600, 2**attempts))
 
 
-def build_body(comment: Comment, event: ModerationEvent | None, delivery_id: int) -> bytes:
+def build_body(comment: Comment, event: ModerationEvent | None, delivery_id: int, sequence: int) -> bytes:
+    """The callback's JSON: ``comment`` is the comment's state when the body is built (every attempt anew), and
+    ``sequence`` grows with every change of that state, so a receiver keeps the highest and drops the rest."""
     payload = {
         "event": "comment.decided" if event is None or event.action == "decide" else "comment.moderated",
         "delivery_id": delivery_id,
+        "sequence": sequence,
         "action": event.action if event else "decide",
         "actor": event.actor if event else "model",
         "comment": comment_view(comment),
@@ -62,6 +65,11 @@ def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
         delivery = session.get(CallbackDelivery, delivery_id)
         if delivery is None or claimed.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult
             return "nothing_to_do", delivery.attempts if delivery else 0
+        # The comment's newest event id, read before the comment itself: a change committed between the two
+        # reads then shows in the body under an older sequence, never the other way round.
+        sequence = session.scalar(
+            select(func.max(ModerationEvent.id)).where(ModerationEvent.comment_id == delivery.comment_id)
+        )
         comment = session.get(Comment, delivery.comment_id)
         event = session.get(ModerationEvent, delivery.event_id) if delivery.event_id else None
         if comment is None or not comment.site.callback_url:
@@ -69,7 +77,7 @@ def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
             delivery.last_error = "the site has no callback URL any more"
             return "gave_up", delivery.attempts
         url, secret = comment.site.callback_url, comment.site.callback_secret
-        body = build_body(comment, event, delivery.id)
+        body = build_body(comment, event, delivery.id, sequence or 0)
         attempts = delivery.attempts
 
     timestamp = int(time.time())

@@ -202,6 +202,41 @@ def test_a_failing_receiver_gets_the_callback_after_retries(
     assert recorded() == ("delivered", 4)
 
 
+def test_callbacks_carry_a_sequence_the_blog_can_order_by(
+    live_server: LiveServer, worker: WorkerProcess, receiver: tuple[str, type[_Receiver]]
+) -> None:
+    """Deliveries of one comment run in parallel and retry apart, so they can arrive out of order: the payload's
+    ``sequence`` grows with every change of the comment, and the highest one received carries the final state."""
+    from service import queue
+    from service.human_decisions import apply_label
+
+    url, handler = receiver
+    site = make_site(callback_url=url)
+    comment_id = _post(live_server, site["api_key"], HAM, wait=10000).json()["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not handler.received:
+        time.sleep(0.2)
+    deliveries: list[int] = []
+    for label in ("spam", "ham", "abuse"):  # a moderator's reject, its reversal, a reject as abuse
+        with session_scope() as session:
+            comment = session.get(Comment, comment_id)
+            assert comment is not None
+            delivery_id = apply_label(session, comment, label, source="moderator", actor="user:1").delivery_id
+            assert delivery_id is not None
+            deliveries.append(delivery_id)
+    queue.enqueue_callbacks(list(reversed(deliveries)))  # the newest first
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(handler.received) < 4:
+        time.sleep(0.2)
+    payloads = [json.loads(body) for _, body in handler.received]
+    assert len(payloads) == 4
+    first = payloads[0]  # the automatic decision, delivered before any moderator acted
+    assert first["comment"]["decision"] == "approve"
+    assert all(p["sequence"] > first["sequence"] for p in payloads[1:])
+    newest = max(payloads, key=lambda p: p["sequence"])
+    assert (newest["comment"]["decision"], newest["comment"]["category"]) == ("reject", "abuse")
+
+
 def test_a_receiver_that_answers_without_end_does_not_hold_the_delivery(
     live_server: LiveServer, worker: WorkerProcess
 ) -> None:
