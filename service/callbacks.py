@@ -6,8 +6,10 @@ between the commit and the queue; the HTTP call happens in a worker task.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -31,6 +33,29 @@ Attempt = Literal["delivered", "retry", "gave_up", "nothing_to_do"]
 def backoff_seconds(attempts: int) -> float:
     """Exponential backoff: 2, 4, 8, ... seconds, capped at 10 minutes."""
     return float(min(600, 2**attempts))
+
+
+class RefusedDestination(Exception):
+    """The callback URL's host is not a public address, and BOUNCER_CALLBACK_ALLOW_PRIVATE is off."""
+
+
+def public_address(url: httpx.URL) -> str:
+    """The address to deliver ``url`` to: the first its host resolves to, if every one of them is public.
+
+    A callback URL pointing at loopback, a private network or link-local (cloud metadata at 169.254.169.254) would
+    turn Bouncer into a proxy into its own network (SSRF), so those are refused unless the operator allows them.
+    """
+    port = url.port or (443 if url.scheme == "https" else 80)
+    addresses = [
+        ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
+    ]
+    refused = [a for a in addresses if not a.is_global]
+    if refused or not addresses:
+        raise RefusedDestination(
+            f"{url.host} resolves to {refused[0] if refused else 'nothing'}, not a public address "
+            "(BOUNCER_CALLBACK_ALLOW_PRIVATE=true allows it)"
+        )
+    return str(addresses[0])
 
 
 def build_body(comment: Comment, event: ModerationEvent | None, delivery_id: int, sequence: int) -> bytes:
@@ -83,26 +108,33 @@ def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
     timestamp = int(time.time())
     error = ""
     try:
-        with httpx.stream(
-            "POST",
-            url,
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-                SIGNATURE_HEADER: f"t={timestamp},v1={sign(secret, timestamp, body)}",
-            },
-            timeout=cfg.callback_timeout_seconds,
-            follow_redirects=False,
-        ) as response:
-            # The answer is the status alone: the body is never read, so an endless one cannot hold the worker.
-            status = response.status_code
+        target, extensions = httpx.URL(url), {}
+        if not cfg.callback_allow_private:
+            # Connect to the very address checked (no second lookup a rebinding DNS could answer differently);
+            # the Host header and TLS name stay the URL's.
+            extensions = {"sni_hostname": target.host}
+            target = target.copy_with(host=public_address(target))
+        with httpx.Client(timeout=cfg.callback_timeout_seconds, follow_redirects=False) as client:
+            with client.stream(
+                "POST",
+                target,
+                content=body,
+                headers={
+                    "Host": httpx.URL(url).netloc.decode("ascii"),
+                    "Content-Type": "application/json",
+                    "User-Agent": USER_AGENT,
+                    SIGNATURE_HEADER: f"t={timestamp},v1={sign(secret, timestamp, body)}",
+                },
+                extensions=extensions,
+            ) as response:
+                # The answer is the status alone: the body is never read, so an endless one cannot hold the worker.
+                status = response.status_code
         if 200 <= status < 300:
             outcome: Attempt = "delivered"
         else:
             error = f"HTTP {status}"
             outcome = "retry"
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, OSError, RefusedDestination) as exc:
         error = f"{type(exc).__name__}: {exc}"[:1000]
         outcome = "retry"
 

@@ -128,6 +128,7 @@ class Settings:
     score_max_attempts: int = field(default=3, metadata={"coerce": _positive_int})
     callback_max_attempts: int = field(default=8, metadata={"coerce": _positive_int})
     callback_timeout_seconds: int = field(default=5, metadata={"coerce": _positive_int})
+    callback_allow_private: bool = field(default=False, metadata={"coerce": _bool})
     api_rate_limit: str = field(default="1200/minute", metadata={"coerce": _rate_limit})
     login_rate_limit: str = field(default="10/minute", metadata={"coerce": _rate_limit})
     max_body_bytes: int = field(default=64 * 1024, metadata={"coerce": _positive_int})

@@ -65,6 +65,7 @@ def bouncer_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "BOUNCER_SWEEP_INTERVAL_SECONDS": "2",
         "BOUNCER_API_RATE_LIMIT": "100000/minute",
         "BOUNCER_LOG_LEVEL": "WARNING",
+        "BOUNCER_CALLBACK_ALLOW_PRIVATE": "true",  # the tests' blog receivers listen on loopback
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from service.db import session_scope
 from service.models import CallbackDelivery, Comment, ModerationEvent
@@ -235,6 +235,45 @@ def test_callbacks_carry_a_sequence_the_blog_can_order_by(
     assert all(p["sequence"] > first["sequence"] for p in payloads[1:])
     newest = max(payloads, key=lambda p: p["sequence"])
     assert (newest["comment"]["decision"], newest["comment"]["category"]) == ("reject", "abuse")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "169.254.169.254", "10.0.0.7", "[::1]"])
+def test_callbacks_to_a_non_public_address_are_refused_unless_allowed(
+    host: str, bouncer_env: dict[str, str], receiver: tuple[str, type[_Receiver]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A callback URL naming loopback, a private network or cloud metadata is not called (SSRF); the delivery
+    records why. The tests' loopback receivers work because their environment sets BOUNCER_CALLBACK_ALLOW_PRIVATE."""
+    from service.callbacks import attempt_delivery
+    from service.config import settings
+    from service.human_decisions import apply_label
+
+    url, handler = receiver
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    site = make_site(callback_url=f"http://{host}:{port}/hook")
+    with session_scope() as session:
+        comment = Comment(site_id=site["id"], content="a comment", status="decided", decision="hold")
+        session.add(comment)
+        session.flush()
+        delivery_id = apply_label(session, comment, "ham", source="moderator", actor="user:1").delivery_id
+    assert delivery_id is not None
+    monkeypatch.setenv("BOUNCER_CALLBACK_ALLOW_PRIVATE", "false")
+    settings.cache_clear()
+    try:
+        assert attempt_delivery(delivery_id) == ("retry", 1)
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
+    assert handler.attempts == 0
+    with session_scope() as session:
+        delivery = session.get(CallbackDelivery, delivery_id)
+        assert delivery is not None
+        assert "not a public address (BOUNCER_CALLBACK_ALLOW_PRIVATE=true allows it)" in delivery.last_error
+        session.execute(  # due again at once
+            update(CallbackDelivery).where(CallbackDelivery.id == delivery_id).values(next_attempt_at=func.now())
+        )
+    if host in ("127.0.0.1", "localhost"):  # allowed, the same delivery reaches the receiver
+        assert attempt_delivery(delivery_id) == ("delivered", 2)
+        assert handler.attempts == 1
 
 
 def test_a_receiver_that_answers_without_end_does_not_hold_the_delivery(
