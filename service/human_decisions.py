@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.models import CallbackDelivery, Comment, CommentStatus, Label, ModerationEvent
@@ -31,9 +31,16 @@ def record_label(
 ) -> Label | None:
     """Store a training label; it supersedes the comment's earlier labels. Test comments never become labels.
 
-    ``at``: when the human decided, if not now (imported history: retraining weighs a label by its age)."""
+    ``at``: when the human decided, if not now (imported history: retraining weighs a label by its age).
+    The same label from the same source again keeps the current row: a blog that repeats its feedback teaches
+    nothing new, and a fresh row would count as new for the nightly retrain and move into the newest holdout."""
     if comment.is_test:
         return None
+    current = session.scalars(
+        select(Label).where(Label.comment_id == comment.id, Label.superseded.is_(False)).order_by(Label.id.desc())
+    ).first()
+    if current is not None and (current.label, current.source) == (label, source):
+        return current
     session.execute(
         update(Label).where(Label.comment_id == comment.id, Label.superseded.is_(False)).values(superseded=True)
     )

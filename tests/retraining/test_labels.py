@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from classifiers import CommentInput
 from service import retraining
 from service.db import session_scope
@@ -89,3 +91,27 @@ def test_schedule_counts_new_labels_since_the_last_run(bouncer_env: dict[str, An
         db.add(RetrainRun(kind="abuse", status="failed", created_at=datetime.now(UTC)))
     with session_scope() as db:  # a failed run does not reset the count: tomorrow's try still sees the labels
         assert retraining.new_labels_since_last_run(db, "abuse") == 2
+
+
+def test_the_same_label_from_the_same_source_again_is_no_new_label(bouncer_env: dict[str, Any], client: Any) -> None:
+    """A blog repeating its feedback must not refresh the label: it would count as new and join the holdout."""
+    site = make_site()
+    (spam,) = add_labelled(site["id"], [("cheap pills here", "spam")])  # a moderator's label
+    auth = {"Authorization": f"Bearer {site['api_key']}"}
+    for _ in range(3):
+        answer = client.post(f"/api/v1/comments/{spam}/feedback", json={"label": "spam"}, headers=auth)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    with session_scope() as db:
+        rows = db.scalars(select(Label).where(Label.comment_id == spam).order_by(Label.id)).all()
+        # the blog's confirmation is a label of its own (another source), but only one: the repeats add nothing
+        assert [(r.label, r.source, r.superseded) for r in rows] == [
+            ("spam", "moderator", True),
+            ("spam", "blog", False),
+        ]
+        blog_label_at = rows[1].created_at
+    answer = client.post(f"/api/v1/comments/{spam}/feedback", json={"label": "ham"}, headers=auth)
+    assert answer.status_code == 200
+    with session_scope() as db:
+        rows = db.scalars(select(Label).where(Label.comment_id == spam).order_by(Label.id)).all()
+        assert [(r.label, r.superseded) for r in rows] == [("spam", True), ("spam", True), ("ham", False)]
+        assert rows[1].created_at == blog_label_at
