@@ -53,6 +53,8 @@ def celery_config() -> dict[str, Any]:
             "sweep-pending": {"task": "bouncer.sweep_pending", "schedule": float(cfg.sweep_interval_seconds)},
             # Nightly: retrain each kind when enough new human labels arrived since the last retrain.
             "retrain-if-due": {"task": "bouncer.retrain_if_due", "schedule": crontab(minute=30, hour=3)},
+            # Hourly, off the hour: data retention (delete old automatic rejects, erase old personal data).
+            "purge": {"task": "bouncer.purge", "schedule": crontab(minute=47)},
         },
         "timezone": "UTC",
     }

@@ -1,4 +1,4 @@
-"""Administrative commands: ``bouncer db``, ``bouncer sites``, ``bouncer users``, ``bouncer labels``."""
+"""Administrative commands: ``bouncer db``, ``sites``, ``users``, ``labels`` and ``purge`` (data retention)."""
 
 from __future__ import annotations
 
@@ -160,3 +160,18 @@ def labels_import(site_id: int, positive: str, files: tuple[str, ...]) -> None:
         except HistoryError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({"site": site_id, "files": list(files), **summary.as_dict()}, indent=2))
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
+def purge(dry_run: bool) -> None:
+    """Apply the data retention settings now (BOUNCER_RETAIN_*), as the hourly task does, to the end.
+
+    Deletes automatic rejects no human confirmed and finished callback deliveries, erases the personal data of old
+    comments. Prints JSON: how many rows of each kind were (or with --dry-run would be) removed, and the cut-offs.
+    """
+    from service.retention import purge as run_purge
+
+    with database_errors():
+        result = run_purge(dry_run=dry_run)
+    click.echo(json.dumps(result.as_dict(), indent=2))

@@ -156,7 +156,7 @@ def worker(pool: str, concurrency: int | None, queues: tuple[str, ...], extra: t
 @click.command(context_settings=_pass_through)
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 def beat(extra: tuple[str, ...]) -> None:
-    """Run Celery beat (periodic tasks: sweeper, retraining). Extra arguments go to "celery beat"."""
+    """Run Celery beat (periodic tasks: sweeper, retraining, retention purge). Extra arguments go to "celery beat"."""
     cfg = settings()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     _exec(beat_argv(cfg, extra=extra))

@@ -135,6 +135,10 @@ class Settings:
     max_content_chars: int = field(default=32_000, metadata={"coerce": _positive_int})
     secure_cookies: bool = field(default=False, metadata={"coerce": _bool})
     retrain_min_new_labels: int = field(default=50, metadata={"coerce": _non_negative_int})
+    # Data retention in days (service.retention); 0 keeps for ever.
+    retain_rejected_days: int = field(default=30, metadata={"coerce": _non_negative_int})
+    retain_personal_data_days: int = field(default=90, metadata={"coerce": _non_negative_int})
+    retain_callbacks_days: int = field(default=30, metadata={"coerce": _non_negative_int})
     shared_data_dir: Path = field(default=Path(""), metadata={"coerce": _path})
     log_level: str = field(default="INFO", metadata={"coerce": _log_level})
 

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from service import redis_bus
+from service import redis_bus, retention
 from service.db import session_scope
 from service.models import CallbackDelivery, Comment
 
@@ -20,7 +20,7 @@ _CACHE_SECONDS = 5.0
 
 
 class BouncerCollector(Collector):
-    """Comment counts by status and decision, callback states and queue depths."""
+    """Comment counts by status and decision, callback states, queue depths and rows purged by retention."""
 
     def __init__(self) -> None:
         self._cached: tuple[float, list[Metric]] = (0.0, [])
@@ -38,6 +38,9 @@ class BouncerCollector(Collector):
         )
         callbacks = GaugeMetricFamily("bouncer_callbacks", "Callback deliveries by state", labels=["state"])
         queue = GaugeMetricFamily("bouncer_queue_length", "Messages waiting in a Celery queue", labels=["queue"])
+        purged = CounterMetricFamily(
+            "bouncer_purged_rows", "Rows the retention purge deleted or erased, by kind", labels=["kind"]
+        )
         with session_scope() as session:
             for status, decision, count in session.execute(
                 select(Comment.status, Comment.decision, func.count()).group_by(Comment.status, Comment.decision)
@@ -51,9 +54,12 @@ class BouncerCollector(Collector):
             broker = redis_bus.client(redis_bus.BROKER_DB, socket_timeout=1.0)
             for name in ("score", "callbacks", "default"):
                 queue.add_metric([name], int(broker.llen(name)))  # type: ignore[arg-type]  # sync client
+            totals = redis_bus.purged_totals()
+            for kind in retention.KINDS:
+                purged.add_metric([kind], totals.get(kind, 0))
         except Exception:  # Redis down: report what the database knows
-            pass
-        return [comments, callbacks, queue]
+            return [comments, callbacks, queue]
+        return [comments, callbacks, queue, purged]
 
 
 _registry = CollectorRegistry()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +26,8 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from service.config import settings
 
 # 64-bit ids on PostgreSQL (a busy network of blogs outgrows 2^31 comments); SQLite needs INTEGER for its rowid
 # alias (autoincrement), and its INTEGER is 64-bit anyway.
@@ -108,6 +113,8 @@ class Comment(Base):
         UniqueConstraint("site_id", "external_id"),
         Index("ix_comments_status_received", "status", "received_at"),
         Index("ix_comments_site_decision_received", "site_id", "decision", "received_at"),
+        # The retention purge finds the old comments whose personal data is still there without a scan.
+        Index("ix_comments_erased_received", "personal_data_erased_at", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
@@ -148,6 +155,8 @@ class Comment(Base):
     decided_at: Mapped[datetime | None] = mapped_column()
     moderated_at: Mapped[datetime | None] = mapped_column()
     enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
+    # When the retention purge erased the author's IP, user agent and referrer and pseudonymised the e-mail.
+    personal_data_erased_at: Mapped[datetime | None] = mapped_column()
 
     site: Mapped[Site] = relationship(lazy="joined")
 
@@ -158,14 +167,40 @@ Index("ix_comments_author_email_lower", func.lower(Comment.author_email), Commen
 
 
 def author_email_in(emails: Iterable[str]) -> ColumnElement[bool]:
-    """Comments whose author e-mail is one of ``emails``, whatever the case (an index lookup)."""
+    """Comments whose author e-mail is one of ``emails``, whatever the case, or its erased form (an index lookup)."""
+    wanted = sorted({e.strip() for e in emails} | {erased_email(e) for e in emails if e.strip()})
     # lower() in SQL on both sides: each database folds case its own way (SQLite: ASCII only), the same on each side
-    return func.lower(Comment.author_email).in_([func.lower(e.strip()) for e in sorted(set(emails))])
+    return func.lower(Comment.author_email).in_([func.lower(e) for e in wanted])
 
 
 def email_key(email: str) -> str:
-    """An author e-mail as Python compares it (trimmed, any case), to group the rows ``author_email_in`` found."""
-    return email.strip().lower()
+    """An author e-mail as Python compares it, to group the rows ``author_email_in`` found: an address (trimmed,
+    any case) and its erased form have the same key."""
+    return erased_email(email) if email.strip() else ""
+
+
+_ERASED = re.compile(r"erased-[0-9a-f]{32}@.*", re.DOTALL)
+
+
+def is_erased_email(email: str) -> bool:
+    return _ERASED.fullmatch(email.strip().lower()) is not None
+
+
+def erased_email(email: str) -> str:
+    """What the retention purge keeps of an author e-mail: a keyed digest of the address and its domain.
+
+    The digest still finds the author's other comments (trusted author, author history) but cannot be read back
+    without the secret key; the domain keeps what the models learn from an address (free, disposable, corporate
+    mail and its TLD). An address that already is erased stays as it is, so erasing twice changes nothing.
+    """
+    key = email.strip().lower()
+    if is_erased_email(key):
+        return key
+    digest = hmac.new(settings().secret_key.encode(), b"author-email\0" + key.encode(), hashlib.sha256)
+    local, at, domain = key.rpartition("@")
+    # An address the models read as invalid (no single @, no dot in the domain) stays invalid to them.
+    valid = bool(at) and "@" not in local and "." in domain
+    return f"erased-{digest.hexdigest()[:32]}@{domain[:400] if valid else 'invalid'}"
 
 
 class ModerationEvent(Base):
@@ -242,11 +277,14 @@ class CallbackDelivery(Base):
     """One callback to a blog: attempts, last error, and whether it was delivered or given up."""
 
     __tablename__ = "callback_deliveries"
+    # The retention purge finds finished deliveries by age without a scan.
+    __table_args__ = (Index("ix_callback_deliveries_status_created", "status", "created_at"),)
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     comment_id: Mapped[int] = mapped_column(ID, ForeignKey("comments.id", ondelete="CASCADE"), index=True)
     site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"))
-    event_id: Mapped[int | None] = mapped_column(ID, ForeignKey("moderation_events.id", ondelete="CASCADE"))
+    # Indexed: deleting a comment cascades to its events and from each event to here (the retention purge).
+    event_id: Mapped[int | None] = mapped_column(ID, ForeignKey("moderation_events.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | delivered | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(String(1000), default="")
@@ -254,6 +292,20 @@ class CallbackDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class DeletedRejectCount(Base):
+    """How many automatic rejects of a site the retention purge deleted, by the day (UTC) they were received.
+
+    Akismet's get-stats counts a site's spam over months and years; the purge keeps them for days. These totals
+    let the statistics outlive the comments (service.akismet.stats).
+    """
+
+    __tablename__ = "deleted_reject_counts"
+
+    site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    comments: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class RetrainRun(Base):

@@ -132,6 +132,24 @@ def finish_scoring_attempt(comment_ids: Sequence[int]) -> None:
         conn.register_script(_FINISH_ATTEMPT_LUA)(keys=[_attempts_key(cid) for cid in comment_ids])
 
 
+# Rows the retention purge removed, by kind: a hash in Redis, because a worker purges and the web serves /metrics.
+PURGED_KEY = "bouncer:purged"
+
+
+def count_purged(counts: dict[str, int]) -> None:
+    """Add to the running totals of purged rows (``bouncer_purged_rows_total``)."""
+    pipe = client(NOTIFY_DB, socket_timeout=1.0).pipeline(transaction=False)
+    for kind, n in counts.items():
+        pipe.hincrby(PURGED_KEY, kind, n)
+    pipe.execute()
+
+
+def purged_totals() -> dict[str, int]:
+    """The running totals of purged rows by kind (empty after a Redis flush: Prometheus sees a counter reset)."""
+    raw = cast(dict[bytes, bytes], client(NOTIFY_DB, socket_timeout=1.0).hgetall(PURGED_KEY))
+    return {kind.decode(): int(n) for kind, n in raw.items()}
+
+
 def ping() -> bool:
     try:
         return bool(client(NOTIFY_DB, socket_timeout=1.0).ping())

@@ -14,6 +14,7 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 from sqlalchemy.exc import OperationalError
 
+from service import retention
 from service.callbacks import attempt_delivery, backoff_seconds
 from service.db import session_scope
 from service.decisions.attempts import plan_attempts, scoring_attempt
@@ -122,3 +123,9 @@ def deliver_callback(self: object, delivery_id: int) -> str:
 def sweep_pending() -> dict[str, int]:
     """Re-enqueue comments left pending and callbacks whose retry was lost."""
     return sweep()
+
+
+@shared_task(name="bouncer.purge", acks_late=True, ignore_result=True)
+def purge() -> dict[str, Any]:
+    """Hourly (beat): delete and erase what is past its retention (``service.retention``), a bounded amount a run."""
+    return retention.purge(max_chunks=retention.TASK_MAX_CHUNKS).as_dict()

@@ -2,7 +2,7 @@
 
 Akismet's words map onto Bouncer's records: ``spam``/``ham`` are the automatic answers comment-check gave (a hold
 counts as spam when the site answers holds with ``true``), ``missed_spam`` and ``false_positives`` are current human
-labels that contradict that answer.
+labels that contradict that answer. Automatic rejects the retention purge deleted still count, as daily totals.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from service.models import Comment, Label, Site
+from service.models import Comment, DeletedRejectCount, Label, Site
 
 STATS_PERIODS = {"60-days": "day", "6-months": "month", "all": "year"}
 DEFAULT_STATS_PERIOD = "6-months"
@@ -90,6 +90,13 @@ def get_stats(session: Session, site: Site, period: str, now: datetime | None = 
             row(str(key))["false_positives"] += int(count)
         elif label != "ham" and not said_spam:
             row(str(key))["missed_spam"] += int(count)
+
+    # Automatic rejects the retention purge deleted (service.retention) were spam answers: their counts stay.
+    purged = select(DeletedRejectCount.day, DeletedRejectCount.comments).where(DeletedRejectCount.site_id == site.id)
+    if since is not None:
+        purged = purged.where(DeletedRejectCount.day >= since.strftime("%Y-%m-%d"))
+    for day, count in session.execute(purged):
+        row(day[: {"day": 10, "month": 7, "year": 4}[unit]])["spam"] += int(count)
 
     totals = {name: sum(int(b[name]) for b in breakdown.values()) for name in empty}
     checked = totals["spam"] + totals["ham"]

@@ -139,14 +139,13 @@ def _filtered(stmt: _Stmt, user: CurrentUser, f: ListFilters) -> _Stmt:
         stmt = stmt.where(Comment.received_at < datetime.combine(f.until + timedelta(days=1), time.min, UTC))
     if f.q:
         pattern = "%" + f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        stmt = stmt.where(
-            or_(
-                *(
-                    col.ilike(pattern, escape="\\")
-                    for col in (Comment.content, Comment.author_name, Comment.author_email, Comment.author_ip)
-                )
-            )
-        )
+        matches: list[ColumnElement[bool]] = [
+            col.ilike(pattern, escape="\\")
+            for col in (Comment.content, Comment.author_name, Comment.author_email, Comment.author_ip)
+        ]
+        if "@" in f.q:  # a whole address also finds the comments whose e-mail data retention erased
+            matches.append(author_email_in([f.q]))
+        stmt = stmt.where(or_(*matches))
     return stmt
 
 

@@ -53,6 +53,22 @@ def test_commands_before_the_schema_exists_say_to_upgrade(bouncer: Bouncer) -> N
     assert result.returncode == 1 and "run `bouncer db upgrade` first" in result.stderr, result.stderr
 
 
+def test_purge_before_the_schema_exists_says_to_upgrade_and_after_prints_json(bouncer: Bouncer) -> None:
+    result = bouncer("purge", "--dry-run")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "database error: no such table" in result.stderr and "run `bouncer db upgrade` first" in result.stderr
+    assert bouncer("db", "upgrade").returncode == 0
+    result = bouncer("purge")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert {k: out[k] for k in ("dry_run", "rejected_comments", "personal_data", "callback_deliveries")} == {
+        "dry_run": False,
+        "rejected_comments": 0,
+        "personal_data": 0,
+        "callback_deliveries": 0,
+    }
+
+
 def test_sites_create_checks_what_the_admin_console_checks(bouncer: Bouncer) -> None:
     assert bouncer("db", "upgrade").returncode == 0
     for args, message in [

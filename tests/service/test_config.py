@@ -54,6 +54,9 @@ def test_defaults_and_valid_values(tmp_path: Path) -> None:
         ("redis_url", "redis://127.0.0.1:99999/0", "bad port"),
         # 0 attempts would hold every comment without ever scoring one
         ("score_max_attempts", "0", "expected a positive integer"),
+        # a negative retention would put the cut-off in the future: every automatic reject deleted at once
+        ("retain_rejected_days", "-1", "expected an integer ≥ 0"),
+        ("retain_personal_data_days", "90d", "invalid literal for int()"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str, message: str) -> None:
