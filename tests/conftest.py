@@ -65,6 +65,11 @@ def bouncer_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "BOUNCER_SWEEP_INTERVAL_SECONDS": "2",
         "BOUNCER_API_RATE_LIMIT": "100000/minute",
         "BOUNCER_LOG_LEVEL": "WARNING",
+        # The session worker's beat must not purge what other tests seeded (hourly, at whatever time the run
+        # crosses): retention is off unless a test sets it (tests/service/test_retention.py).
+        "BOUNCER_RETAIN_REJECTED_DAYS": "0",
+        "BOUNCER_RETAIN_PERSONAL_DATA_DAYS": "0",
+        "BOUNCER_RETAIN_CALLBACKS_DAYS": "0",
         "BOUNCER_CALLBACK_ALLOW_PRIVATE": "true",  # the tests' blog receivers listen on loopback
     }
     saved = {k: os.environ.get(k) for k in env}
@@ -155,10 +160,13 @@ class WorkerProcess:
         concurrency: int = 4,
         beat: bool = True,
         app: str = "workers.celery_app:celery",
+        queues: str = "score,callbacks,default,retrain",
+        name: str = "test",
     ) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.pool, self.concurrency, self.beat, self.app = pool, concurrency, beat, app
+        self.queues, self.name = queues, name
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -176,7 +184,7 @@ class WorkerProcess:
                 "--concurrency",
                 str(self.concurrency),
                 "-Q",
-                "score,callbacks,default,retrain",
+                self.queues,
                 "--loglevel",
                 "WARNING",
                 "--without-gossip",
@@ -184,7 +192,7 @@ class WorkerProcess:
                 # the sweeper's schedule runs inside the test worker (unless a test must see the queue alone)
                 *(["--beat", "--schedule", str(self.log_path.with_suffix(".beat-schedule"))] if self.beat else []),
                 "-n",
-                f"test-{os.getpid()}@%h",
+                f"{self.name}-{os.getpid()}@%h",
             ],
             cwd=REPO,
             env=self.env,

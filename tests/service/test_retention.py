@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,12 +42,15 @@ def _forget_old_comments(bouncer_env: dict[str, str]) -> Iterator[None]:
         session.execute(delete(CallbackDelivery).where(CallbackDelivery.created_at < datetime(2000, 1, 1, tzinfo=UTC)))
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def retain(bouncer_env: dict[str, str]) -> Iterator[Callable[..., None]]:
-    """Set BOUNCER_RETAIN_<KIND>_DAYS for one test."""
+    """The default retention for every test here, and a way to set BOUNCER_RETAIN_<KIND>_DAYS for one test."""
     from service.config import settings
 
     saved = {k: v for k, v in os.environ.items() if k.startswith("BOUNCER_RETAIN_")}
+    for key in saved:  # the session turns retention off (tests/conftest.py): here the defaults apply
+        del os.environ[key]
+    settings.cache_clear()
 
     def set_days(**days: int) -> None:
         for kind, n in days.items():
@@ -355,7 +359,11 @@ def test_beat_runs_the_purge_hourly() -> None:
     assert isinstance(schedule, crontab) and schedule.hour == set(range(24)) and len(schedule.minute) == 1
 
 
-def test_the_purge_task_runs_in_a_real_worker(worker: Any, app: Any) -> None:
+def test_the_purge_task_runs_in_a_real_worker(
+    bouncer_env: dict[str, str], app: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A worker of its own: the session's worker has retention off (tests/conftest.py)."""
+    from tests.conftest import START_TIMEOUT, WorkerProcess
     from workers.tasks import purge as purge_task
 
     site = make_site()["id"]
@@ -375,9 +383,16 @@ def test_the_purge_task_runs_in_a_real_worker(worker: Any, app: Any) -> None:
         old_id = old.id
         assert session.get(Site, site) is not None
 
-    purge_task.delay()
-
-    deadline = time.monotonic() + 60
-    while existing([old_id]) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # Its own queue too: the session's worker (retention off) must not be the one that takes the task.
+    retaining = {**bouncer_env, "BOUNCER_RETAIN_REJECTED_DAYS": "30"}
+    log_path = tmp_path_factory.mktemp("logs") / "purge-worker.log"
+    worker = WorkerProcess(retaining, log_path, beat=False, queues="retention-test", name="retention")
+    worker.start()
+    try:
+        purge_task.apply_async(queue="retention-test")
+        deadline = time.monotonic() + START_TIMEOUT  # ping may have been the session's worker: this one may still load
+        while existing([old_id]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        worker.kill(signal.SIGTERM)
     assert existing([old_id]) == set()
