@@ -55,6 +55,13 @@ def _decide_events(ids: list[int]) -> dict[int, int]:
     return {int(cid): int(n) for cid, n in rows}
 
 
+def _delivery(comment_id: int) -> tuple[str, int]:
+    """Status and attempts of the comment's one callback delivery."""
+    with session_scope() as session:
+        d = session.scalars(select(CallbackDelivery).where(CallbackDelivery.comment_id == comment_id)).one()
+        return d.status, d.attempts
+
+
 def _wait_decided(server: LiveServer, key: str, comment_id: int, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -190,16 +197,11 @@ def test_a_failing_receiver_gets_the_callback_after_retries(
     assert len(handler.received) == 1, f"attempts: {handler.attempts}"
     assert handler.attempts == 4
 
-    def recorded() -> tuple[str, int]:
-        with session_scope() as session:
-            d = session.scalars(select(CallbackDelivery).where(CallbackDelivery.comment_id == comment_id)).one()
-            return d.status, d.attempts
-
     # The receiver has its answer before the worker writes down the delivery: give the write a moment.
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and recorded() != ("delivered", 4):
+    while time.monotonic() < deadline and _delivery(comment_id) != ("delivered", 4):
         time.sleep(0.1)
-    assert recorded() == ("delivered", 4)
+    assert _delivery(comment_id) == ("delivered", 4)
 
 
 def test_callbacks_carry_a_sequence_the_blog_can_order_by(
@@ -305,16 +307,11 @@ def test_a_receiver_that_answers_without_end_does_not_hold_the_delivery(
     site = make_site(callback_url=f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
     comment_id = _post(live_server, site["api_key"], HAM).json()["id"]
 
-    def recorded() -> tuple[str, int]:
-        with session_scope() as session:
-            d = session.scalars(select(CallbackDelivery).where(CallbackDelivery.comment_id == comment_id)).one()
-            return d.status, d.attempts
-
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and recorded() != ("delivered", 1):
+    while time.monotonic() < deadline and _delivery(comment_id) != ("delivered", 1):
         time.sleep(0.2)
     try:
-        assert recorded() == ("delivered", 1)
+        assert _delivery(comment_id) == ("delivered", 1)
         assert len(sent) < 40, "the body was read on long after the status came"
     finally:
         listener.close()

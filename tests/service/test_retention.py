@@ -74,10 +74,11 @@ def add(
     superseded: bool = False,
     delivery: str | None = "delivered",
     email: str = "",
+    now: datetime = NOW,
     **fields: Any,
 ) -> int:
     """A comment as the scorer (or a human, with ``label``) left it, with its audit event and callback delivery."""
-    at = NOW - timedelta(days=days_old)
+    at = now - timedelta(days=days_old)
     values: dict[str, Any] = {
         "site_id": site_id,
         "content": "Cheap watches at replica-deals.example, click here",
@@ -321,20 +322,7 @@ def test_the_cli_prints_what_it_removed_or_would_remove(app: Any) -> None:
 
     runner = CliRunner()
     site = make_site()["id"]
-    with session_scope() as session:
-        # the CLI purges as of now: a comment old by the real clock
-        old = Comment(
-            site_id=site,
-            content="spam",
-            status="decided",
-            decision="reject",
-            auto_decision="reject",
-            decided_by="worker",
-            received_at=datetime.now(UTC) - timedelta(days=60),
-        )
-        session.add(old)
-        session.flush()
-        old_id = old.id
+    old_id = add(site, 60, now=datetime.now(UTC), delivery=None)  # the CLI purges as of now: old by the real clock
 
     dry = runner.invoke(main, ["purge", "--dry-run"])
     assert dry.exit_code == 0, dry.output
@@ -366,22 +354,7 @@ def test_the_purge_task_runs_in_a_real_worker(
     from tests.conftest import START_TIMEOUT, WorkerProcess
     from workers.tasks import purge as purge_task
 
-    site = make_site()["id"]
-    with session_scope() as session:
-        old = Comment(
-            site_id=site,
-            content="spam for the worker",
-            author_ip="198.51.100.1",
-            status="decided",
-            decision="reject",
-            auto_decision="reject",
-            decided_by="worker",
-            received_at=datetime.now(UTC) - timedelta(days=60),
-        )
-        session.add(old)
-        session.flush()
-        old_id = old.id
-        assert session.get(Site, site) is not None
+    old_id = add(make_site()["id"], 60, now=datetime.now(UTC), delivery=None)
 
     # Its own queue too: the session's worker (retention off) must not be the one that takes the task.
     retaining = {**bouncer_env, "BOUNCER_RETAIN_REJECTED_DAYS": "30"}
