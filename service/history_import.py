@@ -28,7 +28,7 @@ from classifiers import CommentInput, Dataset
 from service.api.schemas import CommentIn
 from service.comments import insert_comment
 from service.human_decisions import LABEL_TO_DISPOSITION, record_label
-from service.models import Comment, CommentStatus, Site
+from service.models import Comment, CommentStatus, ModerationEvent, Site
 
 SOURCE = "import"
 EXTERNAL_ID_PREFIX = "import:"
@@ -152,6 +152,19 @@ def import_history(
         )
         comment = session.get(Comment, comment_id)
         assert comment is not None
+        # The audit log says where the decision came from (the detail page's history), dated like the decision.
+        session.add(
+            ModerationEvent(
+                comment_id=comment_id,
+                site_id=site.id,
+                actor=SOURCE,
+                action=SOURCE,
+                to_decision=decision,
+                category=category,
+                details={"label": label, "source": SOURCE, "by": actor},
+                created_at=at,
+            )
+        )
         record_label(session, comment, label, SOURCE, actor, at=at)  # as old as the decision it records
         summary.imported += 1
         summary.labels[label] += 1

@@ -212,7 +212,7 @@ class ModerationEvent(Base):
     comment_id: Mapped[int] = mapped_column(ID, ForeignKey("comments.id", ondelete="CASCADE"), index=True)
     site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     actor: Mapped[str] = mapped_column(String(200))  # "model", "user:<id>", "blog", "akismet", "system"
-    action: Mapped[str] = mapped_column(String(40))  # decide | approve | reject | undo | feedback
+    action: Mapped[str] = mapped_column(String(40))  # decide | approve | reject | undo | feedback | import
     from_decision: Mapped[str | None] = mapped_column(String(20))
     to_decision: Mapped[str | None] = mapped_column(String(20))
     category: Mapped[str | None] = mapped_column(String(20))

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from service.db import session_scope
-from service.models import Comment, Label
+from service.models import Comment, Label, ModerationEvent
 from service.retraining import collect_labels
 from tests.classifiers.test_classifier_data_cli import WXR
 from tests.conftest import REPO, make_site
@@ -78,6 +78,13 @@ def test_a_wordpress_export_becomes_decided_comments_with_labels(bouncer_env: di
             datetime(2024, 3, 1, 13, 0, 20, tzinfo=UTC),
         ]
         assert all(c.spam_score is None and c.enqueue_count == 0 for c in rows)  # never scored, never queued
+        events = session.scalars(
+            select(ModerationEvent).where(ModerationEvent.site_id == site["id"]).order_by(ModerationEvent.id)
+        ).all()
+        assert [(e.actor, e.action, e.to_decision, e.category, _aware(e.created_at)) for e in events] == [
+            ("import", "import", "approve", None, datetime(2024, 3, 1, 14, 0, tzinfo=UTC)),
+            ("import", "import", "reject", "spam", datetime(2024, 3, 1, 13, 0, 20, tzinfo=UTC)),
+        ]
 
         # They teach the spam model like a moderator's labels, at the age of the decision they record.
         labels = collect_labels(session, "spam", site_ids=[site["id"]])
