@@ -324,4 +324,7 @@ class RetrainRun(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     requested_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When step 1 read the labels it trains on (NULL until then, and on runs from before 0005): the schedule counts
+    # labels created after it as new, not after created_at, since a queued run collects what arrived while it waited.
+    labels_collected_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()

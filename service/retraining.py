@@ -46,6 +46,7 @@ SITE_SOURCE = "site-labels"  # the Dataset source of human labels (one source: b
 HOLDOUT_SET = "site holdout"
 HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "recall_at_reject")
 STEPS = 6
+COMPLETED = ("promoted", "needs_review")  # a run that ended with a candidate trained on its labels
 
 LOCK_KEY = "bouncer:retrain:lock"
 LOCK_TTL_SECONDS = 30 * 60  # refreshed at every step; a dead worker's lock expires on its own
@@ -556,10 +557,17 @@ def _run(
 ) -> None:
     step(1, "collecting labels")
     with session_scope() as db:
+        # The schedule's mark, taken before the read: a label committed during the read is then trained on and still
+        # counted as new (a retrain at worst a few labels early); taken after, it could be in neither.
+        collected_at = _now()
         labels = collect_labels(db, kind, options.site_ids)
+        db.execute(
+            update(RetrainRun)
+            .where(RetrainRun.id == run_id)
+            .values(labels_collected_at=collected_at, label_count=len(labels))
+        )
     train_rows, holdout_rows = split_holdout(labels, options)
     weights = label_weights(train_rows, options)
-    _update_run(run_id, label_count=len(labels))
 
     step(2, "loading base data")
     base, eval_only = load_base(kind, options)
@@ -700,9 +708,17 @@ def rollback(kind: str, models: ModelRegistry | None = None) -> str:
 
 
 def new_labels_since_last_run(session: Session, kind: str) -> int:
-    """Labels that teach ``kind`` created since the last run that did not fail (all of them before any run)."""
+    """Labels that teach ``kind`` created after the last completed run (promoted or needing review) collected its
+    labels (all of them before any such run).
+
+    Not after the run's creation: a run queued behind another retrain trains on what arrived while it waited. A
+    failed run trained nothing that counts, and a queued or running one may still fail (and the schedule skips its
+    kind anyway), so neither moves the mark. A run from before labels_collected_at existed counts from its creation.
+    """
     last = session.scalar(
-        select(func.max(RetrainRun.created_at)).where(RetrainRun.kind == kind, RetrainRun.status != "failed")
+        select(func.max(func.coalesce(RetrainRun.labels_collected_at, RetrainRun.created_at))).where(
+            RetrainRun.kind == kind, RetrainRun.status.in_(COMPLETED)
+        )
     )
     stmt = (
         select(func.count())

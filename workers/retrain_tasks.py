@@ -39,5 +39,6 @@ def retrain(self: Any, kind: str, requested_by: str = "", run_id: int | None = N
 
 @shared_task(name="bouncer.retrain_if_due", acks_late=True, ignore_result=True)
 def retrain_if_due() -> dict[str, Any]:
-    """Nightly (beat): retrain each kind with at least BOUNCER_RETRAIN_MIN_NEW_LABELS new labels since its last run."""
+    """Nightly (beat): retrain each kind with at least BOUNCER_RETRAIN_MIN_NEW_LABELS new labels
+    (``retraining.new_labels_since_last_run``)."""
     return retraining.retrain_if_due()

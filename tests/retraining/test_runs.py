@@ -85,6 +85,42 @@ def test_a_failed_retrain_is_visible_and_leaves_the_active_model(active_models: 
     assert retraining.lock_holder() is None  # the lock is released
 
 
+def test_labels_a_run_collected_while_it_waited_are_not_new_to_the_schedule(bouncer_env: dict[str, Any]) -> None:
+    """A run queued behind another retrain collects its labels long after it was created. The nightly check counted
+    new labels from the run's creation, so the labels that arrived while it waited were trained on and yet counted
+    again, and could start a retrain of their own. It counts from the collection; a queued or running run moves
+    nothing (it may still fail), and a label that comes after the collection is new."""
+    site = make_site()
+    add_labelled(site["id"], campaign_labels(6, 4, seed=3))
+    with session_scope() as db:
+        before = retraining.new_labels_since_last_run(db, "spam")
+    run_id = retraining.create_run("spam", "schedule")
+    add_labelled(site["id"], campaign_labels(3, 2, seed=4))  # while the run waits in the queue
+    with session_scope() as db:
+        assert retraining.new_labels_since_last_run(db, "spam") == before + 5
+
+    while_running: list[int] = []
+
+    def counting_trainer(kind: str, datasets: list[Dataset], **kwargs: Any) -> Any:
+        with session_scope() as db:
+            while_running.append(retraining.new_labels_since_last_run(db, "spam"))
+        return train_model(kind, datasets, **kwargs)
+
+    options = retraining.RetrainOptions(base_fraction=SAMPLE, site_ids=(site["id"],))
+    assert retraining.retrain("spam", run_id=run_id, options=options, trainer=counting_trainer) == run_id
+
+    run = _run(run_id)
+    assert run.status in retraining.COMPLETED, run.error
+    assert run.label_count == 15  # it trained on the five that came while it was queued
+    assert run.labels_collected_at is not None and run.labels_collected_at > run.created_at
+    assert while_running == [before + 5]
+    with session_scope() as db:
+        assert retraining.new_labels_since_last_run(db, "spam") == 0
+    add_labelled(site["id"], [("cheap pills, fast delivery, no prescription", "spam")])
+    with session_scope() as db:
+        assert retraining.new_labels_since_last_run(db, "spam") == 1
+
+
 def test_one_retrain_at_a_time(bouncer_env: dict[str, Any]) -> None:
     run_id = retraining.create_run("abuse", "admin")
     with pytest.raises(retraining.RetrainBusy):
