@@ -6,14 +6,18 @@ between the commit and the queue; the HTTP call happens in a worker task.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import anyio
+import anyio.to_thread
 import httpx
 from sqlalchemy import func, select, update
 
@@ -58,6 +62,59 @@ def public_address(url: httpx.URL) -> str:
     return str(addresses[0])
 
 
+class DeadlineExceeded(Exception):
+    """The receiver's status did not come within the attempt's deadline (BOUNCER_CALLBACK_TIMEOUT_SECONDS)."""
+
+
+def post_status(url: str, body: bytes, headers: dict[str, str], *, pin_public: bool, deadline: float) -> int:
+    """POST ``body`` to ``url`` and return the answer's status; raises DeadlineExceeded ``deadline`` seconds on.
+
+    The deadline bounds the whole attempt (DNS, connect, TLS, sending, the status line and headers): httpx's own
+    timeouts bound each read or write alone, so a receiver sending its headers a byte at a time could hold a worker
+    for as long as it likes. With ``pin_public``, only a public address of the host is called (``public_address``).
+    """
+    return anyio.run(
+        _post_status, url, body, headers, pin_public, deadline, backend_options={"loop_factory": _event_loop}
+    )
+
+
+async def _post_status(url: str, body: bytes, headers: dict[str, str], pin_public: bool, deadline: float) -> int:
+    with anyio.move_on_after(deadline):
+        target, extensions = httpx.URL(url), {}
+        if pin_public:
+            # Connect to the very address checked (no second lookup a rebinding DNS could answer differently); the
+            # Host header and TLS name stay the URL's. At the deadline, a lookup still running is left to finish.
+            extensions = {"sni_hostname": target.host}
+            address = await anyio.to_thread.run_sync(public_address, target, abandon_on_cancel=True)
+            target = target.copy_with(host=address)
+        # No per-operation timeouts: the deadline around them all is the one limit.
+        async with httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
+            async with client.stream(
+                "POST",
+                target,
+                content=body,
+                headers={"Host": httpx.URL(url).netloc.decode("ascii"), **headers},
+                extensions=extensions,
+            ) as response:
+                # The answer is the status alone: the body is never read, so an endless one cannot hold the worker.
+                return response.status_code
+    raise DeadlineExceeded(f"deadline of {deadline:g} s exceeded")
+
+
+class _LookupExecutor(ThreadPoolExecutor):
+    """The event loop's executor, where httpx resolves a host name: the loop closes at the deadline without
+    waiting for a lookup still running (getaddrinfo cannot be interrupted); its thread ends on its own."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=False, cancel_futures=True)
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(_LookupExecutor(thread_name_prefix="callback-lookup"))
+    return loop
+
+
 def build_body(comment: Comment, event: ModerationEvent | None, delivery_id: int, sequence: int) -> bytes:
     """The callback's JSON: ``comment`` is the comment's state when the body is built (every attempt anew), and
     ``sequence`` grows with every change of that state, so a receiver keeps the highest and drops the rest."""
@@ -77,7 +134,8 @@ def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
     cfg = settings()
     now = datetime.now(UTC)
     with session_scope() as session:
-        # Claim the attempt: only one task proceeds when it is due, so a duplicate retry chain sends nothing.
+        # Claim the attempt: only one task proceeds when it is due, so a duplicate retry chain sends nothing. The
+        # claim outlasts the attempt's deadline (post_status) by 30 s, so no second attempt starts while one runs.
         claimed = session.execute(
             update(CallbackDelivery)
             .where(
@@ -106,34 +164,24 @@ def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
         attempts = delivery.attempts
 
     timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: f"t={timestamp},v1={sign(secret, timestamp, body)}",
+    }
     error = ""
     try:
-        target, extensions = httpx.URL(url), {}
-        if not cfg.callback_allow_private:
-            # Connect to the very address checked (no second lookup a rebinding DNS could answer differently);
-            # the Host header and TLS name stay the URL's.
-            extensions = {"sni_hostname": target.host}
-            target = target.copy_with(host=public_address(target))
-        with httpx.Client(timeout=cfg.callback_timeout_seconds, follow_redirects=False) as client:
-            with client.stream(
-                "POST",
-                target,
-                content=body,
-                headers={
-                    "Host": httpx.URL(url).netloc.decode("ascii"),
-                    "Content-Type": "application/json",
-                    "User-Agent": USER_AGENT,
-                    SIGNATURE_HEADER: f"t={timestamp},v1={sign(secret, timestamp, body)}",
-                },
-                extensions=extensions,
-            ) as response:
-                # The answer is the status alone: the body is never read, so an endless one cannot hold the worker.
-                status = response.status_code
+        status = post_status(
+            url, body, headers, pin_public=not cfg.callback_allow_private, deadline=cfg.callback_timeout_seconds
+        )
         if 200 <= status < 300:
             outcome: Attempt = "delivered"
         else:
             error = f"HTTP {status}"
             outcome = "retry"
+    except DeadlineExceeded as exc:
+        error = str(exc)
+        outcome = "retry"
     except (httpx.HTTPError, OSError, RefusedDestination) as exc:
         error = f"{type(exc).__name__}: {exc}"[:1000]
         outcome = "retry"

@@ -62,6 +62,19 @@ def _delivery(comment_id: int) -> tuple[str, int]:
         return d.status, d.attempts
 
 
+def _moderated_delivery(site_id: int) -> int:
+    """A held comment a moderator approved: the id of its one callback delivery, due now and not yet enqueued."""
+    from service.human_decisions import apply_label
+
+    with session_scope() as session:
+        comment = Comment(site_id=site_id, content="a comment", status="decided", decision="hold")
+        session.add(comment)
+        session.flush()
+        delivery_id = apply_label(session, comment, "ham", source="moderator", actor="user:1").delivery_id
+    assert delivery_id is not None
+    return delivery_id
+
+
 def _wait_decided(server: LiveServer, key: str, comment_id: int, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -247,17 +260,11 @@ def test_callbacks_to_a_non_public_address_are_refused_unless_allowed(
     records why. The tests' loopback receivers work because their environment sets BOUNCER_CALLBACK_ALLOW_PRIVATE."""
     from service.callbacks import attempt_delivery
     from service.config import settings
-    from service.human_decisions import apply_label
 
     url, handler = receiver
     port = url.rsplit(":", 1)[1].split("/")[0]
     site = make_site(callback_url=f"http://{host}:{port}/hook")
-    with session_scope() as session:
-        comment = Comment(site_id=site["id"], content="a comment", status="decided", decision="hold")
-        session.add(comment)
-        session.flush()
-        delivery_id = apply_label(session, comment, "ham", source="moderator", actor="user:1").delivery_id
-    assert delivery_id is not None
+    delivery_id = _moderated_delivery(site["id"])
     monkeypatch.setenv("BOUNCER_CALLBACK_ALLOW_PRIVATE", "false")
     settings.cache_clear()
     try:
@@ -315,6 +322,111 @@ def test_a_receiver_that_answers_without_end_does_not_hold_the_delivery(
         assert len(sent) < 40, "the body was read on long after the status came"
     finally:
         listener.close()
+
+
+def _timed_attempt(delivery_id: int, monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[Any, float, str, str]:
+    """One ``attempt_delivery`` under these settings (``callback_timeout_seconds="2"`` sets
+    BOUNCER_CALLBACK_TIMEOUT_SECONDS), then every patch of ``monkeypatch`` undone: the attempt's outcome, how many
+    seconds it took, and the delivery's status and ``last_error`` after it."""
+    from service.callbacks import attempt_delivery
+    from service.config import settings
+
+    for name, value in env.items():
+        monkeypatch.setenv(f"BOUNCER_{name.upper()}", value)
+    settings.cache_clear()
+    try:
+        started = time.monotonic()
+        outcome = attempt_delivery(delivery_id)
+        elapsed = time.monotonic() - started
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
+    with session_scope() as session:
+        delivery = session.get(CallbackDelivery, delivery_id)
+        assert delivery is not None
+        return outcome, elapsed, delivery.status, delivery.last_error
+
+
+def test_a_receiver_that_trickles_its_headers_is_cut_off_at_the_deadline(
+    bouncer_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BOUNCER_CALLBACK_TIMEOUT_SECONDS bounds the whole attempt, not each read: a receiver that sends its status
+    line and headers a byte at a time, each byte well inside any read timeout, loses the attempt at the deadline
+    (a retry that says why) instead of holding a callback worker for as long as it likes."""
+    import socket
+
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    received = bytearray()
+    sent: list[int] = []
+    hung_up = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while True:  # the whole POST: its head, then as much body as it announced
+                head, _, body = bytes(received).partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    break
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                received.extend(chunk)
+            try:
+                for byte in answer:  # about 20 s in all, 0.3 s a byte
+                    conn.sendall(bytes([byte]))
+                    sent.append(byte)
+                    time.sleep(0.3)
+            except OSError:
+                hung_up.set()  # Bouncer closed the connection: what it should do
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    site = make_site(callback_url=f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+    try:
+        outcome, elapsed, status, error = _timed_attempt(
+            _moderated_delivery(site["id"]), monkeypatch, callback_timeout_seconds="2"
+        )
+        assert received.startswith(b"POST /hook HTTP/1.1\r\n")  # the callback did reach the receiver
+        assert (outcome, status, error) == (("retry", 1), "pending", "deadline of 2 s exceeded")
+        assert elapsed < 2 + 2, f"the attempt took {elapsed:.1f} s"
+        assert len(sent) < len(answer) // 2
+        assert hung_up.wait(5), "the connection was left open after the deadline"
+    finally:
+        listener.close()
+        thread.join(30)
+
+
+@pytest.mark.parametrize("allow_private", ["false", "true"])
+def test_a_host_name_that_resolves_slowly_is_cut_off_at_the_deadline(
+    allow_private: str, bouncer_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline covers the DNS lookup too, whether Bouncer resolves the name to check it is public or httpx
+    resolves it to connect (BOUNCER_CALLBACK_ALLOW_PRIVATE=true): a lookup that hangs is left behind at the
+    deadline. The resolver is the one stand-in here, for a blog's slow name server."""
+    import socket
+
+    real_getaddrinfo = socket.getaddrinfo
+    release = threading.Event()
+
+    def slow_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("slow-dns.example", b"slow-dns.example"):
+            release.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "the name server did not answer")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    delivery_id = _moderated_delivery(make_site(callback_url="http://slow-dns.example/hook")["id"])
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    try:
+        outcome, elapsed, status, error = _timed_attempt(
+            delivery_id, monkeypatch, callback_timeout_seconds="2", callback_allow_private=allow_private
+        )
+    finally:
+        release.set()
+    assert (outcome, status, error) == (("retry", 1), "pending", "deadline of 2 s exceeded")
+    assert elapsed < 2 + 2, f"the attempt took {elapsed:.1f} s"
 
 
 @pytest.fixture
