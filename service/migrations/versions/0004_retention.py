@@ -37,6 +37,10 @@ def downgrade() -> None:
     op.drop_index("ix_callback_deliveries_event_id", table_name="callback_deliveries")
     op.drop_index("ix_callback_deliveries_status_created", table_name="callback_deliveries")
     op.drop_index("ix_comments_erased_received", table_name="comments")
+    # On SQLite the batch copies the table, and an index on an expression cannot be reflected to copy with it:
+    # dropped before and made again after, or the copy loses it and 0003's downgrade finds nothing to drop.
+    op.drop_index("ix_comments_author_email_lower", table_name="comments")
     with op.batch_alter_table("comments", schema=None) as batch_op:
         batch_op.drop_column("personal_data_erased_at")
+    op.create_index("ix_comments_author_email_lower", "comments", [sa.text("lower(author_email)"), "site_id"])
     op.drop_table("deleted_reject_counts")
