@@ -324,7 +324,8 @@ class RetrainRun(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     requested_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # When step 1 read the labels it trains on (NULL until then, and on runs from before 0005): the schedule counts
-    # labels created after it as new, not after created_at, since a queued run collects what arrived while it waited.
-    labels_collected_at: Mapped[datetime | None] = mapped_column()
+    # The newest label id when step 1 read the labels it trains on (NULL until then, and on runs from before 0005):
+    # the schedule counts labels stored after it as new, not labels dated after created_at, since a queued run
+    # collects what arrived while it waited, and an imported label is dated by its comment, years back.
+    last_label_id: Mapped[int | None] = mapped_column(ID)
     finished_at: Mapped[datetime | None] = mapped_column()

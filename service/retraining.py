@@ -557,14 +557,15 @@ def _run(
 ) -> None:
     step(1, "collecting labels")
     with session_scope() as db:
-        # The schedule's mark, taken before the read: a label committed during the read is then trained on and still
-        # counted as new (a retrain at worst a few labels early); taken after, it could be in neither.
-        collected_at = _now()
+        # The schedule's mark, read before the labels: a label stored during the read is then trained on and still
+        # counted as new (a retrain at worst a few labels early). One whose id came before the mark but whose
+        # transaction commits after the read is not counted; every later run trains on it all the same.
+        last_label_id = db.scalar(select(func.max(Label.id))) or 0
         labels = collect_labels(db, kind, options.site_ids)
         db.execute(
             update(RetrainRun)
             .where(RetrainRun.id == run_id)
-            .values(labels_collected_at=collected_at, label_count=len(labels))
+            .values(last_label_id=last_label_id, label_count=len(labels))
         )
     train_rows, holdout_rows = split_holdout(labels, options)
     weights = label_weights(train_rows, options)
@@ -708,25 +709,28 @@ def rollback(kind: str, models: ModelRegistry | None = None) -> str:
 
 
 def new_labels_since_last_run(session: Session, kind: str) -> int:
-    """Labels that teach ``kind`` created after the last completed run (promoted or needing review) collected its
+    """Labels that teach ``kind`` stored after the last completed run (promoted or needing review) collected its
     labels (all of them before any such run).
 
-    Not after the run's creation: a run queued behind another retrain trains on what arrived while it waited. A
-    failed run trained nothing that counts, and a queued or running one may still fail (and the schedule skips its
-    kind anyway), so neither moves the mark. A run from before labels_collected_at existed counts from its creation.
+    Stored, by label id: not created after the run's creation, since a run queued behind another retrain trains on
+    what arrived while it waited, and an imported label is dated by its comment, years back, yet new to the models.
+    A failed run trained nothing that counts, and a queued or running one may still fail (and the schedule skips its
+    kind anyway), so neither moves the mark. A run from before last_label_id existed counts from its creation.
     """
-    last = session.scalar(
-        select(func.max(func.coalesce(RetrainRun.labels_collected_at, RetrainRun.created_at))).where(
-            RetrainRun.kind == kind, RetrainRun.status.in_(COMPLETED)
-        )
-    )
+    last = session.execute(
+        select(RetrainRun.last_label_id, RetrainRun.created_at)
+        .where(RetrainRun.kind == kind, RetrainRun.status.in_(COMPLETED))
+        .order_by(RetrainRun.id.desc())
+        .limit(1)
+    ).first()
     stmt = (
         select(func.count())
         .select_from(Label)
         .where(Label.superseded.is_(False), Label.label.in_(sorted(KIND_LABELS[kind])))
     )
     if last is not None:
-        stmt = stmt.where(Label.created_at > last)
+        after = Label.created_at > last.created_at if last.last_label_id is None else Label.id > last.last_label_id
+        stmt = stmt.where(after)
     return int(session.scalar(stmt) or 0)
 
 

@@ -4,14 +4,16 @@ one retrain at a time. These use a sample of the base data (the end-to-end test 
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select, update
 
 from classifiers import Dataset, train_model
 from service import retraining
 from service.db import session_scope
-from service.models import RetrainRun
+from service.models import Label, RetrainRun
 from service.scoring import registry
 from tests.conftest import make_site
 from tests.retraining.conftest import add_labelled, campaign_labels
@@ -112,11 +114,16 @@ def test_labels_a_run_collected_while_it_waited_are_not_new_to_the_schedule(boun
     run = _run(run_id)
     assert run.status in retraining.COMPLETED, run.error
     assert run.label_count == 15  # it trained on the five that came while it was queued
-    assert run.labels_collected_at is not None and run.labels_collected_at > run.created_at
+    assert run.last_label_id is not None
     assert while_running == [before + 5]
     with session_scope() as db:
         assert retraining.new_labels_since_last_run(db, "spam") == 0
     add_labelled(site["id"], [("cheap pills, fast delivery, no prescription", "spam")])
+    with session_scope() as db:
+        assert retraining.new_labels_since_last_run(db, "spam") == 1
+        # An imported label is dated by its comment, years before the run, and is new to the models all the same.
+        newest = db.scalar(select(func.max(Label.id)))
+        db.execute(update(Label).where(Label.id == newest).values(created_at=datetime(2019, 5, 1, tzinfo=UTC)))
     with session_scope() as db:
         assert retraining.new_labels_since_last_run(db, "spam") == 1
 

@@ -1,4 +1,4 @@
-"""retrain runs record when they collected their labels: the schedule counts new labels from then, not from creation
+"""retrain runs record the newest label id they collected: the schedule counts labels stored after it as new
 
 Revision ID: 0005
 Revises: 0004
@@ -17,11 +17,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # No backfill: when an older run collected is unknown, and the schedule falls back to its created_at.
+    # No backfill: what an older run collected is unknown, and the schedule falls back to its created_at.
     with op.batch_alter_table("retrain_runs", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("labels_collected_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("last_label_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True)
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("retrain_runs", schema=None) as batch_op:
-        batch_op.drop_column("labels_collected_at")
+        batch_op.drop_column("last_label_id")
