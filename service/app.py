@@ -8,13 +8,13 @@ from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.routing import IntegerConverter, Map
+from werkzeug.routing import BaseConverter, ValidationError
 
 from service.celery_setup import celery_init_app
 from service.config import settings
 from service.errors import error_response
 from service.extensions import csrf, limiter, retry_after_seconds
-from service.models import MAX_ID
+from service.models import parse_id
 from service.redis_bus import LIMITS_DB
 
 # No inline script or style anywhere: the moderation UI shows hostile text all day.
@@ -35,13 +35,21 @@ BLUEPRINTS: tuple[tuple[str, bool], ...] = (
 )
 
 
-class IdConverter(IntegerConverter):
-    """A positive id that fits a 64-bit column."""
+class IdConverter(BaseConverter):
+    """A row id in a URL, read by ``parse_id``: anything that cannot be an id (Unicode digits such as '١٢', a
+    number past the 64-bit id column) does not match the route, so it is a 404, never a 500 or another row."""
 
-    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("min", 1)
-        kwargs.setdefault("max", MAX_ID)
-        super().__init__(map, *args, **kwargs)
+    regex = "[0-9]+"  # not Werkzeug's \d+, which takes every Unicode digit
+    weight = 50  # as Werkzeug's own number converters: a literal segment in the same place wins
+
+    def to_python(self, value: str) -> int:
+        parsed = parse_id(value)
+        if parsed is None:
+            raise ValidationError()
+        return parsed
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
 
 
 def _limiter_storage_uri() -> str:
@@ -73,7 +81,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     logging.basicConfig(level=cfg.log_level)
 
-    # Every <int:...> in a URL is an id: bounded to what the database holds, so a huge number is a 404, not a 500.
+    # Every <int:...> in a URL is an id (IdConverter): Werkzeug's own takes Unicode digits and numbers of any size.
     app.url_map.converters["int"] = IdConverter
     csrf.init_app(app)
     limiter.init_app(app)

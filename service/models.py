@@ -33,6 +33,21 @@ from service.config import settings
 # alias (autoincrement), and its INTEGER is 64-bit anyway.
 ID = BigInteger().with_variant(Integer(), "sqlite")
 MAX_ID = 2**63 - 1
+_MAX_ID_DIGITS = len(str(MAX_ID))
+
+
+def parse_id(value: object) -> int | None:
+    """The row id a user-supplied value names, or None when it cannot name a row (treated as "no such row").
+
+    Only ASCII digits, no sign or whitespace, 1..MAX_ID: ``int()`` and ``str.isdigit()`` also take '١٢', ' 7',
+    '+7' or '²', and a number past the 64-bit id column is a DataError on PostgreSQL, not an empty answer.
+    """
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID_DIGITS:
+        return None
+    if not value.isascii() or not value.isdigit():
+        return None
+    number = int(value)
+    return number if 1 <= number <= MAX_ID else None
 
 
 def utcnow() -> datetime:

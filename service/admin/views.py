@@ -17,7 +17,7 @@ from service.admin.thresholds import KINDS, Thresholds, model_defaults, preview
 from service.auth.session import admin_required, require_user
 from service.db import session_scope
 from service.decisions.rules import domain_of
-from service.models import Comment, ListEntry, Role, Site, User, UserSite
+from service.models import Comment, ListEntry, Role, Site, User, UserSite, parse_id
 from service.security import new_callback_secret
 from service.sites import SiteKeys, create_site, http_url, rotate_keys
 from service.users import MIN_PASSWORD_LENGTH, create_user
@@ -293,6 +293,11 @@ def _users_page(created: dict[str, Any] | None = None, status: int = 200) -> Res
         ), status
 
 
+def _site_ids(raw: list[str]) -> set[int]:
+    """The site ids of a form's checkboxes; a value that cannot be an id names no site."""
+    return {sid for sid in map(parse_id, raw) if sid is not None}
+
+
 @bp.route("/users")
 @admin_required
 def users() -> ResponseReturnValue:
@@ -305,7 +310,7 @@ def users() -> ResponseReturnValue:
 def users_create() -> ResponseReturnValue:
     """Create a user; a generated password is shown in this answer only."""
     password = request.form.get("password") or None
-    site_ids = {int(s) for s in request.form.getlist("sites") if s.isdigit()}
+    site_ids = _site_ids(request.form.getlist("sites"))
     try:
         with session_scope() as db:
             user, generated = create_user(db, request.form.get("email", ""), request.form.get("role", ""), password)
@@ -350,7 +355,7 @@ def user_update(user_id: int) -> ResponseReturnValue:
     if user_id == me.id and (role != Role.ADMIN or not active):
         flash("You cannot remove your own admin role or deactivate yourself.", "warning")
         return redirect(url_for("admin.user", user_id=user_id))
-    site_ids = {int(s) for s in request.form.getlist("sites") if s.isdigit()}
+    site_ids = _site_ids(request.form.getlist("sites"))
     with session_scope() as db:
         found = db.get(User, user_id) or abort(404)
         found.role, found.active = role, active

@@ -19,7 +19,7 @@ from service.config import settings
 from service.db import session_scope
 from service.extensions import retry_after_seconds
 from service.human_decisions import apply_label
-from service.models import MAX_ID, Comment, Decision, Site
+from service.models import Comment, Decision, Site, parse_id
 from service.sites import site_by_akismet_key
 
 bp = Blueprint("akismet", __name__)
@@ -126,15 +126,6 @@ def comment_check() -> Response:
     return check_answer(outcome, hold_is_spam)
 
 
-def _guid_id(guid: str) -> int | None:
-    """The comment id a guid names (Bouncer's guids are ids), or None when it cannot be one of ours."""
-    # ASCII digits only (str.isdigit() takes '²', which int() refuses) and within the id column (else a DB error).
-    if not guid.isascii() or not guid.isdigit() or len(guid) > len(str(MAX_ID)):
-        return None
-    value = int(guid)
-    return value if 1 <= value <= MAX_ID else None
-
-
 def _submitted_comment(session: Session, site: Site, parsed: AkismetComment) -> Comment | None:
     """The comment a submit-spam/ham is about: by ``guid`` when sent, else by content + author + IP.
 
@@ -144,7 +135,7 @@ def _submitted_comment(session: Session, site: Site, parsed: AkismetComment) -> 
     if parsed.is_test:
         conditions.append(Comment.is_test.is_(True))
     if parsed.guid:
-        comment_id = _guid_id(parsed.guid)
+        comment_id = parse_id(parsed.guid)  # Bouncer's guids are comment ids
         if comment_id is None:
             return None
         return session.scalars(select(Comment).where(Comment.id == comment_id, *conditions)).first()

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.auth.session import CurrentUser
-from service.models import Comment, ModerationEvent, Site, User, author_email_in, email_key
+from service.models import Comment, ModerationEvent, Site, User, author_email_in, email_key, parse_id
 
 # Any SELECT statement: the scoping helpers keep the statement's own column types.
 _Stmt = TypeVar("_Stmt", bound=Select)
@@ -32,13 +32,6 @@ def _float(raw: str | None, low: float = 0.0, high: float = 1.0) -> float | None
     except ValueError:
         return None
     return None if value is None else min(high, max(low, value))
-
-
-def _int(raw: str | None) -> int | None:
-    try:
-        return int(raw) if raw not in (None, "") else None
-    except ValueError:
-        return None
 
 
 def _date(raw: str | None) -> date | None:
@@ -75,7 +68,7 @@ class ListFilters:
         sort = args.get("sort", "newest")
         return cls(
             status=status if status in STATUSES else default_status,
-            site_id=_int(args.get("site")),
+            site_id=parse_id(args.get("site")),
             category=category if category in ("spam", "abuse") else None,
             score_min=_float(args.get("score_min")),
             score_max=_float(args.get("score_max")),
@@ -83,9 +76,9 @@ class ListFilters:
             until=_date(args.get("until")),
             q=(args.get("q") or "").strip()[:200],
             sort=sort if sort in SORTS else "newest",
-            page=max(1, _int(args.get("page")) or 1),
-            after=_int(args.get("after")),
-            before=_int(args.get("before")),
+            page=parse_id(args.get("page")) or 1,
+            after=parse_id(args.get("after")),
+            before=parse_id(args.get("before")),
         )
 
     def query_args(self, **changes: Any) -> dict[str, Any]:
@@ -334,7 +327,7 @@ def visible_sites(session: Session, user: CurrentUser) -> list[Site]:
 
 def actor_names(session: Session, events: Sequence[ModerationEvent]) -> dict[str, str]:
     """Readable names for audit actors: ``user:<id>`` becomes the user's e-mail, ``model`` stays."""
-    ids = {int(e.actor[5:]) for e in events if e.actor.startswith("user:") and e.actor[5:].isdigit()}
+    ids = {uid for e in events if e.actor.startswith("user:") and (uid := parse_id(e.actor[5:])) is not None}
     names = {"model": "the model", "worker": "the model"}
     if ids:
         for uid, email in session.execute(select(User.id, User.email).where(User.id.in_(sorted(ids)))):

@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 
 from service.auth.session import _safe_next, login_required, require_user, wants_json
 from service.db import session_scope
-from service.models import Comment
+from service.models import Comment, parse_id
 from service.moderation import bp, queries, text
 from service.moderation.actions import ACTION_LABELS, UNDO_SECONDS, ActionResult, Forbidden, moderate, undo
 
@@ -124,8 +124,9 @@ def _parse_items(form: Any) -> tuple[str, list[tuple[int, str]]]:
         abort(400, "unknown action")
     items = []
     for raw in raw_ids[:MAX_BULK]:
-        if raw.isdigit():
-            items.append((int(raw), form.get(f"seen_{raw}", "")))
+        comment_id = parse_id(raw)
+        if comment_id is not None:
+            items.append((comment_id, form.get(f"seen_{raw}", "")))
     return action, items
 
 
@@ -203,7 +204,7 @@ def reject_campaign(key: str) -> ResponseReturnValue:
 def undo_last() -> ResponseReturnValue:
     """Undo this user's last action (a few seconds only)."""
     raw = request.form.getlist("event")
-    event_ids = [int(e) for e in raw if e.isdigit()][:MAX_BULK]
+    event_ids = [e for e in map(parse_id, raw) if e is not None][:MAX_BULK]
     session.pop("undo", None)
     results = undo(require_user(), event_ids)
     if wants_json():

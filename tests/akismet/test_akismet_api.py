@@ -207,7 +207,7 @@ def test_submit_guid_of_another_site_does_not_touch_it(client: Any, site: dict[s
     assert current_labels(cid) == []
 
 
-@pytest.mark.parametrize("guid", ["²", "9" * 19, "9223372036854775808", "1" * 5000, "0", "e5d3b1c2-9a"])
+@pytest.mark.parametrize("guid", ["²", "١٢", "9" * 19, "9223372036854775808", "1" * 5000, "0", "e5d3b1c2-9a"])
 def test_submit_with_a_guid_that_is_no_comment_id_stores_it_labelled(
     client: Any, site: dict[str, Any], guid: str
 ) -> None:

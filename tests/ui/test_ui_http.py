@@ -285,6 +285,118 @@ def test_admin_sees_every_site(client: Any, admin: dict[str, Any]) -> None:
     assert client.get(f"/moderation/comments/{cid}").status_code == 200
 
 
+# --- ids sent by users ---------------------------------------------------------------------------------------
+
+# Values that are no row id: Unicode digits (Werkzeug's <int:> and int() read them), past the 64-bit id column (a
+# DataError on PostgreSQL), zero, signed, padded with spaces.
+NOT_IDS = ["\u0661\u0662", "\uff11", "\u00b2", "9" * 30, str(2**63), "0", "-1", "+1", " 1"]
+
+
+def _arabic_indic(n: int) -> str:
+    return "".join(chr(0x0660 + int(d)) for d in str(n))
+
+
+@pytest.mark.parametrize("bad", ["9" * 30, str(2**63), "0", "00"])
+def test_an_id_in_a_url_that_cannot_be_one_is_a_404(client: Any, admin: dict[str, Any], bad: str) -> None:
+    login(client, admin)
+    for path in (
+        f"/moderation/comments/{bad}",
+        f"/admin/sites/{bad}",
+        f"/admin/users/{bad}",
+        f"/admin/retraining/runs/{bad}",
+    ):
+        assert client.get(path).status_code == 404, path
+
+
+def test_unicode_digits_in_a_url_name_no_comment(client: Any, admin: dict[str, Any], ui_site: dict[str, Any]) -> None:
+    """Werkzeug's <int:> matched any Unicode digit and int() read '١٢' as 12: the URL served comment 12."""
+    cid = add_comment(ui_site["id"], content="reachable by ASCII digits only")
+    login(client, admin)
+    assert client.get(f"/moderation/comments/{cid}").status_code == 200
+    for spelled in (_arabic_indic(cid), "".join(chr(0xFF10 + int(d)) for d in str(cid))):
+        response = client.get(f"/moderation/comments/{spelled}")
+        assert response.status_code == 404 and b"reachable by ASCII digits only" not in response.data
+    assert client.get(f"/admin/users/{_arabic_indic(admin['id'])}").status_code == 404
+
+
+@pytest.mark.parametrize("bad", ["9" * 30, str(2**63), "\u0661"])
+def test_an_api_id_that_cannot_be_one_is_a_json_404(client: Any, ui_site: dict[str, Any], bad: str) -> None:
+    auth = {"Authorization": f"Bearer {ui_site['api_key']}"}
+    response = client.get(f"/api/v1/comments/{bad}", headers=auth)
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+    feedback = client.post(f"/api/v1/comments/{bad}/feedback", json={"label": "spam"}, headers=auth)
+    assert feedback.status_code == 404
+
+
+@pytest.mark.parametrize("bad", NOT_IDS)
+def test_list_filters_ignore_ids_that_cannot_be_ones(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any], bad: str
+) -> None:
+    add_comment(ui_site["id"], content="still listed")
+    login(client, moderator)
+    for name in ("site", "after", "before", "page"):
+        for path in ("/moderation/", "/moderation/all"):
+            response = client.get(path, query_string={name: bad})
+            assert response.status_code == 200, (path, name)
+            assert b"still listed" in response.data, (path, name)
+
+
+@pytest.mark.parametrize("bad", NOT_IDS)
+def test_actions_and_undo_on_ids_that_cannot_be_ones_select_nothing(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any], bad: str
+) -> None:
+    cid = add_comment(ui_site["id"])
+    token = login(client, moderator)
+    json_accept = {"Accept": "application/json"}
+    one = client.post("/moderation/act", data={"one": f"{bad}:approve", "csrf_token": token}, headers=json_accept)
+    assert one.status_code == 400 and one.get_json()["error"]["code"] == "nothing_selected"
+    bulk = client.post(
+        "/moderation/act",
+        data={"action": "spam", "ids": [bad, str(cid)], f"seen_{cid}": "hold", "csrf_token": token},
+        headers=json_accept,
+    )
+    assert bulk.status_code == 200 and [r["id"] for r in bulk.get_json()["results"]] == [cid]
+    undone = client.post("/moderation/undo", data={"event": [bad], "csrf_token": token}, headers=json_accept)
+    assert undone.status_code == 200 and undone.get_json()["results"] == []
+    form = client.post("/moderation/act", data={"one": f"{bad}:approve", "csrf_token": token})
+    assert form.status_code == 302
+
+
+def test_unicode_digits_in_an_action_do_not_act_on_that_comment(
+    client: Any, moderator: dict[str, Any], ui_site: dict[str, Any]
+) -> None:
+    cid = add_comment(ui_site["id"])
+    token = login(client, moderator)
+    response = act(client, token, _arabic_indic(cid), "approve")  # type: ignore[arg-type]
+    assert response.status_code == 400
+    assert comment_state(cid) == ("hold", "spam") and events_of(cid) == []
+
+
+def test_admin_site_checkboxes_ignore_ids_that_cannot_be_ones(
+    client: Any, admin: dict[str, Any], ui_site: dict[str, Any]
+) -> None:
+    from service.db import session_scope
+    from service.models import User, UserSite
+
+    token = login(client, admin)
+    email = f"{unique('mod')}@example.test"
+    sites = [*NOT_IDS, _arabic_indic(ui_site["id"])]
+    created = client.post(
+        "/admin/users", data={"email": email, "role": "moderator", "sites": sites, "csrf_token": token}
+    )
+    assert created.status_code == 201
+    with session_scope() as db:
+        uid = db.scalars(select(User.id).where(User.email == email)).one()
+        assert list(db.scalars(select(UserSite.site_id).where(UserSite.user_id == uid))) == []
+    updated = client.post(
+        f"/admin/users/{uid}",
+        data={"role": "moderator", "active": "on", "sites": [*sites, str(ui_site["id"])], "csrf_token": token},
+    )
+    assert updated.status_code == 302
+    with session_scope() as db:
+        assert list(db.scalars(select(UserSite.site_id).where(UserSite.user_id == uid))) == [ui_site["id"]]
+
+
 # --- actions, races, undo ------------------------------------------------------------------------------------
 
 
