@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from classifiers import NothingToRollBack
 from service.admin import bp, models_page
 from service.admin.thresholds import KINDS, Thresholds, model_defaults, preview
-from service.auth.session import admin_required, require_user
+from service.auth.session import admin_required, end_user_sessions, keep_this_session, require_user, this_session_token
 from service.db import session_scope
 from service.decisions.rules import domain_of
 from service.models import Comment, ListEntry, Role, Site, User, UserSite, parse_id
@@ -346,7 +346,8 @@ def user(user_id: int) -> ResponseReturnValue:
 @bp.route("/users/<int:user_id>", methods=["POST"])
 @admin_required
 def user_update(user_id: int) -> ResponseReturnValue:
-    """Role, active, assigned sites, unlock. An admin cannot demote or deactivate themselves (no lock-out)."""
+    """Role, active, assigned sites, unlock. An admin cannot demote or deactivate themselves (no lock-out).
+    Deactivating ends the user's sessions: reactivating later does not bring them back."""
     me = require_user()
     role = request.form.get("role", "")
     active = request.form.get("active") == "on"
@@ -359,6 +360,8 @@ def user_update(user_id: int) -> ResponseReturnValue:
     with session_scope() as db:
         found = db.get(User, user_id) or abort(404)
         found.role, found.active = role, active
+        if not active:
+            end_user_sessions(db, user_id)
         if request.form.get("unlock") == "on":
             found.failed_logins, found.locked_until = 0, None
         db.execute(delete(UserSite).where(UserSite.user_id == user_id))
@@ -372,7 +375,8 @@ def user_update(user_id: int) -> ResponseReturnValue:
 @bp.route("/users/<int:user_id>/password", methods=["POST"])
 @admin_required
 def user_password(user_id: int) -> ResponseReturnValue:
-    """Set a new password (typed, or generated and shown once); the user's sessions end."""
+    """Set a new password (typed, or generated and shown once); the user's sessions end (an admin setting their own
+    ends their other sessions and stays signed in here)."""
     import secrets
 
     from werkzeug.security import generate_password_hash
@@ -382,11 +386,15 @@ def user_password(user_id: int) -> ResponseReturnValue:
     if len(password) < MIN_PASSWORD_LENGTH:
         flash(f"The password must have at least {MIN_PASSWORD_LENGTH} characters.", "warning")
         return redirect(url_for("admin.user", user_id=user_id))
+    own = user_id == require_user().id
     with session_scope() as db:
         found = db.get(User, user_id) or abort(404)
         found.password_hash = generate_password_hash(password)
         found.failed_logins, found.locked_until = 0, None
-        email = found.email
+        end_user_sessions(db, user_id, keep_token=this_session_token() if own else None)
+        email, password_hash = found.email, found.password_hash
+    if own:
+        keep_this_session(password_hash)
     created = {"email": email, "password": None if typed else password}
     flash(f"New password set for {email}.", "success")
     return _users_page(created=created)

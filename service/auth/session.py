@@ -3,7 +3,9 @@
 The session cookie holds the user id, a fingerprint of the password hash and a random session token. The token
 names a ``UserSession`` row: signing out ends that row, so a copy of the cookie (another tab's, a stolen one) is
 dead on the server too. A session ends by itself ``SESSION_LIFETIME`` after sign-in. Changing a password or
-deactivating a user ends every session of that user at the next request.
+deactivating a user ends every session of that user at the next request: the admin pages end the rows
+(``end_user_sessions``), so they stay ended if the user is reactivated; the password fingerprint also catches a
+password changed outside them.
 """
 
 from __future__ import annotations
@@ -89,6 +91,26 @@ def end_session() -> None:
             )
     session.clear()
     g.pop("bouncer_user", None)
+
+
+def end_user_sessions(db: Session, user_id: int, keep_token: str | None = None) -> None:
+    """End every live session of a user on the server (deactivated, password reset by an admin), but the one whose
+    token is ``keep_token`` (the browser that changed its own password stays signed in)."""
+    stmt = update(UserSession).where(UserSession.user_id == user_id, UserSession.ended_at.is_(None))
+    if keep_token is not None:
+        stmt = stmt.where(UserSession.token_hash != hash_key(keep_token))
+    db.execute(stmt.values(ended_at=datetime.now(UTC)))
+
+
+def this_session_token() -> str | None:
+    """The token of this request's signed-in session (to keep it in ``end_user_sessions``)."""
+    token = session.get("sid")
+    return token if isinstance(token, str) else None
+
+
+def keep_this_session(password_hash: str) -> None:
+    """This browser changed its own user's password: it stays signed in under the new one."""
+    session["pw"] = password_fingerprint(password_hash)
 
 
 def current_user() -> CurrentUser | None:

@@ -228,6 +228,61 @@ def test_changed_password_ends_sessions(client: Any, moderator: dict[str, Any]) 
     assert client.get("/moderation/").status_code == 302
 
 
+def _sent_to_login(client: Any) -> bool:
+    response = client.get("/moderation/")
+    json = client.get("/moderation/", headers={"Accept": "application/json"})
+    return response.status_code == 302 and "/login" in response.headers["Location"] and json.status_code == 401
+
+
+def test_deactivating_a_user_ends_their_sessions(app: Any, admin: dict[str, Any], moderator: dict[str, Any]) -> None:
+    """The moderator's browsers are signed out at their next request, and stay so when the user is reactivated
+    (a browser that made no request meanwhile still holds its cookie: the session row itself must have ended)."""
+    theirs, idle_tab, admins = app.test_client(), app.test_client(), app.test_client()
+    login(theirs, moderator)
+    login(idle_tab, moderator)
+    token = login(admins, admin)
+    assert theirs.get("/moderation/").status_code == 200
+    response = admins.post(f"/admin/users/{moderator['id']}", data={"role": "moderator", "csrf_token": token})
+    assert response.status_code == 302
+    assert _sent_to_login(theirs)
+    assert admins.get("/admin/users").status_code == 200  # the admin who did it stays signed in
+    admins.post(f"/admin/users/{moderator['id']}", data={"role": "moderator", "active": "on", "csrf_token": token})
+    assert _sent_to_login(idle_tab)
+    login(theirs, moderator)  # a new sign-in works again
+    assert theirs.get("/moderation/").status_code == 200
+
+
+def test_an_admins_password_reset_ends_the_users_sessions(
+    app: Any, admin: dict[str, Any], moderator: dict[str, Any]
+) -> None:
+    theirs, admins = app.test_client(), app.test_client()
+    login(theirs, moderator)
+    token = login(admins, admin)
+    new_password = "a brand new password 42"
+    response = admins.post(
+        f"/admin/users/{moderator['id']}/password", data={"password": new_password, "csrf_token": token}
+    )
+    assert response.status_code == 200 and b"New password set" in response.data
+    assert _sent_to_login(theirs)
+    assert admins.get("/admin/users").status_code == 200
+    login(theirs, {**moderator, "password": new_password})
+    assert theirs.get("/moderation/").status_code == 200
+
+
+def test_an_admin_setting_their_own_password_stays_signed_in_here_only(app: Any, admin: dict[str, Any]) -> None:
+    here, elsewhere = app.test_client(), app.test_client()
+    token = login(here, admin)
+    login(elsewhere, admin)
+    new_password = "my own new password 42"
+    response = here.post(f"/admin/users/{admin['id']}/password", data={"password": new_password, "csrf_token": token})
+    assert response.status_code == 200
+    assert here.get("/admin/users").status_code == 200
+    assert here.get("/moderation/").status_code == 200
+    assert _sent_to_login(elsewhere)
+    login(elsewhere, {**admin, "password": new_password})
+    assert elsewhere.get("/moderation/").status_code == 200
+
+
 # --- security ------------------------------------------------------------------------------------------------
 
 
