@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
 
 from service import redis_bus
@@ -54,6 +55,30 @@ def _count_unknown_failure(email: str) -> int:
         return 0
 
 
+def count_failed_login(db: Session, user_id: int, now: datetime) -> bool:
+    """Count a wrong password for an account in one UPDATE, and lock it at the MAX_FAILED_LOGINS-th; True when this
+    failure locked it (or a concurrent one just did).
+
+    Read-modify-write would let wrong guesses made at the same moment count as one. A lock that has run out starts
+    a new count; a lock still running is kept as it is (a concurrent guess does not extend it).
+    """
+    expired = User.locked_until.is_not(None) & (User.locked_until <= now)
+    failed = case((expired, 1), else_=User.failed_logins + 1)
+    locked_until = case(
+        (User.locked_until > now, User.locked_until),
+        (failed >= MAX_FAILED_LOGINS, now + LOCKOUT),
+        else_=None,
+    )
+    row = db.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(failed_logins=failed, locked_until=locked_until)
+        .returning(User.locked_until)
+        .execution_options(synchronize_session=False)  # the loaded User is not used after this
+    ).one()
+    return row.locked_until is not None
+
+
 @bp.app_context_processor
 def _inject_user() -> dict[str, object]:
     return {"current_user": current_user()}
@@ -97,12 +122,8 @@ def login_post() -> ResponseReturnValue:
                 user.locked_until = None
                 start_session(db, user)
                 return redirect(target)
-            else:
-                user.failed_logins += 1
-                if user.failed_logins >= MAX_FAILED_LOGINS:
-                    user.failed_logins = 0
-                    user.locked_until = now + LOCKOUT
-                    error = LOCKED
+            elif count_failed_login(db, user.id, now):
+                error = LOCKED
     return render_template("auth/login.html", next=request.form.get("next", ""), email=email, error=error), 401
 
 

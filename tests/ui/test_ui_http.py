@@ -6,7 +6,9 @@ import json
 import re
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,97 @@ def test_failed_logins_lock_the_account(client: Any, moderator: dict[str, Any]) 
     assert response.status_code == 401 and b"locked" in response.data
     unknown = client.post("/login", data={"email": "nobody@example.test", "password": "x", "csrf_token": token})
     assert unknown.status_code == 401 and b"Wrong e-mail or password" in unknown.data
+
+
+def _failed_logins(user_id: int) -> tuple[int, Any]:
+    from service.db import session_scope
+    from service.models import User
+
+    with session_scope() as db:
+        user = db.get(User, user_id)
+        assert user is not None
+        return user.failed_logins, user.locked_until
+
+
+@pytest.mark.parametrize("extra", [-1, 0])
+def test_wrong_passwords_sent_at_once_are_all_counted(app: Any, moderator: dict[str, Any], extra: int) -> None:
+    """Wrong passwords sent at the same moment from several browsers each count (a read-modify-write of the counter
+    lost some, so a burst of guesses never locked the account); the one that reaches the limit locks it."""
+    from service.auth.views import MAX_FAILED_LOGINS
+
+    attempts = MAX_FAILED_LOGINS + extra
+    clients = [app.test_client() for _ in range(attempts)]
+    tokens = [csrf_from(c.get("/login").get_data(as_text=True)) for c in clients]
+    start = threading.Barrier(attempts)
+
+    def guess(i: int) -> int:
+        start.wait()
+        data = {"email": moderator["email"], "password": f"wrong {i}", "csrf_token": tokens[i]}
+        return int(clients[i].post("/login", data=data).status_code)
+
+    with ThreadPoolExecutor(attempts) as pool:
+        assert list(pool.map(guess, range(attempts))) == [401] * attempts
+    failed, locked_until = _failed_logins(moderator["id"])
+    assert failed == attempts
+    right = {"email": moderator["email"], "password": PASSWORD, "csrf_token": tokens[0]}
+    response = clients[0].post("/login", data=right)
+    if attempts >= MAX_FAILED_LOGINS:
+        assert locked_until is not None
+        assert response.status_code == 401 and b"locked" in response.data
+    else:
+        assert locked_until is None
+        assert response.status_code == 302
+        assert _failed_logins(moderator["id"]) == (0, None)
+
+
+def test_failed_login_count_is_one_update_under_contention(bouncer_env: dict[str, str]) -> None:
+    """count_failed_login from many threads at once: every call counts, the lock is set at the limit and a guess
+    made while locked does not move it."""
+    from datetime import UTC, datetime
+
+    from service.auth.views import LOCKOUT, MAX_FAILED_LOGINS, count_failed_login
+    from service.db import session_scope
+
+    user = make_user("moderator")
+    attempts = 4 * MAX_FAILED_LOGINS
+    start = threading.Barrier(attempts)
+    now = datetime.now(UTC)
+
+    def guess(_: int) -> bool:
+        start.wait()
+        with session_scope() as db:
+            return count_failed_login(db, user["id"], now)
+
+    with ThreadPoolExecutor(attempts) as pool:
+        locked = list(pool.map(guess, range(attempts)))
+    assert locked.count(False) == MAX_FAILED_LOGINS - 1  # the calls before the limit; every later one sees the lock
+    failed, locked_until = _failed_logins(user["id"])
+    assert failed == attempts
+    assert locked_until is not None
+    assert abs((locked_until.replace(tzinfo=UTC) - (now + LOCKOUT)).total_seconds()) < 1
+
+
+def test_a_lockout_that_ran_out_starts_a_new_count(client: Any, moderator: dict[str, Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from service.auth.views import MAX_FAILED_LOGINS
+    from service.db import session_scope
+    from service.models import User
+
+    with session_scope() as db:
+        db.execute(
+            update(User)
+            .where(User.id == moderator["id"])
+            .values(failed_logins=MAX_FAILED_LOGINS, locked_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    wrong = client.post("/login", data={"email": moderator["email"], "password": "wrong", "csrf_token": token})
+    assert wrong.status_code == 401 and b"Wrong e-mail or password" in wrong.data
+    assert _failed_logins(moderator["id"]) == (1, None)
+    login(client, moderator)
+    assert _failed_logins(moderator["id"]) == (0, None)
 
 
 def test_the_lockout_does_not_tell_which_emails_have_an_account(client: Any, moderator: dict[str, Any]) -> None:
