@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from service.db import session_scope
-from service.models import Site
+from service.models import Site, parse_id
 from service.sites import create_site, rotate_keys
 from service.users import create_user
 
@@ -27,6 +27,24 @@ def database_errors() -> Iterator[None]:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
         hint = " (run `bouncer db upgrade` first)" if "no such table" in reason or "does not exist" in reason else ""
         raise click.ClickException(f"database error: {reason}{hint}") from exc
+
+
+class RowId(click.ParamType):
+    """A row id on the command line, read by ``parse_id``: '١٢' or a number past the id column is a usage error,
+    not a database error."""
+
+    name = "id"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        parsed = parse_id(value)
+        if parsed is None:
+            self.fail(f"{value!r} is not an id (a whole number from 1 to 2**63-1)", param, ctx)
+        return parsed
+
+
+ROW_ID = RowId()
 
 
 @click.group()
@@ -81,7 +99,7 @@ def sites_list() -> None:
 
 
 @sites.command("rotate-keys")
-@click.argument("site_id", type=int)
+@click.argument("site_id", type=ROW_ID)
 def sites_rotate(site_id: int) -> None:
     """Issue new API and Akismet keys for a site; the old ones stop working at once."""
     with database_errors(), session_scope() as session:
@@ -101,7 +119,7 @@ def users() -> None:
 @click.option("--email", required=True)
 @click.option("--role", type=click.Choice(["moderator", "admin"]), required=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--site", "site_ids", type=int, multiple=True, help="Assign a moderator to this site id.")
+@click.option("--site", "site_ids", type=ROW_ID, multiple=True, help="Assign a moderator to this site id.")
 def users_create(email: str, role: str, password_stdin: bool, site_ids: tuple[int, ...]) -> None:
     """Create a user; without --password-stdin a password is generated and printed once."""
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
@@ -127,7 +145,7 @@ def labels() -> None:
 
 
 @labels.command("import")
-@click.option("--site", "site_id", type=int, required=True, help="The site whose history this is.")
+@click.option("--site", "site_id", type=ROW_ID, required=True, help="The site whose history this is.")
 @click.option(
     "--positive",
     type=click.Choice(["spam", "abuse"]),

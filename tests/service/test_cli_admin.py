@@ -139,3 +139,20 @@ def test_an_unreachable_database_is_a_message(bouncer: Bouncer) -> None:
         result = bouncer(*args)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.startswith("Error: database error: connection failed"), result.stderr
+
+
+@pytest.mark.parametrize("bad", ["١٢", str(2**63), "0", "+1", " 1", "1e3"])
+def test_site_ids_that_cannot_name_a_row_are_usage_errors(bouncer: Bouncer, bad: str) -> None:
+    assert bouncer("db", "upgrade").returncode == 0
+    for args in (
+        ("sites", "rotate-keys", bad),
+        ("users", "create", "--email", "m@example.org", "--role", "moderator", "--site", bad),
+        ("labels", "import", "--site", bad, __file__),
+    ):
+        result = bouncer(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "is not an id (a whole number from 1 to 2**63-1)" in result.stderr
+    assert bouncer("users", "create", "--email", "m@example.org", "--role", "moderator", "--site", "7").stderr == (
+        "Error: no site with id 7\n"
+    )
+    assert bouncer.rows("SELECT count(*) FROM users") == [(0,)]
