@@ -132,6 +132,22 @@ def finish_scoring_attempt(comment_ids: Sequence[int]) -> None:
         conn.register_script(_FINISH_ATTEMPT_LUA)(keys=[_attempts_key(cid) for cid in comment_ids])
 
 
+# Set when a scoring attempt decides comments: while it lives, the scorer is known to work, so a comment that fails
+# to score alone is taken to be at fault (service.decisions.attempts.blamed_failures).
+SCORING_SUCCEEDED_KEY = "bouncer:scoring-succeeded"
+SCORING_SUCCEEDED_SECONDS = 60
+
+
+def note_scoring_succeeded() -> None:
+    """Remember for ``SCORING_SUCCEEDED_SECONDS`` that scoring worked (one write per decided batch)."""
+    _attempts_client().set(SCORING_SUCCEEDED_KEY, 1, ex=SCORING_SUCCEEDED_SECONDS)
+
+
+def scoring_succeeded_recently() -> bool:
+    """True if some worker scored comments in the last ``SCORING_SUCCEEDED_SECONDS``."""
+    return bool(_attempts_client().exists(SCORING_SUCCEEDED_KEY))
+
+
 # Rows the retention purge removed, by kind: a hash in Redis, because a worker purges and the web serves /metrics.
 PURGED_KEY = "bouncer:purged"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -311,3 +312,69 @@ def post_comment(client: Any, key: str, body: dict[str, Any], wait: int | None =
         data=json.dumps(body),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
+
+
+def _private_redis(tmp_path: Path, persist: bool) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is needed for this test"
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
+    argv += ["--appendonly", "yes" if persist else "no"]
+    state: dict[str, Any] = {"port": port, "proc": subprocess.Popen(argv, stdout=subprocess.DEVNULL)}
+
+    def start() -> None:
+        state["proc"] = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+
+    def stop() -> None:
+        state["proc"].terminate()
+        state["proc"].wait(10)
+
+    state["start"], state["stop"] = start, stop
+    time.sleep(0.5)
+    yield state
+    if state["proc"].poll() is None:
+        stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A Redis server of this test alone, so it can be stopped and started again; it keeps its data (append-only
+    file). Yields ``port`` and ``start``/``stop`` functions."""
+    yield from _private_redis(tmp_path, persist=True)
+
+
+@pytest.fixture
+def forgetful_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Like ``private_redis``, but a restart keeps nothing (no persistence): queued messages are lost with it."""
+    yield from _private_redis(tmp_path, persist=False)
+
+
+@pytest.fixture
+def own_database(bouncer_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """A migrated database of this test alone, of the session's kind (a SQLite file, or a PostgreSQL schema): the
+    session's worker and sweeper never see its comments. Yields its BOUNCER_DATABASE_URL."""
+    from sqlalchemy import text
+
+    from service.config import load_settings
+    from service.db import engine, make_engine
+    from service.migrate import upgrade
+
+    shared = bouncer_env["BOUNCER_DATABASE_URL"]
+    schema = f"own_{os.getpid()}_{time.monotonic_ns()}"
+    if shared.startswith("postgres"):
+        url = f"{shared}{'&' if '?' in shared else '?'}options=-csearch_path%3D{schema}"
+    else:
+        url = f"sqlite:///{tmp_path / 'own.db'}"
+    coerced = load_settings({**bouncer_env, "BOUNCER_DATABASE_URL": url}).database_url
+    admin = make_engine(load_settings(bouncer_env).database_url) if shared.startswith("postgres") else None
+    if admin is not None:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    upgrade(coerced)
+    yield url
+    engine(coerced).dispose()
+    if admin is not None:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

@@ -17,7 +17,13 @@ from sqlalchemy.exc import OperationalError
 from service import retention
 from service.callbacks import attempt_delivery, backoff_seconds
 from service.db import session_scope
-from service.decisions.attempts import plan_attempts, scoring_attempt
+from service.decisions.attempts import (
+    blamed_failures,
+    count_failed_attempt,
+    plan_attempts,
+    scoring_attempt,
+    scoring_worked,
+)
 from service.decisions.engine import after_decided, decide_pending
 from service.sweeper import sweep
 
@@ -86,17 +92,41 @@ def score_comment(requests: list[SimpleRequest]) -> None:
 
     Scoring a batch costs little more than scoring one, so the worker buffers messages for a few milliseconds.
     A redelivered message finds its comment decided and changes nothing; a failed batch is left to the sweeper.
-    Comments an attempt died on (a lost worker) are scored one at a time, and held once they ran out of attempts.
+    A batch whose scoring raises is scored again one comment at a time, so the comment the scorer cannot handle
+    does not keep the others pending; comments an attempt died or failed on are scored one at a time, and held once
+    they ran out of attempts (service.decisions.attempts).
     """
     plan = plan_attempts(sorted({int(r.args[0]) for r in requests if r.args}))
     if plan.held:
         _decide(plan.held, hold_without_scoring=plan.held_reason)
-    for ids in ([plan.together] if plan.together else []) + [[cid] for cid in plan.alone]:
-        with scoring_attempt(ids):
-            _decide(ids)
+    alone: list[int] = list(plan.alone)  # comments to score one at a time
+    failed: list[int] = []  # comments that raised when scored alone
+    decided_any = False
+    if plan.together:
+        try:
+            with scoring_attempt(plan.together):
+                decided_any = _decide(plan.together)
+        except Exception:
+            log.warning("scoring a batch of %s comments raised", len(plan.together), exc_info=True)
+            if len(plan.together) == 1:
+                failed.append(plan.together[0])  # it was alone already: no second try
+            else:
+                alone = plan.together + alone  # the innocent-looking first, then the suspects, fewest deaths first
+    tried_alone = len(alone) + len(failed)
+    for cid in alone:
+        try:
+            with scoring_attempt([cid]):
+                decided_any = _decide([cid]) or decided_any
+        except Exception:
+            log.warning("scoring comment %s alone raised", cid, exc_info=not failed)  # one traceback is enough
+            failed.append(cid)
+    if decided_any:
+        scoring_worked()
+    count_failed_attempt(blamed_failures(failed, tried_alone=tried_alone, decided_any=decided_any))
 
 
-def _decide(ids: list[int], hold_without_scoring: str = "") -> None:
+def _decide(ids: list[int], hold_without_scoring: str = "") -> bool:
+    """Decide those of ``ids`` still pending; True if it stored decisions, False if none (or the database failed)."""
     for attempt in range(3):
         try:
             with session_scope() as session:
@@ -104,10 +134,11 @@ def _decide(ids: list[int], hold_without_scoring: str = "") -> None:
                 after_decided(decided)
             if hold_without_scoring and decided.comments:
                 log.warning("comments %s held without scoring: %s", sorted(decided.comments), hold_without_scoring)
-            return
+            return bool(decided.comments)
         except OperationalError:  # a locked SQLite or a dropped connection: try again, then leave it to the sweeper
             log.warning("scoring batch failed (attempt %s)", attempt + 1, exc_info=True)
             time.sleep(0.2 * (attempt + 1))
+    return False
 
 
 @shared_task(name="bouncer.deliver_callback", bind=True, acks_late=True, ignore_result=True, max_retries=None)

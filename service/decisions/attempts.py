@@ -14,8 +14,13 @@ From those counts a batch is planned:
   process cannot take innocent batch-mates down again (each of them is decided in its own attempt);
 - a comment ``BOUNCER_SCORE_MAX_ATTEMPTS`` attempts died on is not scored again: it is held for a moderator.
 
-Errors that leave the process alive (a locked database, a broken model) do not count: they fail every comment
-alike, and the sweeper retries them as before. Redis trouble here fails open: scoring matters more than the bound.
+An attempt that raises leaves the process alive, and its count is taken back like any other; whose fault it was
+is decided after (``workers.tasks.score_comment``). A batch whose scoring raises is scored again one comment at a
+time, so the one comment the scorer cannot handle (pathological input) no longer keeps its batch-mates pending. A
+comment that then fails alone is blamed -- ``count_failed_attempt`` counts it as an attempt that died, with the same
+bound -- only when the scorer is shown to work (``blamed_failures``); when every comment fails (a broken model), or
+the database does, nothing is counted and the sweeper retries them as before. Redis trouble here fails open:
+scoring matters more than the bound.
 """
 
 from __future__ import annotations
@@ -78,3 +83,42 @@ def scoring_attempt(comment_ids: Sequence[int]) -> Iterator[None]:
             redis_bus.finish_scoring_attempt(comment_ids)
         except redis.RedisError:  # the attempt stays counted as if it died: one too many, not one too few
             log.warning("could not take back the scoring attempt of %s", list(comment_ids), exc_info=True)
+
+
+def count_failed_attempt(comment_ids: Sequence[int]) -> None:
+    """Count a scoring attempt of each comment that raised on it, as if it had died: scored alone next time, and held
+    once ``BOUNCER_SCORE_MAX_ATTEMPTS`` are counted."""
+    if not comment_ids:
+        return
+    log.warning("scoring failed on comments %s alone; counted as a failed attempt", list(comment_ids))
+    try:
+        redis_bus.start_scoring_attempt(comment_ids)  # an attempt counted and never taken back
+    except redis.RedisError:
+        log.warning("could not count the failed scoring attempt of %s", list(comment_ids), exc_info=True)
+
+
+def scoring_worked() -> None:
+    """Note that a scoring attempt decided comments: for a while, a comment failing alone is its own fault."""
+    try:
+        redis_bus.note_scoring_succeeded()
+    except redis.RedisError:
+        log.warning("could not note that scoring worked", exc_info=True)
+
+
+def blamed_failures(failed: Sequence[int], tried_alone: int, decided_any: bool) -> list[int]:
+    """Which comments that failed to score alone are at fault: all of them if the scorer works, else none.
+
+    It works if another comment of the same run was decided, or -- for a comment that came alone, with nothing to
+    compare -- if any worker scored comments a moment ago (``redis_bus.scoring_succeeded_recently``). When two or
+    more comments were scored alone and every one failed, the scorer is broken (a bad model, a bug) and no comment
+    is blamed, whatever succeeded before: they stay pending and the sweeper retries them.
+    """
+    if not failed or decided_any:
+        return list(failed)
+    if tried_alone > 1:
+        return []
+    try:
+        works = redis_bus.scoring_succeeded_recently()
+    except redis.RedisError:
+        works = False
+    return list(failed) if works else []

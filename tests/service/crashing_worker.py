@@ -1,9 +1,11 @@
-"""Test-only worker entry point: the real worker, whose pool processes die while scoring marked comments.
+"""Test-only worker entry point: the real worker, whose pool processes die, or fail, while scoring marked comments.
 
 ``celery -A tests.service.crashing_worker:celery worker --pool prefork`` runs the production app unchanged. In each
 pool process, the text of a pending comment carrying a marker is loaded as text that kills the process (SIGKILL,
 what the OOM killer sends; a segfault ends it as abruptly) as soon as anything reads it -- the rules, the stream
 checks or the models, wherever a native library would choke on it -- while storing a decision does not read it.
+A comment marked ``BREAKS_EVERY_TIME`` instead makes the reader raise (pathological input the scorer cannot handle,
+the process lives on).
 Only pool processes install the hook (``worker_process_init``), so importing this module elsewhere changes nothing.
 """
 
@@ -21,19 +23,26 @@ from sqlalchemy.orm.attributes import set_committed_value
 from service.models import Comment
 from workers.celery_app import celery
 
-__all__ = ["celery", "KILLS_EVERY_TIME", "KILLS_ONCE", "FAULTS_DIR_VARIABLE"]
+__all__ = ["celery", "KILLS_EVERY_TIME", "KILLS_ONCE", "BREAKS_EVERY_TIME", "FAULTS_DIR_VARIABLE"]
 
 KILLS_EVERY_TIME = "[kills-the-scorer]"
 KILLS_ONCE = "[kills-the-scorer-once]"
+BREAKS_EVERY_TIME = "[breaks-the-scorer]"
 # Where the pool processes note which comments already killed one (BOUNCER_TEST_*: not a setting of the service).
 FAULTS_DIR_VARIABLE = "BOUNCER_TEST_FAULTS_DIR"
 
 
 class PoisonText(str):
-    """A comment's text that kills the process reading it (every later reader, for a ``KILLS_ONCE`` comment)."""
+    """A comment's text that kills the process reading it (every later reader, for a ``KILLS_ONCE`` comment), or
+    that makes every reader raise (``BREAKS_EVERY_TIME``)."""
 
     comment_id: int
     once: bool
+    breaks: bool
+
+
+class ScorerBroken(ValueError):
+    """What reading a ``BREAKS_EVERY_TIME`` comment raises."""
 
 
 def _first_reader(comment_id: int) -> bool:
@@ -47,6 +56,8 @@ def _first_reader(comment_id: int) -> bool:
 
 def _reader(name: str) -> Any:
     def read(text: PoisonText, *args: Any, **kwargs: Any) -> Any:
+        if text.breaks:
+            raise ScorerBroken(f"comment {text.comment_id}: the scorer cannot handle this text")
         if not text.once or _first_reader(text.comment_id):
             os.kill(os.getpid(), signal.SIGKILL)
         return getattr(str, name)(text, *args, **kwargs)
@@ -60,10 +71,12 @@ for _name in ("__getitem__", "__iter__", "lower", "casefold", "upper", "strip", 
 
 
 def _poison_marked(comment: Comment, _context: Any) -> None:
-    if comment.status != "pending" or not (KILLS_EVERY_TIME in comment.content or KILLS_ONCE in comment.content):
+    markers = (KILLS_EVERY_TIME, KILLS_ONCE, BREAKS_EVERY_TIME)
+    if comment.status != "pending" or not any(marker in comment.content for marker in markers):
         return
     text = PoisonText(comment.content)
     text.comment_id, text.once = comment.id, KILLS_EVERY_TIME not in comment.content
+    text.breaks = BREAKS_EVERY_TIME in comment.content
     set_committed_value(comment, "content", text)
 
 

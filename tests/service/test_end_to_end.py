@@ -8,7 +8,6 @@ import hmac
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -429,42 +428,6 @@ def test_a_host_name_that_resolves_slowly_is_cut_off_at_the_deadline(
     assert elapsed < 2 + 2, f"the attempt took {elapsed:.1f} s"
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A Redis server of this test alone, so it can be stopped and started again."""
-    port = free_port()
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is needed for this test"
-    argv = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--dir",
-        str(tmp_path),
-    ]
-    state: dict[str, Any] = {"port": port, "proc": subprocess.Popen(argv, stdout=subprocess.DEVNULL)}
-
-    def start() -> None:
-        state["proc"] = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-        time.sleep(0.5)
-
-    def stop() -> None:
-        state["proc"].terminate()
-        state["proc"].wait(10)
-
-    state["start"], state["stop"] = start, stop
-    time.sleep(0.5)
-    yield state
-    if state["proc"].poll() is None:
-        stop()
-
-
 def test_comments_are_accepted_while_redis_is_down_and_decided_after(
     bouncer_env: dict[str, str], private_redis: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -599,36 +562,6 @@ def test_a_killed_pool_process_hands_its_batch_back(
         server.stop()
 
 
-@pytest.fixture
-def own_database(bouncer_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """A migrated database of this test alone, of the session's kind (a SQLite file, or a PostgreSQL schema): the
-    session's worker and sweeper never see its comments. Yields its BOUNCER_DATABASE_URL."""
-    from sqlalchemy import text
-
-    from service.config import load_settings
-    from service.db import engine, make_engine
-    from service.migrate import upgrade
-
-    shared = bouncer_env["BOUNCER_DATABASE_URL"]
-    schema = f"own_{os.getpid()}_{time.monotonic_ns()}"
-    if shared.startswith("postgres"):
-        url = f"{shared}{'&' if '?' in shared else '?'}options=-csearch_path%3D{schema}"
-    else:
-        url = f"sqlite:///{tmp_path / 'own.db'}"
-    coerced = load_settings({**bouncer_env, "BOUNCER_DATABASE_URL": url}).database_url
-    admin = make_engine(load_settings(bouncer_env).database_url) if shared.startswith("postgres") else None
-    if admin is not None:
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-    upgrade(coerced)
-    yield url
-    engine(coerced).dispose()
-    if admin is not None:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
 def test_a_comment_that_kills_its_scorer_is_held_and_spares_its_batch_mates(
     bouncer_env: dict[str, str], private_redis: dict[str, Any], own_database: str, tmp_path: Path
 ) -> None:
@@ -692,3 +625,4 @@ def test_a_comment_that_kills_its_scorer_is_held_and_spares_its_batch_mates(
     finally:
         work.kill(signal.SIGTERM)
         server.stop()
+

@@ -1,19 +1,31 @@
-"""Scoring attempts counted in a real Redis: only an attempt that dies with its process stays counted, and the
-counts decide how a batch is scored (together, alone, or held without scoring)."""
+"""Scoring attempts counted in a real Redis: only an attempt that dies with its process, or fails on its comment
+alone, stays counted, and the counts decide how a batch is scored (together, alone, or held without scoring)."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
+import signal
 import subprocess
 import sys
-from typing import cast
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
 
+import httpx
 import pytest
+import redis
+from sqlalchemy import func, select
 
 from service import redis_bus
+from service.config import load_settings
+from service.db import session_scope
 from service.decisions.attempts import AttemptPlan, gave_up_reason, plan_attempts, scoring_attempt
-from tests.conftest import REPO
+from service.models import Comment, ModerationEvent
+from service.sites import create_site
+from tests.conftest import REPO, LiveServer, WorkerProcess
 
 # Far above the ids of stored comments, so the counts of this file never meet those of another test's comment.
 _ids = itertools.count(10**15)
@@ -82,3 +94,154 @@ def test_the_limit_is_a_setting(bouncer_env: dict[str, str]) -> None:
     finally:
         del os.environ["BOUNCER_SCORE_MAX_ATTEMPTS"]
         settings.cache_clear()
+
+
+def _scoring_worker(
+    bouncer_env: dict[str, str], redis_port: int, database: str, tmp_path: Path
+) -> tuple[dict[str, str], LiveServer, WorkerProcess]:
+    """A web server and a prefork worker whose scorer fails on marked comments (tests/service/crashing_worker.py),
+    on a Redis and a database of the test's own, with the worker's sweeper (every 2 s, pending over 3 s)."""
+    from tests.service.crashing_worker import FAULTS_DIR_VARIABLE
+
+    env = {
+        **bouncer_env,
+        "BOUNCER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "BOUNCER_DATABASE_URL": database,
+        FAULTS_DIR_VARIABLE: str(tmp_path),
+    }
+    server = LiveServer(env, tmp_path / "web.log")
+    work = WorkerProcess(
+        env, tmp_path / "worker.log", pool="prefork", concurrency=1, app="tests.service.crashing_worker:celery"
+    )
+    return env, server, work
+
+
+def _post_pending(server: LiveServer, key: str, content: str) -> int:
+    response = httpx.post(
+        f"{server.url}/api/v1/comments?wait=0",
+        json={"content": content},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    return int(response.json()["id"])
+
+
+def _comments(database: str, ids: list[int]) -> dict[int, tuple[str, str | None, list[str], float | None]]:
+    """Status, decision, reasons and spam score of each comment, and how many decide events each has."""
+    with session_scope(database) as session:
+        rows = session.execute(
+            select(Comment.id, Comment.status, Comment.decision, Comment.reasons, Comment.spam_score).where(
+                Comment.id.in_(ids)
+            )
+        ).all()
+    return {cid: (status, decision, list(reasons or []), spam) for cid, status, decision, reasons, spam in rows}
+
+
+def _decide_events(database: str, ids: list[int]) -> dict[int, int]:
+    with session_scope(database) as session:
+        rows = session.execute(
+            select(ModerationEvent.comment_id, func.count())
+            .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
+            .group_by(ModerationEvent.comment_id)
+        ).all()
+    return {cid: n for cid, n in rows}
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_comment_that_breaks_its_scorer_is_held_and_spares_its_batch_mates(
+    bouncer_env: dict[str, str], private_redis: dict[str, Any], own_database: str, tmp_path: Path
+) -> None:
+    """A comment the scorer raises on (pathological input; the process lives) failed its whole batch, every time
+    the sweeper sent it again: its batch-mates were never decided. Now a batch whose scoring raises is scored again
+    one comment at a time: the others are decided as usual, the one that fails alone while they succeed has a
+    failed attempt counted, and after BOUNCER_SCORE_MAX_ATTEMPTS (3) it is held for a moderator with the reason."""
+    from tests.service.crashing_worker import BREAKS_EVERY_TIME
+
+    database = load_settings({**bouncer_env, "BOUNCER_DATABASE_URL": own_database}).database_url
+    with session_scope(database) as session:
+        _, keys = create_site(session, "Breaking blog", "https://blog.example")
+    _env, server, work = _scoring_worker(bouncer_env, private_redis["port"], own_database, tmp_path)
+    server.start()
+    try:
+        contents = [f"comment {i} about pruning roses in February, thanks" for i in range(8)]
+        contents.insert(3, f"{BREAKS_EVERY_TIME} a comment the scorer cannot handle")
+        # Sent while no worker runs, so that they wait in the queue and are taken as one batch.
+        ids = [_post_pending(server, keys.api_key, text) for text in contents]
+        poison, innocent = ids[3], ids[:3] + ids[4:]
+        work.start()
+
+        def all_decided() -> bool:
+            return all(status == "decided" for status, *_ in _comments(database, ids).values())
+
+        _wait_for(all_decided, 120, "every comment to be decided")
+        comments = _comments(database, ids)
+        assert comments[poison] == ("decided", "hold", [gave_up_reason(3)], None)
+        for cid in innocent:
+            status, decision, reasons, spam = comments[cid]
+            assert spam is not None and gave_up_reason(3) not in reasons, comments[cid]
+        assert _decide_events(database, ids) == {cid: 1 for cid in ids}
+
+        log = (tmp_path / "worker.log").read_text()
+        batches = [int(n) for n in re.findall(r"scoring a batch of (\d+) comments raised", log)]
+        assert batches and max(batches) > 1, log[-3000:]  # it did fail a batch of innocent comments
+        counted = re.findall(r"scoring failed on comments \[(\d+)\] alone; counted", log)
+        assert counted == [str(poison)] * 3, log[-3000:]  # only the poison was blamed, once an attempt
+        assert "worker lost" not in log  # the process lived through it
+        broker = redis.Redis(port=private_redis["port"], db=redis_bus.BROKER_DB)
+        assert broker.get(f"bouncer:score-attempts:{poison}") == b"3"
+        assert not broker.exists(*[f"bouncer:score-attempts:{cid}" for cid in innocent])
+    finally:
+        work.kill(signal.SIGTERM)
+        server.stop()
+
+
+def test_when_every_comment_fails_alone_none_is_blamed(
+    bouncer_env: dict[str, str], private_redis: dict[str, Any], own_database: str, tmp_path: Path
+) -> None:
+    """A batch in which every comment fails, also alone, looks like a broken scorer (a bad model, a bug), not bad
+    comments: no attempt is counted, and they stay pending for the sweeper to send again, however often it fails."""
+    from tests.service.crashing_worker import BREAKS_EVERY_TIME
+
+    database = load_settings({**bouncer_env, "BOUNCER_DATABASE_URL": own_database}).database_url
+    with session_scope(database) as session:
+        _, keys = create_site(session, "Broken blog", "https://blog.example")
+    _env, server, work = _scoring_worker(bouncer_env, private_redis["port"], own_database, tmp_path)
+    server.start()
+    try:
+        broken = [_post_pending(server, keys.api_key, f"{BREAKS_EVERY_TIME} comment {i}") for i in range(4)]
+        work.start()
+        _wait_for(
+            lambda: (
+                len(re.findall(r"scoring a batch of \d+ comments raised", (tmp_path / "worker.log").read_text())) >= 3
+            ),
+            60,
+            "the batch to fail and be sent again by the sweeper",
+        )
+        assert {status for status, *_ in _comments(database, broken).values()} == {"pending"}
+        broker = redis.Redis(port=private_redis["port"], db=redis_bus.BROKER_DB)
+        assert not broker.exists(*[f"bouncer:score-attempts:{cid}" for cid in broken])
+        assert "counted" not in (tmp_path / "worker.log").read_text()
+    finally:
+        work.kill(signal.SIGTERM)
+        server.stop()
+
+
+def test_a_lone_failure_is_blamed_only_while_scoring_works(bouncer_env: dict[str, str]) -> None:
+    from service.decisions.attempts import blamed_failures, scoring_worked
+
+    lone, other = next(_ids), next(_ids)
+    redis_bus.client(redis_bus.BROKER_DB).delete(redis_bus.SCORING_SUCCEEDED_KEY)
+    assert blamed_failures([lone], tried_alone=1, decided_any=False) == []  # nothing to compare: maybe the model
+    assert blamed_failures([lone, other], tried_alone=3, decided_any=True) == [lone, other]  # the third scored
+    scoring_worked()
+    assert blamed_failures([lone], tried_alone=1, decided_any=False) == [lone]  # others scored a moment ago
+    assert blamed_failures([lone, other], tried_alone=2, decided_any=False) == []  # every one failed: broken now
