@@ -626,3 +626,145 @@ def test_a_comment_that_kills_its_scorer_is_held_and_spares_its_batch_mates(
         work.kill(signal.SIGTERM)
         server.stop()
 
+
+def _own_stack(
+    bouncer_env: dict[str, str], redis_port: int, database: str, tmp_path: Path
+) -> tuple[str, LiveServer, WorkerProcess]:
+    """Web and worker (with its sweeper: every 2 s, pending over 3 s) on a Redis and a database of the test's own,
+    so no other test's worker or sweeper touches its comments. Returns the database URL as the settings read it."""
+    from service.config import load_settings
+
+    env = {**bouncer_env, "BOUNCER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "BOUNCER_DATABASE_URL": database}
+    server = LiveServer(env, tmp_path / "web.log")
+    work = WorkerProcess(env, tmp_path / "worker.log")
+    return load_settings(env).database_url, server, work
+
+
+def _statuses(database: str, ids: list[int]) -> dict[str, int]:
+    with session_scope(database) as session:
+        rows = session.execute(
+            select(Comment.status, func.count()).where(Comment.id.in_(ids)).group_by(Comment.status)
+        ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
+def _post_during_outage(server: LiveServer, key: str, seconds: float, what: str) -> list[int]:
+    """Comments sent while Redis is down: each is accepted (202, pending) and never reaches the queue."""
+    answers: list[httpx.Response] = []
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        answers.append(_post(server, key, {"content": f"{what} {len(answers)}, about pruning roses"}))
+    assert answers and all(r.status_code == 202 for r in answers), [r.text for r in answers if r.status_code != 202]
+    return [int(r.json()["id"]) for r in answers]
+
+
+def test_a_redis_restarted_with_nothing_kept_loses_no_accepted_comment(
+    bouncer_env: dict[str, str], forgetful_redis: dict[str, Any], own_database: str, tmp_path: Path
+) -> None:
+    """Redis restarted without persistence: the messages of queued comments are gone with it, and comments accepted
+    while it was down never reached it. Every one of them is in the database, pending, so the sweeper sends it
+    again and each is decided, once. Twice: with no worker consuming (a queue full of messages lost), and with the
+    worker running through the restart (it carries on with the new, empty Redis)."""
+    import redis as redis_client
+
+    from service.sites import create_site
+
+    database, server, work = _own_stack(bouncer_env, forgetful_redis["port"], own_database, tmp_path)
+    with session_scope(database) as session:
+        _, keys = create_site(session, "Forgetful blog", "https://blog.example")
+    broker = redis_client.Redis(port=forgetful_redis["port"], db=0)
+    server.start()
+    try:
+        queued = [
+            int(_post(server, keys.api_key, {"content": f"queued comment {i} on pruning"}, wait=0).json()["id"])
+            for i in range(10)
+        ]
+        assert broker.llen("score") == len(queued)  # no worker yet: their messages wait in Redis
+        forgetful_redis["stop"]()
+        unqueued = _post_during_outage(server, keys.api_key, 4, "written during the first outage")
+        forgetful_redis["start"]()
+        assert broker.llen("score") == 0  # the restarted Redis kept nothing
+        work.start()
+        first = queued + unqueued
+        for cid in first:
+            _wait_decided(server, keys.api_key, cid, timeout=90)
+
+        forgetful_redis["stop"]()  # again, with the worker (and its sweeper) running
+        unqueued = _post_during_outage(server, keys.api_key, 4, "written during the second outage")
+        forgetful_redis["start"]()
+        after = _post(server, keys.api_key, {"content": "written after the second restart, thanks"}, wait=10000)
+        assert after.status_code in (200, 202), after.text
+        second = [*unqueued, int(after.json()["id"])]
+        for cid in second:
+            _wait_decided(server, keys.api_key, cid, timeout=90)
+
+        everything = first + second
+        assert _statuses(database, everything) == {"decided": len(everything)}
+        with session_scope(database) as session:
+            rows = session.execute(
+                select(ModerationEvent.comment_id, func.count())
+                .where(ModerationEvent.comment_id.in_(everything), ModerationEvent.action == "decide")
+                .group_by(ModerationEvent.comment_id)
+            ).all()
+        assert dict(rows) == {cid: 1 for cid in everything}
+    finally:
+        work.kill(signal.SIGTERM)
+        server.stop()
+
+
+def test_a_callback_never_enqueued_is_sent_by_the_sweeper(
+    bouncer_env: dict[str, str],
+    forgetful_redis: dict[str, Any],
+    own_database: str,
+    receiver: tuple[str, type[_Receiver]],
+    tmp_path: Path,
+) -> None:
+    """An Akismet comment-check while Redis is down: the web process decides the comment itself and writes the
+    callback's delivery row, but cannot queue it. Once Redis is back (empty), the sweeper finds the delivery
+    overdue and sends it: the blog gets the signed callback, once."""
+    from service.sites import create_site
+
+    url, handler = receiver
+    database, server, work = _own_stack(bouncer_env, forgetful_redis["port"], own_database, tmp_path)
+    with session_scope(database) as session:
+        site, keys = create_site(session, "Callback blog", "https://blog.example", url)
+        secret = site.callback_secret
+    server.start()
+    work.start()
+    try:
+        forgetful_redis["stop"]()
+        answer = httpx.post(
+            f"{server.url}/1.1/comment-check",
+            data={
+                "api_key": keys.akismet_key,
+                "blog": "https://blog.example",
+                "user_ip": "198.51.100.23",
+                "comment_content": "Thanks, the part about pruning in February finally made it click for me.",
+            },
+            timeout=30,
+        )
+        assert answer.status_code == 200 and answer.text in ("true", "false"), answer.text
+        with session_scope(database) as session:
+            comment = session.scalars(select(Comment).where(Comment.site_id == site.id)).one()
+            delivery = session.scalars(select(CallbackDelivery).where(CallbackDelivery.comment_id == comment.id)).one()
+            comment_id, decided_by = comment.id, comment.decided_by
+            assert (comment.status, delivery.status, delivery.attempts) == ("decided", "pending", 0)
+        assert decided_by == "web"  # the web process decided it: no worker, no queue was involved
+        time.sleep(2)
+        assert handler.attempts == 0  # nothing could queue the callback
+        forgetful_redis["start"]()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not handler.received:
+            time.sleep(0.2)
+        time.sleep(3)  # a duplicate would arrive now
+        assert len(handler.received) == 1 and handler.attempts == 1
+        headers, body = handler.received[0]
+        assert verify_signature(secret, headers, body)
+        payload = json.loads(body)
+        assert (payload["event"], payload["comment"]["id"]) == ("comment.decided", comment_id)
+        with session_scope(database) as session:
+            delivered = session.scalars(select(CallbackDelivery).where(CallbackDelivery.comment_id == comment_id)).one()
+            assert (delivered.status, delivered.attempts) == ("delivered", 1)
+    finally:
+        work.kill(signal.SIGTERM)
+        server.stop()
