@@ -35,6 +35,8 @@ _TRUNCATED = {
     "comment_author_url": 2000,
 }
 _META_STRING_MAX = 500
+# NUL (PostgreSQL cannot store it) and lone surrogates (no character; UTF-8 cannot encode them): replaced, not refused.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _CONTEXT_MAX_ITEMS = 16
 
 # Every request field Akismet documents (comment-check, submit-spam, submit-ham, verify-key).
@@ -85,10 +87,14 @@ class AkismetComment:
     guid: str
 
 
+def _storable(value: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
 def _text(form: MultiDict[str, str], name: str) -> str:
-    """A field's text; NUL (which PostgreSQL cannot store) becomes U+FFFD, as undecodable bytes already do."""
+    """A field's text; NUL and lone surrogates (which cannot be stored) become U+FFFD."""
     value = form.get(name)
-    return "" if value is None else str(value).replace("\x00", "\ufffd")
+    return "" if value is None else _storable(str(value))
 
 
 def parse_bool(raw: str, field: str = "is_test") -> bool:
@@ -136,7 +142,7 @@ def _comment_context(form: MultiDict[str, str]) -> list[str]:
     values: list[str] = []
     for key in form.keys():
         if _CONTEXT_KEY.match(key):
-            values.extend(str(v).replace("\x00", "\ufffd") for v in form.getlist(key) if str(v).strip())
+            values.extend(_storable(str(v)) for v in form.getlist(key) if str(v).strip())
     return [v[:_META_STRING_MAX] for v in values[:_CONTEXT_MAX_ITEMS]]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,10 @@ MAX_META_BYTES = 4096
 # Deep nesting fits in 4 KiB ("[[[[..." ) but every JSON encode/decode of it recurses: stored at depth 900 it could
 # not be read back in a worker's deeper stack (RecursionError) and would never be decided.
 MAX_META_DEPTH = 16
+# "\ud800" is valid JSON but no character: a lone UTF-16 surrogate cannot be encoded as UTF-8, so neither database
+# (nor Redis, nor a callback) can take it, and the insert failed with a 500.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = "must not contain a lone UTF-16 surrogate (\\ud800-\\udfff without its pair): it is not a character"
 
 
 def _depth(value: Any) -> int:
@@ -29,8 +34,34 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _surrogate_path(value: Any) -> str | None:
+    """Where the first lone surrogate in a JSON value is (``"a.0.b"``, ``""`` for the value itself), else None."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if _SURROGATE.search(key):
+                    return f"{path}.<key>".lstrip(".")  # the key itself cannot be shown
+                stack.append((child, f"{path}.{key}".lstrip(".")))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}.{i}".lstrip(".")) for i, child in enumerate(item))
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_lone_surrogate(cls, value: Any) -> Any:
+        # Before pydantic's own str check, which lets some through and refuses others as "not a valid string".
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise ValueError(LONE_SURROGATE)
+        return value
 
     @field_validator("*", mode="after")
     @classmethod
@@ -107,6 +138,9 @@ class CommentIn(_Strict):
     def _meta_size(cls, value: dict[str, Any]) -> dict[str, Any]:
         if _depth(value) > MAX_META_DEPTH:
             raise ValueError(f"meta must be nested at most {MAX_META_DEPTH} levels deep")
+        where = _surrogate_path(value)
+        if where is not None:
+            raise ValueError(f"meta.{where} {LONE_SURROGATE}")
         if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > MAX_META_BYTES:
             raise ValueError(f"meta must be at most {MAX_META_BYTES} bytes as JSON")
         return value

@@ -134,6 +134,27 @@ def test_a_date_past_9999_in_utc_is_kept_in_meta_not_a_500(client: Any, site: di
         assert comment.created_at is None and comment.meta["comment_date_gmt"] == date
 
 
+def test_an_encoded_surrogate_is_stored_not_a_500(client: Any, site: dict[str, Any]) -> None:
+    # The form equivalent of JSON's "\ud800": its UTF-8 form (ED A0 80), which is not valid UTF-8. Percent-encoded,
+    # Werkzeug keeps the escape as text; sent raw in multipart, each byte becomes U+FFFD. Either way a storable string.
+    fields = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "198.51.100.9"}
+    encoded = urlencode({**fields, "comment_content": "one"}) + "&comment_author=%ED%A0%80"
+    response = client.post("/1.1/submit-spam", data=encoded, content_type="application/x-www-form-urlencoded")
+    assert response.get_data(as_text=True) == THANKS
+    parts = [*fields.items(), ("comment_content", "two")]
+    multipart = b"".join(
+        b'--B\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (k.encode(), v.encode()) for k, v in parts
+    )
+    multipart += b'--B\r\nContent-Disposition: form-data; name="comment_author"\r\n\r\n\xed\xa0\x80\r\n--B--\r\n'
+    response = client.post("/1.1/submit-spam", data=multipart, content_type="multipart/form-data; boundary=B")
+    assert response.get_data(as_text=True) == THANKS
+    with session_scope() as session:
+        stored = session.execute(
+            select(Comment.content, Comment.author_name).where(Comment.site_id == site["id"]).order_by(Comment.id)
+        ).all()
+    assert [tuple(row) for row in stored] == [("one", "%ED%A0%80"), ("two", "\ufffd\ufffd\ufffd")]
+
+
 def test_comment_check_bad_key(client: Any) -> None:
     data = {"api_key": "zzzzzzzzzzzz", "blog": BLOG, "user_ip": "203.0.113.1", "comment_content": "hi"}
     assert_invalid(akismet_post(client, "/1.1/comment-check", data), "not valid")

@@ -180,6 +180,22 @@ def test_nul_characters_are_replaced_not_refused() -> None:
     assert c.honeypot == "\ufffd"  # a trap holding only NUL was still filled in
 
 
+def test_lone_surrogates_are_replaced_not_refused() -> None:
+    # The native API refuses them (422); an Akismet client would read "invalid" as a bad key, so they are replaced.
+    c = parse_comment(
+        form(
+            {
+                "comment_content": "a\ud800b",
+                "comment_author": "\udfff",
+                "comment_context[]": "x\udc00",
+                "user_role": "\ud800",
+            }
+        )
+    ).comment
+    assert (c.content, c.author.name, c.meta["comment_context"]) == ("a\ufffdb", "\ufffd", ["x\ufffd"])
+    assert c.meta["user_role"] == "\ufffd"
+
+
 @pytest.mark.parametrize(
     ("raw", "ip", "kept"),
     [

@@ -56,6 +56,13 @@ BAD_BODIES: list[tuple[str, Any, int, str, str | None]] = [
     ("meta not an object", {"content": "hi", "meta": [1, 2]}, 422, "invalid_field", "meta"),
     ("meta nested too deep", {"content": "hi", "meta": {"a": _nested(16)}}, 422, "invalid_field", "meta"),
     ("NUL in text", {"content": "a\x00b"}, 422, "invalid_field", "content"),
+    # json.dumps writes these as "\ud800": valid JSON, but no character; storing one was a 500 (UnicodeEncodeError).
+    ("lone surrogate in content", {"content": "a\ud800b"}, 422, "invalid_field", "content"),
+    ("lone surrogate in author", {"content": "hi", "author": {"name": "\udc00"}}, 422, "invalid_field", "author.name"),
+    ("lone surrogate in post", {"content": "hi", "post": {"title": "x\udbff"}}, 422, "invalid_field", "post.title"),
+    ("lone surrogate in external id", {"content": "hi", "external_id": "\ud800"}, 422, "invalid_field", "external_id"),
+    ("lone surrogate in meta value", {"content": "hi", "meta": {"a": [{"b": "\ud800"}]}}, 422, "invalid_field", "meta"),
+    ("lone surrogate in meta key", {"content": "hi", "meta": {"k\udfff": 1}}, 422, "invalid_field", "meta"),
     ("empty external id", {"content": "hi", "external_id": ""}, 422, "invalid_field", "external_id"),
     ("array body", [1, 2], 400, "bad_json", None),
 ]
@@ -119,6 +126,30 @@ def test_non_standard_json_constants_are_400(client: Any, site: dict[str, Any], 
     error = response.get_json()["error"]
     assert error["code"] == "bad_json" and constant.lstrip("-") in error["message"]
     assert _count(site["id"]) == 0
+
+
+def test_a_lone_surrogate_in_meta_is_named_by_its_path(client: Any, site: dict[str, Any]) -> None:
+    response = post_comment(client, site["api_key"], {"content": "hi", "meta": {"a": [{"b": "\ud800"}]}}, wait=0)
+    assert response.status_code == 422
+    assert "meta.a.0.b" in response.get_json()["error"]["message"]
+
+
+def test_a_surrogate_pair_is_one_character_and_stored(client: Any, site: dict[str, Any]) -> None:
+    body = '{"content": "nice \\ud83d\\ude00", "author": {"name": "\\ud83d\\ude00"}, "meta": {"\\ud83d\\ude00": "ok"}}'
+    response = client.post(
+        "/api/v1/comments?wait=0",
+        data=body,
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 202, response.get_json()
+    with session_scope() as session:
+        stored = session.get(Comment, response.get_json()["id"])
+        assert stored is not None
+        assert (stored.content, stored.author_name, stored.meta) == (
+            "nice \U0001f600",
+            "\U0001f600",
+            {"\U0001f600": "ok"},
+        )
 
 
 @pytest.fixture
