@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -61,12 +62,29 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+class _NumberOutOfRange(ValueError):
+    pass
+
+
+def _finite_float(literal: str) -> float:
+    # 1e400 is valid JSON grammar but parses to inf: stored in meta it was written back as Infinity, which is not JSON
+    # (PostgreSQL refused the insert, a 500; SQLite kept it).
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NumberOutOfRange(
+            f"the body has a number out of range: {literal[:40]} (with a fraction or exponent: at most ±1.8e308)"
+        )
+    return value
+
+
 def _json_body() -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = request.get_data(cache=True)  # its size was checked before the view (app._whole_body)
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _NumberOutOfRange as exc:
+        raise ApiError(400, "bad_json", str(exc)) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from exc
     except RecursionError as exc:  # "[[[[..." deeper than the parser's stack: a client error, not a 500

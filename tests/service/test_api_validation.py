@@ -128,6 +128,34 @@ def test_non_standard_json_constants_are_400(client: Any, site: dict[str, Any], 
     assert _count(site["id"]) == 0
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1E+999", "0.5e309", "[1, 2e308]"])
+def test_numbers_out_of_range_are_400(client: Any, site: dict[str, Any], number: str) -> None:
+    # Python's json reads them as inf: stored in meta that became Infinity (PostgreSQL refused the insert, a 500).
+    response = client.post(
+        "/api/v1/comments?wait=0",
+        data='{"content": "hi", "meta": {"score": ' + number + "}}",
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == "bad_json" and "out of range" in error["message"]
+    assert _count(site["id"]) == 0
+
+
+def test_large_but_finite_numbers_are_kept(client: Any, site: dict[str, Any]) -> None:
+    meta = {"big": 1.7e308, "tiny": 5e-324, "long": 10**300}
+    body = '{"content": "hi", "meta": {"big": 1.7e308, "tiny": 5e-324, "long": 1' + "0" * 300 + "}}"
+    response = client.post(
+        "/api/v1/comments?wait=0",
+        data=body,
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 202, response.get_json()
+    with session_scope() as session:
+        stored = session.get(Comment, response.get_json()["id"])
+        assert stored is not None and stored.meta == meta
+
+
 def test_a_lone_surrogate_in_meta_is_named_by_its_path(client: Any, site: dict[str, Any]) -> None:
     response = post_comment(client, site["api_key"], {"content": "hi", "meta": {"a": [{"b": "\ud800"}]}}, wait=0)
     assert response.status_code == 422
