@@ -57,6 +57,27 @@ def _limiter_storage_uri() -> str:
     return url.replace("unix://", "redis+unix://", 1) if url.startswith("unix://") else url
 
 
+def _whole_body() -> None:
+    """413 for a body over the limit or a form past Werkzeug's limits, before any other hook reads the body.
+
+    Nothing acts on a cut body: it is read once (form parsing, CSRF and the views reuse the cache); a Content-Length
+    over the limit + 1 is refused by Werkzeug on this read without reading it. Left to the rate limiter's key
+    function (the Akismet key is a form field), the 413 made flask-limiter take its Redis for down and count limits
+    in this process's memory (each process its own count) until its next check of Redis.
+    """
+    limit = settings().max_body_bytes
+    try:
+        size = len(request.get_data(cache=True))
+    except RequestEntityTooLarge:
+        size = limit + 1
+    if size > limit:
+        raise RequestEntityTooLarge(f"The request body is larger than {limit} bytes")
+    try:
+        _ = request.form  # parsed now, so that a form over Werkzeug's limits fails here and not in a later hook
+    except RequestEntityTooLarge:  # more than MAX_FORM_PARTS parts in a multipart body
+        raise RequestEntityTooLarge(f"The form has more than {request.max_form_parts} parts") from None
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: settings, extensions, Celery, blueprints, security headers and JSON errors."""
     cfg = settings()
@@ -83,6 +104,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Every <int:...> in a URL is an id (IdConverter): Werkzeug's own takes Unicode digits and numbers of any size.
     app.url_map.converters["int"] = IdConverter
+    # First of all the before-request hooks (they run in the order they are registered): CSRF and the rate limiter's
+    # key function read the form, and the limiter takes any error there for its storage being down.
+    app.before_request(_whole_body)
     csrf.init_app(app)
     limiter.init_app(app)
     celery_init_app(app)
@@ -93,19 +117,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             limiter.limit(cfg.api_rate_limit)(blueprint)
             csrf.exempt(blueprint)
         app.register_blueprint(blueprint)
-
-    @app.before_request
-    def _whole_body() -> None:
-        # The machine APIs never act on a cut body: read it once (views and form parsing reuse the cache) and refuse
-        # it past the limit. Content-Length bodies over the limit + 1 are already refused by Werkzeug on this read.
-        if not request.path.startswith(_MACHINE_PREFIXES):
-            return
-        try:
-            size = len(request.get_data(cache=True))
-        except RequestEntityTooLarge:
-            size = cfg.max_body_bytes + 1
-        if size > cfg.max_body_bytes:
-            raise RequestEntityTooLarge(f"the body must be at most {cfg.max_body_bytes} bytes")
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

@@ -49,8 +49,8 @@ def _form_error(exc: AkismetFormError) -> Response:
 
 
 @bp.errorhandler(RequestEntityTooLarge)
-def _too_large(_exc: RequestEntityTooLarge) -> Response:
-    return _invalid(f"The request body is larger than {settings().max_body_bytes} bytes")
+def _too_large(exc: RequestEntityTooLarge) -> Response:
+    return _invalid(exc.description or f"The request body is larger than {settings().max_body_bytes} bytes")
 
 
 @bp.errorhandler(TooManyRequests)

@@ -1,14 +1,18 @@
 """Rate limiting on the Akismet API: per key, 429 with Retry-After, and Akismet clients see an error.
 
-Also what made-up keys do to the limits (of every API and of the login page): nothing.
+Also what made-up keys do to the limits (of every API and of the login page): nothing; and that an oversized request
+is refused before the limiter (or CSRF) reads it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import akismet
 import httpx
@@ -91,3 +95,62 @@ def test_made_up_keys_do_not_escape_the_login_limit(limited_server: LiveServer) 
             for n in range(LIMIT + 1)
         ]
     assert statuses == [401] * LIMIT + [429]
+
+
+def _multipart(fields: list[tuple[str, str]]) -> bytes:
+    parts = (f'--B\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields)
+    return ("".join(parts) + "--B--\r\n").encode()
+
+
+@pytest.mark.parametrize("shape", ["sized", "streamed", "too many parts"])
+def test_an_oversized_request_is_refused_before_the_rate_limiter_reads_it(
+    client: Any, site: dict[str, Any], caplog: pytest.LogCaptureFixture, shape: str
+) -> None:
+    # The limiter's key function read the form first; Werkzeug's 413 there made flask-limiter take its Redis for
+    # down ("falling back to in-memory storage"), so every limit of the process was counted in its own memory.
+    fields = [("api_key", site["akismet_key"]), ("blog", BLOG), ("user_ip", "203.0.113.1")]
+    kwargs: dict[str, Any]
+    if shape == "too many parts":  # under 64 KiB, but past Werkzeug's 1000 parts
+        kwargs = {
+            "data": _multipart([*fields] + [("x", "1")] * 1000),
+            "content_type": "multipart/form-data; boundary=B",
+        }
+        expected = "more than 1000 parts"
+    else:
+        body = urlencode([*fields, ("comment_content", "y" * 70_000)]).encode()
+        kwargs = {"data": body, "content_type": "application/x-www-form-urlencoded"}
+        expected = "larger than 65536 bytes"
+    if shape == "streamed":
+        kwargs = {
+            "input_stream": io.BytesIO(kwargs.pop("data")),
+            "headers": {"Transfer-Encoding": "chunked"},
+            "environ_overrides": {"wsgi.input_terminated": True},
+            **kwargs,
+        }
+    with caplog.at_level(logging.DEBUG, logger="flask-limiter"):
+        response = client.post("/1.1/comment-check", **kwargs)
+    assert response.get_data(as_text=True) == "invalid"
+    assert expected in response.headers["X-akismet-debug-help"]
+    assert [r.getMessage() for r in caplog.records if r.name == "flask-limiter"] == []
+
+
+def test_an_oversized_native_request_is_413_before_anything_else(client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # Not even authentication: the size is the first thing looked at.
+    with caplog.at_level(logging.DEBUG, logger="flask-limiter"):
+        response = client.post("/api/v1/comments", data=b"x" * 70_000, content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "payload_too_large"
+    assert [r.getMessage() for r in caplog.records if r.name == "flask-limiter"] == []
+
+
+def test_an_oversized_form_is_413_before_the_csrf_check(client: Any) -> None:
+    # CSRF read the form first: a streamed body was cut at the limit and answered "The CSRF token is missing" (400).
+    body = b"email=a%40example.org&password=x&pad=" + b"x" * 70_000
+    response = client.post(
+        "/login",
+        input_stream=io.BytesIO(body),
+        content_type="application/x-www-form-urlencoded",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
