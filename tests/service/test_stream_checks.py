@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import random
 import socket
 import time
@@ -22,7 +23,9 @@ from service.decisions.hits import RuleHit
 from service.models import Comment, Site
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-REDIS_URL = "redis://127.0.0.1:6379/8"
+# The test Redis (BOUNCER_TEST_REDIS_URL, as in conftest), 8 databases past its own: clear of the four it flushes.
+_TEST_REDIS, _, _BASE_DB = os.environ.get("BOUNCER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0").rpartition("/")
+REDIS_URL = f"{_TEST_REDIS}/{int(_BASE_DB or 0) + 8}"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
