@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
@@ -17,6 +16,7 @@ from service.admin.thresholds import KINDS, Thresholds, model_defaults, preview
 from service.auth.session import admin_required, end_user_sessions, keep_this_session, require_user, this_session_token
 from service.db import session_scope
 from service.decisions.rules import domain_of
+from service.ips import ZoneIdError, canonical_network
 from service.models import Comment, ListEntry, Role, Site, User, UserSite, parse_id
 from service.security import new_callback_secret
 from service.sites import SiteKeys, create_site, http_url, rotate_keys
@@ -215,7 +215,9 @@ def list_value(kind: str, raw: str) -> str:
         raise ValueError("a value (up to 500 characters) is required")
     if kind == "ip":
         try:
-            network = ipaddress.ip_network(value, strict=False)
+            network = canonical_network(value)  # ::ffff:203.0.113.7 is kept as 203.0.113.7, which it matches
+        except ZoneIdError:
+            raise
         except ValueError:
             example = "e.g. 203.0.113.7 or 203.0.113.0/24"
             raise ValueError(f"'{value}' is not an IP address or network ({example})") from None

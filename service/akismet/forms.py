@@ -7,7 +7,6 @@ the comment's ``meta``.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 from werkzeug.datastructures import MultiDict
 
 from service.api.schemas import MAX_META_BYTES, CommentIn
+from service.ips import canonical_ip
 
 # Akismet's own spellings of true/false for is_test (its docs and clients use all of these).
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -129,10 +129,10 @@ def parse_gmt(raw: str) -> datetime | None:
 
 
 def _client_ip(raw: str) -> str:
-    """The first address of ``user_ip`` (proxies send ``a, b``); empty when it is not an IP address."""
-    first = raw.split(",", 1)[0].strip()
+    """The first address of ``user_ip`` (proxies send ``a, b``), canonical; empty when it is not an IP address or
+    has a zone ID (Akismet takes any value: the request is not refused, the raw value is kept in ``meta``)."""
     try:
-        return str(ipaddress.ip_address(first))
+        return canonical_ip(raw.split(",", 1)[0])
     except ValueError:
         return ""
 

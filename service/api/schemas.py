@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from datetime import UTC, datetime
@@ -12,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic_core import PydanticCustomError
 
 from service.config import settings
+from service.ips import ZoneIdError, canonical_ip
 
 MAX_META_BYTES = 4096
 # Deep nesting fits in 4 KiB ("[[[[..." ) but every JSON encode/decode of it recurses: stored at depth 900 it could
@@ -95,12 +95,15 @@ class Author(_Strict):
     @field_validator("ip")
     @classmethod
     def _ip(cls, value: str) -> str:
-        if value:
-            try:
-                ipaddress.ip_address(value.strip())
-            except ValueError as exc:
-                raise ValueError("not an IPv4 or IPv6 address") from exc
-        return value.strip()
+        """Stored canonical (``::ffff:1.2.3.4`` as ``1.2.3.4``), so the IP rules and stream checks match it."""
+        if not value.strip():
+            return ""
+        try:
+            return canonical_ip(value)
+        except ZoneIdError:
+            raise
+        except ValueError as exc:
+            raise ValueError("not an IPv4 or IPv6 address") from exc
 
 
 class Post(_Strict):

@@ -13,6 +13,7 @@ from functools import cached_property
 from urllib.parse import urlsplit
 
 from service.decisions.hits import RuleHit
+from service.ips import canonical_ip, canonical_network
 
 LIST_KINDS = ("email", "ip", "domain", "author", "phrase")
 _URL_IN_TEXT_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+")
@@ -94,12 +95,10 @@ def domain_of(url: str) -> str:
 
 
 def ip_matches(ip: str, entry: str) -> bool:
+    """The address is the entry or in its network, both canonical: an IPv4-mapped address matches an IPv4 entry."""
     try:
-        address = ipaddress.ip_address(ip.strip())
-        if "/" in entry:
-            return address in ipaddress.ip_network(entry, strict=False)
-        return address == ipaddress.ip_address(entry)
-    except ValueError:
+        return ipaddress.ip_address(canonical_ip(ip)) in canonical_network(entry)
+    except ValueError:  # no address (or one with a zone ID): no IP rule applies
         return False
 
 

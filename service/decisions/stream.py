@@ -33,6 +33,7 @@ from service import redis_bus
 from service.decisions.hits import RuleHit
 from service.decisions.rules import domain_of
 from service.decisions.stream_signatures import HEX_WIDTH, NUM_PERM, TextSignature, link_domains, signature
+from service.ips import canonical_ip
 from service.models import Comment, Site
 
 log = logging.getLogger(__name__)
@@ -239,11 +240,9 @@ def _h(value: str) -> str:
 
 def _ip_and_prefix(raw: str) -> tuple[str, str] | None:
     try:
-        address = ipaddress.ip_address(raw.strip())
+        address = ipaddress.ip_address(canonical_ip(raw))
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     bits = 24 if address.version == 4 else 64
     return str(address), str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 

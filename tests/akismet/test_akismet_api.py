@@ -18,7 +18,7 @@ from service.akismet.views import THANKS
 from service.api.schemas import CommentIn
 from service.comments import store_comment
 from service.db import session_scope
-from service.models import Comment, CommentStatus, Label, ModerationEvent, Site
+from service.models import Comment, CommentStatus, Label, ListEntry, ModerationEvent, Site
 from tests.conftest import make_site
 
 BLOG = "https://blog.example"
@@ -153,6 +153,33 @@ def test_an_encoded_surrogate_is_stored_not_a_500(client: Any, site: dict[str, A
             select(Comment.content, Comment.author_name).where(Comment.site_id == site["id"]).order_by(Comment.id)
         ).all()
     assert [tuple(row) for row in stored] == [("one", "%ED%A0%80"), ("two", "\ufffd\ufffd\ufffd")]
+
+
+def test_an_ip_rule_matches_an_ipv4_mapped_user_ip(client: Any, site: dict[str, Any]) -> None:
+    with session_scope() as session:
+        session.add(ListEntry(site_id=site["id"], action="block", kind="ip", value="203.0.113.7"))
+    data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "::ffff:203.0.113.7", "comment_content": "Hi"}
+    response = akismet_post(client, "/1.1/comment-check", data)
+    assert response.get_data(as_text=True) == "true"
+    assert response.headers["X-akismet-pro-tip"] == "discard"
+    with session_scope() as session:
+        comment = session.get(Comment, int(response.headers["X-akismet-guid"]))
+        assert comment is not None and comment.author_ip == "203.0.113.7"
+        assert "author IP matches the blocklist entry '203.0.113.7'" in comment.reasons
+
+
+def test_a_user_ip_with_a_zone_id_is_kept_in_meta_and_no_ip_rule_applies(client: Any, site: dict[str, Any]) -> None:
+    # Akismet takes any user_ip; the native API refuses this one (422). Here it is answered, not "invalid".
+    with session_scope() as session:
+        session.add(ListEntry(site_id=site["id"], action="block", kind="ip", value="fe80::/10"))
+    data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "fe80::1%eth0", "comment_content": "Hi"}
+    response = akismet_post(client, "/1.1/comment-check", data)
+    assert response.get_data(as_text=True) in ("true", "false")
+    with session_scope() as session:
+        comment = session.get(Comment, int(response.headers["X-akismet-guid"]))
+        assert comment is not None and comment.status == "decided"
+        assert (comment.author_ip, comment.meta["user_ip"]) == ("", "fe80::1%eth0")
+        assert not [r for r in comment.reasons if "author IP" in r]
 
 
 def test_comment_check_bad_key(client: Any) -> None:

@@ -202,6 +202,9 @@ def test_lone_surrogates_are_replaced_not_refused() -> None:
         ("198.51.100.4, 10.0.0.1", "198.51.100.4", None),
         ("2001:db8::1", "2001:db8::1", None),
         ("unknown", "", "unknown"),
+        ("::ffff:198.51.100.4", "198.51.100.4", None),  # stored canonical, as the IP rules match it
+        ("2001:DB8:0::1, 10.0.0.1", "2001:db8::1", None),
+        ("fe80::1%eth0", "", "fe80::1%eth0"),  # a zone ID: no client's address, so not one for the rules either
     ],
 )
 def test_user_ip_is_read_leniently(raw: str, ip: str, kept: str | None) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from service.admin.views import list_value
 from service.config import settings
 from service.db import session_scope
-from service.models import Comment
+from service.decisions.engine import decide_pending
+from service.models import Comment, ListEntry
 from tests.conftest import make_site, post_comment
 
 
@@ -42,6 +44,7 @@ BAD_BODIES: list[tuple[str, Any, int, str, str | None]] = [
     ("misspelt required key", {"contnet": "hi"}, 422, "unknown_field", "contnet"),
     ("author not an object", {"content": "hi", "author": "bob"}, 422, "invalid_field", "author"),
     ("bad ip", {"content": "hi", "author": {"ip": "999.1.1.1"}}, 422, "invalid_field", "author.ip"),
+    ("ip with a zone id", {"content": "hi", "author": {"ip": "fe80::1%eth0"}}, 422, "invalid_field", "author.ip"),
     ("bad date", {"content": "hi", "created_at": "yesterday"}, 422, "invalid_field", "created_at"),
     ("date past 9999 in UTC", {"content": "hi", "created_at": PAST_9999}, 422, "invalid_field", "created_at"),
     ("date before 1 in UTC", {"content": "hi", "created_at": BEFORE_1}, 422, "invalid_field", "created_at"),
@@ -372,6 +375,48 @@ def test_all_fields_are_stored(client: Any, site: dict[str, Any]) -> None:
         assert c.created_at is not None and c.created_at.hour in (8, 10)  # stored in UTC (SQLite drops the zone)
         # Stored pending; a worker that an earlier test left running may already have decided it.
         assert c.status in ("pending", "decided")
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # an IPv4 client as a dual-stack server sees it
+        ("::FFFF:CB00:7107", "203.0.113.7"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        (" 198.51.100.2 ", "198.51.100.2"),
+    ],
+)
+def test_the_author_ip_is_stored_canonical(client: Any, site: dict[str, Any], raw: str, stored: str) -> None:
+    response = post_comment(client, site["api_key"], {"content": "hi", "author": {"ip": raw}}, wait=0)
+    assert response.status_code == 202, response.get_json()
+    with session_scope() as session:
+        comment = session.get(Comment, response.get_json()["id"])
+        assert comment is not None and comment.author_ip == stored
+
+
+def test_an_ip_with_a_zone_id_is_refused_saying_why(client: Any, site: dict[str, Any]) -> None:
+    response = post_comment(client, site["api_key"], {"content": "hi", "author": {"ip": "fe80::1%eth0"}}, wait=0)
+    assert response.status_code == 422
+    assert "zone ID" in response.get_json()["error"]["message"]
+
+
+def test_an_ip_rule_matches_the_ipv4_mapped_address(client: Any, site: dict[str, Any]) -> None:
+    # The rule is entered as IPv4, the blog's server sends the address as IPv6 (or the other way round).
+    with session_scope() as session:
+        session.add(ListEntry(site_id=site["id"], action="block", kind="ip", value=list_value("ip", "203.0.113.0/24")))
+        session.add(
+            ListEntry(site_id=site["id"], action="allow", kind="ip", value=list_value("ip", "::ffff:192.0.2.5"))
+        )
+    ids = [
+        post_comment(client, site["api_key"], {"content": "hi", "author": {"ip": ip}}, wait=0).get_json()["id"]
+        for ip in ("::ffff:203.0.113.7", "192.0.2.5")
+    ]
+    with session_scope() as session:
+        decided = decide_pending(session, ids).comments
+    blocked, allowed = (decided[i] for i in ids)
+    assert (blocked.decision, allowed.decision) == ("reject", "approve")
+    assert "author IP matches the blocklist entry '203.0.113.0/24'" in blocked.reasons
+    assert "author IP matches the allowlist entry '192.0.2.5'" in allowed.reasons
 
 
 def test_health_and_openapi(client: Any) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from service.admin.views import list_value
 from service.decisions.hits import RuleHit
 from service.decisions.policy import KindThresholds, ModelVerdict, decide
 from service.decisions.rules import ListMatcher, RuleInput, count_links, run_rules
+from service.ips import ZoneIdError, canonical_ip, canonical_network
 
 T = KindThresholds(approve_below=0.3, reject_at=0.9)
 
@@ -49,6 +51,89 @@ def _v(kind: str, p: float) -> ModelVerdict:
 def test_list_entries_match(entry: ListMatcher, comment: RuleInput, hit: bool) -> None:
     hits = run_rules(comment, [entry], max_links=2, trusted_author=False, leniency=0)
     assert bool([h for h in hits if h.code.startswith("blocklist")]) is hit
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("1.2.3.4", "1.2.3.4"),
+        (" 1.2.3.4 ", "1.2.3.4"),
+        ("::ffff:1.2.3.4", "1.2.3.4"),
+        ("::FFFF:102:304", "1.2.3.4"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("::1", "::1"),
+        ("64:ff9b::1.2.3.4", "64:ff9b::102:304"),  # NAT64, not mapped: another address
+    ],
+)
+def test_canonical_ip(raw: str, canonical: str) -> None:
+    assert canonical_ip(raw) == canonical
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("10.1.2.3/16", "10.1.0.0/16"),
+        ("1.2.3.4", "1.2.3.4/32"),
+        ("::ffff:1.2.3.4", "1.2.3.4/32"),
+        ("::ffff:1.2.3.0/120", "1.2.3.0/24"),
+        ("::FFFF:0:0/96", "0.0.0.0/0"),
+        ("2001:DB8::/32", "2001:db8::/32"),
+        ("::/0", "::/0"),  # wider than the mapped range: stays IPv6
+    ],
+)
+def test_canonical_network(raw: str, canonical: str) -> None:
+    assert str(canonical_network(raw)) == canonical
+
+
+@pytest.mark.parametrize("raw", ["fe80::1%eth0", "fe80::%eth0/64", "::ffff:1.2.3.4%1", "999.1.1.1", "", "1.2.3.4/33"])
+def test_what_is_no_canonical_address_or_network(raw: str) -> None:
+    with pytest.raises(ValueError):
+        canonical_network(raw)
+    if "/" not in raw:
+        with pytest.raises(ZoneIdError if "%" in raw else ValueError):
+            canonical_ip(raw)
+
+
+@pytest.mark.parametrize(
+    ("entry", "ip", "hit"),
+    [
+        # A dual-stack server shows an IPv4 client as ::ffff:a.b.c.d; rules written either way match it.
+        ("1.2.3.4", "::ffff:1.2.3.4", True),
+        ("10.1.0.0/16", "::ffff:10.1.200.3", True),
+        ("::ffff:1.2.3.4", "1.2.3.4", True),
+        ("::ffff:10.1.0.0/112", "10.1.200.3", True),
+        ("::ffff:10.1.0.0/112", "::ffff:10.1.200.3", True),
+        ("10.1.0.0/16", "::ffff:10.2.0.1", False),
+        ("2001:db8::/32", "2001:DB8:0:0::5", True),
+        ("2001:db8::1", "2001:0db8::0001", True),
+        ("::/0", "1.2.3.4", False),
+        ("fe80::/10", "fe80::1%eth0", False),  # an address with a zone ID is no client's: no IP rule applies
+    ],
+)
+def test_ip_entries_match_canonical_addresses(entry: str, ip: str, hit: bool) -> None:
+    for action in ("block", "allow"):
+        assert ListMatcher(action, "ip", entry).matches(_input(author_ip=ip)) is hit
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("::FFFF:203.0.113.0/120", "203.0.113.0/24"),
+        ("203.0.113.9/24", "203.0.113.0/24"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("2001:db8::/32", "2001:db8::/32"),
+    ],
+)
+def test_ip_list_entries_are_stored_canonical(raw: str, stored: str) -> None:
+    assert list_value("ip", raw) == stored
+
+
+def test_an_ip_list_entry_with_a_zone_id_is_refused() -> None:
+    with pytest.raises(ValueError, match="zone ID"):
+        list_value("ip", "fe80::1%eth0")
 
 
 def test_an_allowed_domain_vouches_for_the_author_not_for_links_in_the_text() -> None:

@@ -262,6 +262,19 @@ def test_first_sight_of_a_link_domain_or_author_is_a_note_per_site(conn: redis.R
     assert not [h for h in shared.hits if h.code.startswith("first_sight")]
 
 
+def test_an_ipv4_client_counts_as_one_whichever_way_its_address_is_written(conn: redis.Redis) -> None:
+    site = make_site(ip_hold_from=3)
+    hams = ham_texts()[200:204]
+    spellings = ["198.51.100.7", "::ffff:198.51.100.7", "::FFFF:C633:6407"]
+    results = [
+        check_one(make_comment(site, hams[n], ip=ip), T0 + timedelta(seconds=n)) for n, ip in enumerate(spellings)
+    ]
+    assert [r.features["ip_count"] for r in results] == [1, 2, 3]
+    assert "3rd comment from this IP" in next(h.reason for h in results[2].hits if h.code == "velocity.ip")
+    zoned = check_one(make_comment(site, hams[3], ip="fe80::1%eth0"), T0 + timedelta(seconds=3))
+    assert zoned.features["ip_count"] == 0  # a zone ID is no client address: not counted
+
+
 def test_a_batch_is_one_call_and_later_comments_see_earlier_ones(conn: redis.Redis) -> None:
     site = make_site()
     rng = random.Random(3)
