@@ -3,6 +3,11 @@
 Every field Akismet documents is read; anything else (WordPress sends its whole ``$_SERVER`` as ``HTTP_*`` and
 ``POST_*``) is ignored rather than refused, as Akismet does. Fields the native model has no column for are kept in
 the comment's ``meta``.
+
+The form arrives decoded by Werkzeug as UTF-8, whatever ``blog_charset`` says. In a urlencoded body a percent-escape
+that is not part of valid UTF-8 (``%FF``, a Latin-1 blog's ``%E9``) stays as the escape's text, in upper case;
+unescaped bytes that are not UTF-8 leave the whole form empty (so the request is ``invalid``: no key, or no blog);
+in multipart, such bytes are U+FFFD. docs/akismet.md ("Encoding") says the same to clients.
 """
 
 from __future__ import annotations

@@ -182,6 +182,36 @@ def test_a_user_ip_with_a_zone_id_is_kept_in_meta_and_no_ip_rule_applies(client:
         assert not [r for r in comment.reasons if "author IP" in r]
 
 
+def test_percent_escapes_that_are_not_utf8_are_kept_as_text(client: Any, site: dict[str, Any]) -> None:
+    # Pins what Werkzeug does (docs/akismet.md, "Encoding"): an escape of a byte that is not part of valid UTF-8
+    # (a Latin-1 blog's %E9) is kept as its three characters, in upper case; one that is no escape, as it is.
+    fields = urlencode({"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "198.51.100.9"})
+    body = fields + "&comment_content=caf%C3%A9+caf%e9+%FF%FE+%C3+100%25+%ZZ+%&comment_author=Jos%E9"
+    response = client.post("/1.1/submit-spam", data=body, content_type="application/x-www-form-urlencoded")
+    assert response.get_data(as_text=True) == THANKS
+    with session_scope() as session:
+        comment = session.scalars(select(Comment).where(Comment.site_id == site["id"])).one()
+        assert comment.content == "café caf%E9 %FF%FE %C3 100% %ZZ %"
+        assert comment.author_name == "Jos%E9"
+
+
+@pytest.mark.parametrize("key_in", ["form", "host"])
+def test_a_form_body_with_raw_bytes_that_are_not_utf8_has_no_fields(
+    client: Any, site: dict[str, Any], key_in: str
+) -> None:
+    # Werkzeug cannot decode the body, so it sees no field at all: answered invalid, nothing stored.
+    body = urlencode({"blog": BLOG, "user_ip": "198.51.100.9"}).encode() + b"&comment_content=caf\xe9"
+    kwargs: dict[str, Any] = {"data": body, "content_type": "application/x-www-form-urlencoded"}
+    if key_in == "form":
+        kwargs["data"] = f"api_key={site['akismet_key']}&".encode() + body
+        expected = 'Empty "api_key" value'
+    else:
+        kwargs["base_url"] = f"http://{site['akismet_key']}.bouncer.example"
+        expected = 'Empty "blog" value'
+    assert_invalid(client.post("/1.1/comment-check", **kwargs), expected)
+    assert _comment_count(site["id"]) == 0
+
+
 def test_comment_check_bad_key(client: Any) -> None:
     data = {"api_key": "zzzzzzzzzzzz", "blog": BLOG, "user_ip": "203.0.113.1", "comment_content": "hi"}
     assert_invalid(akismet_post(client, "/1.1/comment-check", data), "not valid")
