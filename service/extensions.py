@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 
 from flask import request
 from flask_limiter import Limiter
 from flask_wtf import CSRFProtect
+
+log = logging.getLogger(__name__)
 
 
 def client_ip_key() -> str:
@@ -19,9 +22,20 @@ def client_ip_key() -> str:
 def _rate_key() -> str:
     """Limit per API key where a valid one is sent (so one noisy site cannot starve another), else per client IP.
 
-    Only a key that belongs to a site gets a bucket of its own: made-up keys would each get a fresh one, and a client
-    rotating them would never be limited.
+    Never raises: flask-limiter takes any error in a key function for its Redis being down and counts every limit of
+    the process in its own memory from then on. A key that cannot be looked up (the database is down) is limited
+    per client IP instead.
     """
+    try:
+        return _site_or_client_key()
+    except Exception:
+        log.warning("rate limit: could not tell the site of the request's key; limiting per client IP", exc_info=True)
+        return client_ip_key()
+
+
+def _site_or_client_key() -> str:
+    """Only a key that belongs to a site gets a bucket of its own: made-up keys would each get a fresh one, and a
+    client rotating them would never be limited."""
     from service.db import session_scope
     from service.sites import site_id_by_akismet_key, site_id_by_api_key
 

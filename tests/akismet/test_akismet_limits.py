@@ -7,9 +7,13 @@ is refused before the limiter (or CSRF) reads it.
 from __future__ import annotations
 
 import io
+import json
 import logging
+import os
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -17,9 +21,12 @@ from urllib.parse import urlencode
 import akismet
 import httpx
 import pytest
+import redis
 
+from service.config import settings
+from service.redis_bus import LIMITS_DB
 from tests.akismet.harness import BLOG, bouncer_http, python_client
-from tests.conftest import LiveServer, make_site
+from tests.conftest import REPO, LiveServer, make_site
 
 LIMIT = 5
 
@@ -154,3 +161,44 @@ def test_an_oversized_form_is_413_before_the_csrf_check(client: Any) -> None:
         environ_overrides={"wsgi.input_terminated": True},
     )
     assert response.status_code == 413
+
+
+DATABASE_DOWN_PROBE = """
+import json, logging, sys
+from service.app import create_app
+from service.extensions import limiter
+
+fallbacks = []
+handler = logging.Handler()
+handler.emit = lambda record: fallbacks.append(record.getMessage())
+logging.getLogger("flask-limiter").addHandler(handler)
+http = create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False}).test_client()
+ip = {"REMOTE_ADDR": sys.argv[1]}
+statuses = [
+    http.post("/1.1/verify-key", data={"key": f"{n:012d}", "blog": "https://b.example"}, environ_base=ip).status_code
+    for n in range(3)
+] + [
+    http.get("/api/v1/comments/1", headers={"Authorization": f"Bearer bk_{n}"}, environ_base=ip).status_code
+    for n in range(3)
+]
+print(json.dumps({"statuses": statuses, "fallbacks": fallbacks}))
+"""
+
+
+def test_a_database_error_in_the_rate_key_keeps_the_limits_in_redis(bouncer_env: dict[str, str]) -> None:
+    # Looking up a key's site raised into flask-limiter, which took that for its Redis being down and counted every
+    # limit of the process in the process's own memory from then on. Now such a request counts per client IP.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")} | bouncer_env
+    env |= {"BOUNCER_DATABASE_URL": "postgresql://bouncer@127.0.0.1:1/bouncer", "BOUNCER_API_RATE_LIMIT": "2/minute"}
+    ip = f"198.51.100.{secrets.randbelow(250) + 1}"
+    probe = subprocess.run(
+        [sys.executable, "-c", DATABASE_DOWN_PROBE, ip], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert probe.returncode == 0, probe.stderr
+    answer = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert answer["fallbacks"] == []
+    assert "limiting per client IP" in probe.stderr
+    # Still limited, per client IP, and counted in Redis (the answers themselves are 500: the database is down).
+    assert answer["statuses"] == [500, 500, 429] * 2
+    limits = redis.Redis.from_url(settings().redis_url_for(LIMITS_DB))
+    assert len(list(limits.scan_iter(f"*ip:{ip}*"))) == 2  # one bucket per endpoint
