@@ -6,8 +6,9 @@ the comment's ``meta``.
 
 The form arrives decoded by Werkzeug as UTF-8, whatever ``blog_charset`` says. In a urlencoded body a percent-escape
 that is not part of valid UTF-8 (``%FF``, a Latin-1 blog's ``%E9``) stays as the escape's text, in upper case;
-unescaped bytes that are not UTF-8 leave the whole form empty (so the request is ``invalid``: no key, or no blog);
-in multipart, such bytes are U+FFFD. docs/akismet.md ("Encoding") says the same to clients.
+unescaped bytes that are not UTF-8 leave the whole form empty (the views answer ``invalid``, saying the body is not
+UTF-8, before any field is looked for); in multipart, such bytes are U+FFFD. docs/akismet.md ("Encoding") says the
+same to clients.
 """
 
 from __future__ import annotations

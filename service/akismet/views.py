@@ -35,6 +35,22 @@ def _warm_in_this_process() -> None:
     warm_models()
 
 
+@bp.before_request
+def _form_body_is_utf8() -> None:
+    """``invalid``, saying why, for a form body that is not UTF-8: Werkzeug drops such a form whole, and the answer
+    was then about the first field found missing (``Empty "api_key" value``), which sent clients after their key."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return  # multipart bodies keep their fields (undecodable bytes become U+FFFD)
+    try:
+        request.get_data(cache=True).decode()
+    except UnicodeDecodeError as exc:
+        raise AkismetFormError(
+            "body",
+            f"The request body is not valid UTF-8 form data (byte {exc.start}): send the fields UTF-8 encoded and "
+            "percent-escaped, as application/x-www-form-urlencoded",
+        ) from None
+
+
 def _text(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(body, status=status, mimetype="text/plain", headers=headers or {})
 
