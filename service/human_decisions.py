@@ -62,13 +62,16 @@ def apply_label(
     action: str | None = None,
     notify_blog: bool = True,
     only_if_changed: bool = False,
+    once_per_actor: bool = False,
 ) -> HumanDecision:
     """Set the comment's disposition from a human label (spam | ham | abuse).
 
     With ``expected_from`` the update only happens when the comment's current decision is that one, so of two
     moderators acting on the same comment exactly one wins. With ``only_if_changed`` a label that leaves the
     decision and category as they are changes nothing (no event, label or callback) and answers ``unchanged``.
-    The caller commits.
+    With ``once_per_actor`` only a repeat of the actor's own decision does so (the comment is so and was decided by
+    ``actor``): a blog that sends the same report twice, or twice at once, makes one event and one label, while its
+    report on a comment the model already decided the same way is still recorded. The caller commits.
     """
     if label not in LABEL_TO_DISPOSITION:
         raise ValueError(f"unknown label {label!r}")
@@ -78,10 +81,12 @@ def apply_label(
     if expected_from is not None:
         conditions.append(Comment.decision == expected_from)
         from_decision = expected_from
-    if only_if_changed:
-        conditions.append(
-            or_(Comment.decision.is_distinct_from(to_decision), Comment.category.is_distinct_from(category))
-        )
+    if only_if_changed or once_per_actor:
+        changes = [Comment.decision.is_distinct_from(to_decision), Comment.category.is_distinct_from(category)]
+        if not only_if_changed:
+            changes.append(Comment.decided_by.is_distinct_from(actor))
+        # Part of the UPDATE's condition, not a check before it: of two at once, the second sees the first's row.
+        conditions.append(or_(*changes))
     now = datetime.now(UTC)
     result = session.execute(
         update(Comment)
@@ -100,8 +105,11 @@ def apply_label(
     if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
         session.refresh(comment)
         as_seen = expected_from is None or comment.decision == expected_from
-        if only_if_changed and as_seen and (comment.decision, comment.category) == (to_decision, category):
+        already = (comment.decision, comment.category) == (to_decision, category)
+        if only_if_changed and as_seen and already:
             return HumanDecision(False, "nothing to change: the comment already is so", unchanged=True)
+        if once_per_actor and as_seen and already and comment.decided_by == actor:
+            return HumanDecision(False, f"nothing to change: {actor} already decided so", unchanged=True)
         return HumanDecision(False, f"this comment was already changed to '{comment.decision}' by someone else")
     event = ModerationEvent(
         comment_id=comment.id,

@@ -176,8 +176,18 @@ def _submit(label: str) -> Response:
         comment = _submitted_comment(session, site, parsed)
         if comment is None:
             comment, _created = store_comment(session, site, parsed.comment, source="akismet", is_test=parsed.is_test)
-        # The blog's own moderators decided, so no callback goes back to it.
-        apply_label(session, comment, label, source="akismet", actor="akismet", action="feedback", notify_blog=False)
+        # The blog's own moderators decided, so no callback goes back to it. A repeated report (a retry, or the same
+        # report twice at once) is answered as the first one, without a second event.
+        apply_label(
+            session,
+            comment,
+            label,
+            source="akismet",
+            actor="akismet",
+            action="feedback",
+            notify_blog=False,
+            once_per_actor=True,
+        )
     return _text(THANKS)
 
 

@@ -7,6 +7,8 @@ Everything here runs without a model; comment-check decisions are covered with r
 from __future__ import annotations
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -267,6 +269,58 @@ def test_submit_ham_matches_content_author_and_ip(client: Any, site: dict[str, A
     assert current_labels(cid) == ["ham"]
     submit(client, site, "submit-spam", comment_content="Is this spam?", comment_author="Sam")
     assert current_labels(cid) == ["spam"]  # the later label supersedes the earlier one
+
+
+def feedback_of(comment_id: int) -> tuple[list[str], list[tuple[str, str | None]]]:
+    """The comment's labels (superseded ones too) and its audit events (action, to_decision)."""
+    with session_scope() as session:
+        labels = session.scalars(select(Label.label).where(Label.comment_id == comment_id)).all()
+        events = session.execute(
+            select(ModerationEvent.action, ModerationEvent.to_decision).where(ModerationEvent.comment_id == comment_id)
+        ).all()
+    return list(labels), [(action, to_decision) for action, to_decision in events]
+
+
+@pytest.mark.parametrize("by", ["guid", "content"])
+def test_a_repeated_submit_makes_one_label_and_one_event(client: Any, site: dict[str, Any], by: str) -> None:
+    # Each repeat (a client's retry, a moderator clicking twice) added a "feedback" event to the audit trail.
+    cid = seed_comment(site["id"], content="Buy now", auto_decision="approve")
+    fields = {"guid": str(cid)} if by == "guid" else {"comment_content": "Buy now", "comment_author": "Sam"}
+    for _ in range(3):
+        submit(client, site, "submit-spam", **fields)
+    assert feedback_of(cid) == (["spam"], [("feedback", "reject")])
+    submit(client, site, "submit-ham", **fields)  # a different report still counts
+    submit(client, site, "submit-ham", **fields)
+    assert feedback_of(cid) == (["spam", "ham"], [("feedback", "reject"), ("feedback", "approve")])
+    assert current_labels(cid) == ["ham"]
+
+
+def test_submit_spam_of_a_comment_the_model_rejected_is_still_a_label(client: Any, site: dict[str, Any]) -> None:
+    # Only the blog's own repeat is nothing new: its confirmation of the model's decision is a human label.
+    cid = seed_comment(site["id"], auto_decision="reject")
+    with session_scope() as session:
+        comment = session.get(Comment, cid)
+        assert comment is not None
+        comment.category, comment.decided_by = "spam", "worker"
+    submit(client, site, "submit-spam", guid=str(cid))
+    submit(client, site, "submit-spam", guid=str(cid))
+    assert feedback_of(cid) == (["spam"], [("feedback", "reject")])
+
+
+def test_the_same_submit_twice_at_once_makes_one_label_and_one_event(app: Any, site: dict[str, Any]) -> None:
+    cid = seed_comment(site["id"], auto_decision="approve")
+    data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "198.51.100.9", "guid": str(cid)}
+    start = threading.Barrier(4)
+
+    def send(_: int) -> str:
+        http = app.test_client()
+        start.wait()
+        return str(http.post("/1.1/submit-spam", data=data).get_data(as_text=True))
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(send, range(4)))
+    assert answers == [THANKS] * 4
+    assert feedback_of(cid) == (["spam"], [("feedback", "reject")])
 
 
 def test_submit_of_an_unknown_comment_stores_it_labelled(client: Any, site: dict[str, Any]) -> None:
