@@ -78,7 +78,15 @@ def decide_within(comment_id: int, budget_ms: int, *, enqueue: bool = True) -> S
 
 def _decide_here(comment_id: int) -> None:
     # Imported here: only the fallback needs the scorer, and the worker module graph is heavy.
-    from service.decisions.attempts import plan_attempts, scoring_attempt
+    from sqlalchemy.exc import OperationalError
+
+    from service.decisions.attempts import (
+        blamed_failures,
+        count_failed_attempt,
+        plan_attempts,
+        scoring_attempt,
+        scoring_worked,
+    )
     from service.decisions.engine import after_decided, decide_pending
 
     # Counted like the worker's attempts: a comment that kills the process scoring it must not take down a web
@@ -90,8 +98,16 @@ def _decide_here(comment_id: int) -> None:
             hold = plan.held_reason if plan.held else ""
             decided = decide_pending(session, [comment_id], decided_by="web", hold_without_scoring=hold)
             after_decided(decided)
+    except OperationalError:  # the database, not the comment: nothing counted; the sweeper re-enqueues it
+        log.exception("the web fallback could not decide comment %s", comment_id)
+        return
     except Exception:  # the comment stays pending in the database; the sweeper re-enqueues it
         log.exception("the web fallback could not decide comment %s", comment_id)
+        # The worker's rule for a comment that fails alone: its fault (a failed attempt) only while scoring works.
+        count_failed_attempt(blamed_failures(counted, tried_alone=1, decided_any=False))
+        return
+    if counted and decided.comments:
+        scoring_worked()
 
 
 def stored_decision(comment_id: int) -> StoredDecision:

@@ -15,12 +15,12 @@ From those counts a batch is planned:
 - a comment ``BOUNCER_SCORE_MAX_ATTEMPTS`` attempts died on is not scored again: it is held for a moderator.
 
 An attempt that raises leaves the process alive, and its count is taken back like any other; whose fault it was
-is decided after (``workers.tasks.score_comment``). A batch whose scoring raises is scored again one comment at a
-time, so the one comment the scorer cannot handle (pathological input) no longer keeps its batch-mates pending. A
-comment that then fails alone is blamed -- ``count_failed_attempt`` counts it as an attempt that died, with the same
-bound -- only when the scorer is shown to work (``blamed_failures``); when every comment fails (a broken model), or
-the database does, nothing is counted and the sweeper retries them as before. Redis trouble here fails open:
-scoring matters more than the bound.
+is decided after (``workers.tasks.score_comment``; the Akismet web fallback, which scores one comment, by the same
+rule). A batch whose scoring raises is scored again one comment at a time, so the one comment the scorer cannot
+handle (pathological input) no longer keeps its batch-mates pending. A comment that then fails alone is blamed --
+``count_failed_attempt`` counts it as an attempt that died, with the same bound -- only when the scorer is shown to
+work (``blamed_failures``); when every comment fails (a broken model), or the database does, nothing is counted and
+the sweeper retries them as before. Redis trouble here fails open: scoring matters more than the bound.
 """
 
 from __future__ import annotations

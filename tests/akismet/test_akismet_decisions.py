@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from service.akismet.checking import StoredDecision, decide_within, stored_decision
 from service.akismet.views import check_answer
 from service.api.schemas import CommentIn
 from service.comments import store_comment
 from service.db import session_scope
+from service.decisions.attempts import gave_up_reason
 from service.decisions.engine import after_decided, decide_pending
 from service.models import Comment, ModerationEvent, Site
 from tests.service.test_scoring_attempts import _die_inside_an_attempt
@@ -41,11 +43,11 @@ def test_answer_mapping(
         assert response.headers["X-akismet-pro-tip"] == "discard"
 
 
-def _pending_comment(site_id: int, author: str) -> int:
+def _pending_comment(site_id: int, author: str, content: str = "Great post") -> int:
     with session_scope() as session:
         site = session.get(Site, site_id)
         assert site is not None
-        data = CommentIn.model_validate({"content": "Great post", "author": {"name": author, "ip": "192.0.2.1"}})
+        data = CommentIn.model_validate({"content": content, "author": {"name": author, "ip": "192.0.2.1"}})
         comment, _ = store_comment(session, site, data, source="akismet")
         return comment.id
 
@@ -116,3 +118,41 @@ def test_web_fallback_counts_its_attempt_and_holds_a_comment_out_of_attempts(
             None,
             ["automatic scoring failed 3 times; held for a moderator"],
         )
+
+
+@pytest.fixture
+def breaking_scorer() -> Iterator[str]:
+    """In this process, scoring a pending comment whose text carries the returned marker raises (as in a worker of
+    tests/service/crashing_worker.py)."""
+    from tests.service.crashing_worker import BREAKS_EVERY_TIME, _poison_marked
+
+    event.listen(Comment, "load", _poison_marked)
+    try:
+        yield BREAKS_EVERY_TIME
+    finally:
+        event.remove(Comment, "load", _poison_marked)
+
+
+def test_web_fallback_counts_a_failed_scoring_as_the_worker_does(
+    app: Any, site: dict[str, Any], breaking_scorer: str
+) -> None:
+    """A comment whose scoring raised in the fallback was not counted: it could fail any number of times. As in the
+    worker, it is its own fault (a failed attempt) only while scoring works, and held once out of attempts."""
+    from service import redis_bus
+
+    redis_bus.client(redis_bus.BROKER_DB).delete(redis_bus.SCORING_SUCCEEDED_KEY)
+    poison = _pending_comment(site["id"], "Mallory", f"{breaking_scorer} a text the scorer cannot handle")
+    assert decide_within(poison, 0, enqueue=False).status == "pending"
+    assert redis_bus.unfinished_scoring_attempts([poison]) == {poison: 0}  # maybe the model: nothing to compare
+
+    fine = _pending_comment(site["id"], "Ada")
+    assert decide_within(fine, 0, enqueue=False).status == "decided"
+    assert redis_bus.scoring_succeeded_recently()  # the fallback's scoring counts as scoring that works
+    for failed in range(1, 4):
+        assert decide_within(poison, 0, enqueue=False).status == "pending"
+        assert redis_bus.unfinished_scoring_attempts([poison]) == {poison: failed}
+    outcome = decide_within(poison, 0, enqueue=False)
+    assert (outcome.status, outcome.decision) == ("decided", "hold")
+    with session_scope() as session:
+        comment = session.get(Comment, poison)
+        assert comment is not None and comment.reasons == [gave_up_reason(3)]
