@@ -204,7 +204,17 @@ def comment_feedback(comment_id: int) -> Response:
     with session_scope() as session:
         site = _authenticated_site(session)
         comment = _site_comment(session, site, comment_id)
-        apply_label(session, comment, data.label, source="blog", actor="blog", action="feedback", notify_blog=False)
+        # A retried report (the same label again) is answered as the first one, without a second event or label.
+        apply_label(
+            session,
+            comment,
+            data.label,
+            source="blog",
+            actor="blog",
+            action="feedback",
+            notify_blog=False,
+            once_per_actor=True,
+        )
         view = comment_view(comment)
     return jsonify({"label": data.label, "comment": view})
 

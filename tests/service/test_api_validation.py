@@ -467,3 +467,22 @@ def test_feedback_on_a_pending_comment_decides_it_with_a_time(client: Any, site:
         "blog",
     )
     assert view["decided_at"] is not None
+
+
+def test_repeated_feedback_makes_one_event_and_one_label(client: Any, site: dict[str, Any]) -> None:
+    from service.models import Label, ModerationEvent
+    from tests.ui.helpers import add_comment
+
+    comment_id = add_comment(site["id"], decision="approve", category=None)
+    auth = {"Authorization": f"Bearer {site['api_key']}"}
+    for label in ("spam", "spam", "spam", "ham", "ham"):  # a blog retrying its reports, then changing its mind
+        feedback = client.post(f"/api/v1/comments/{comment_id}/feedback", json={"label": label}, headers=auth)
+        assert feedback.status_code == 200 and feedback.get_json()["label"] == label
+    with session_scope() as session:
+        events = session.scalars(
+            select(ModerationEvent.to_decision)
+            .where(ModerationEvent.comment_id == comment_id, ModerationEvent.action == "feedback")
+            .order_by(ModerationEvent.id)
+        ).all()
+        labels = session.scalars(select(Label.label).where(Label.comment_id == comment_id).order_by(Label.id)).all()
+    assert (events, labels) == (["reject", "approve"], ["spam", "ham"])
