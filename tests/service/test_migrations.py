@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import create_engine, insert, inspect, make_url, text
 from sqlalchemy.engine import URL
 
 from service.config import settings
@@ -67,3 +67,63 @@ def test_every_migration_downgrades_and_upgrades_again(scratch_database: str) ->
         engine.dispose()
     upgrade(scratch_database)
     assert _differences(scratch_database) == []
+
+
+def test_ips_stored_before_service_ips_are_rewritten_canonical(scratch_database: str) -> None:
+    """0006: the lookups that compare author_ip exactly (other comments of an IP, Akismet submit-spam/ham) find
+    rows stored before as the ones stored since; values that are no address are left as they were."""
+    from service.models import Comment, ListEntry, Site
+
+    upgrade(scratch_database, "0005")
+    # The models' tables stand for revision 0005 here (nothing was added to them since); a column added later must
+    # be left out of these inserts.
+    engine = create_engine(scratch_database)
+    old_ips = {
+        "::ffff:203.0.113.7": "203.0.113.7",
+        "2001:DB8:0:0:0:0:0:1": "2001:db8::1",
+        " 198.51.100.2 ": "198.51.100.2",
+        "198.51.100.3": "198.51.100.3",
+        "fe80::1%eth0": "fe80::1%eth0",
+        "unknown": "unknown",
+        "": "",
+    }
+    # Past one batch of the migration (1000 rows), so that its second batch starts where the first ended.
+    old_ips |= {f"::ffff:10.0.{n // 256}.{n % 256}": f"10.0.{n // 256}.{n % 256}" for n in range(1200)}
+    entries = {  # old value -> the value after, None when deleted (its canonical entry exists already)
+        "::ffff:192.0.2.9": "192.0.2.9",
+        "::ffff:192.0.2.0/120": "192.0.2.0/24",
+        "2001:DB8::/32": "2001:db8::/32",
+        "::ffff:198.51.100.2": None,
+        "198.51.100.2": "198.51.100.2",
+        "not an ip": "not an ip",
+    }
+    try:
+        with engine.begin() as conn:
+            site_id = conn.execute(
+                insert(Site)
+                .values(
+                    name="old",
+                    url="https://old.example",
+                    api_key_hash="a" * 64,
+                    akismet_key_hash="b" * 64,
+                    callback_secret="s",
+                )
+                .returning(Site.id)
+            ).scalar_one()
+            conn.execute(
+                insert(Comment), [{"site_id": site_id, "content": f"from {ip!r}", "author_ip": ip} for ip in old_ips]
+            )
+            for value in entries:
+                conn.execute(insert(ListEntry).values(site_id=site_id, action="block", kind="ip", value=value))
+            # The same spelling in another kind of list is no IP entry: not touched.
+            conn.execute(
+                insert(ListEntry).values(site_id=site_id, action="block", kind="author", value="::FFFF:1.2.3.4")
+            )
+        upgrade(scratch_database)
+        with engine.connect() as conn:
+            stored: dict[str, str] = dict(conn.execute(text("SELECT content, author_ip FROM comments")).all())
+            assert stored == {f"from {old!r}": new for old, new in old_ips.items()}
+            rows = conn.execute(text("SELECT kind, value FROM list_entries ORDER BY id")).all()
+            assert rows == [("ip", new) for new in entries.values() if new is not None] + [("author", "::FFFF:1.2.3.4")]
+    finally:
+        engine.dispose()
