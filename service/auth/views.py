@@ -79,6 +79,22 @@ def count_failed_login(db: Session, user_id: int, now: datetime) -> bool:
     return row.locked_until is not None
 
 
+def clear_failed_logins(db: Session, user_id: int, now: datetime) -> bool:
+    """Reset the failure count of an account that is not locked, in one conditional UPDATE; False when it is locked.
+
+    The lock read at the start of a login is not enough: a wrong guess sent at the same moment may lock the account
+    after that read, and the right password must not then sign in past the lock.
+    """
+    unlocked = User.locked_until.is_(None) | (User.locked_until <= now)
+    result = db.execute(
+        update(User)
+        .where(User.id == user_id, unlocked)
+        .values(failed_logins=0, locked_until=None)
+        .execution_options(synchronize_session=False)  # start_session reads only the id and the password hash
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]  # an UPDATE answers a CursorResult
+
+
 @bp.app_context_processor
 def _inject_user() -> dict[str, object]:
     return {"current_user": current_user()}
@@ -118,10 +134,10 @@ def login_post() -> ResponseReturnValue:
                 check_password_hash(_DUMMY_HASH, password)  # as long as a real check: the lock is not timed either
                 error = LOCKED
             elif password_matches(user, password):
-                user.failed_logins = 0
-                user.locked_until = None
-                start_session(db, user)
-                return redirect(target)
+                if clear_failed_logins(db, user.id, now):
+                    start_session(db, user)
+                    return redirect(target)
+                error = LOCKED  # a wrong guess sent at the same moment locked the account since it was read
             elif count_failed_login(db, user.id, now):
                 error = LOCKED
     return render_template("auth/login.html", next=request.form.get("next", ""), email=email, error=error), 401

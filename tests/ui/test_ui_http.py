@@ -202,6 +202,40 @@ def test_failed_logins_lock_the_account(client: Any, moderator: dict[str, Any]) 
     assert unknown.status_code == 401 and b"Wrong e-mail or password" in unknown.data
 
 
+def test_the_right_password_does_not_sign_in_past_a_lock_set_while_it_was_checked(
+    client: Any, moderator: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong guess sent at the same moment as the right password locks the account after the login read it
+    unlocked: the right password is then refused as locked, not signed in on the lock state it read first."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from service.auth import views
+    from service.db import session_scope
+    from service.models import User
+
+    locked_until = datetime.now(UTC) + views.LOCKOUT
+
+    def matches_while_a_guess_locks(user: Any, password: str) -> bool:
+        with session_scope() as db:  # the concurrent request: its own transaction, committed here
+            db.execute(
+                update(User)
+                .where(User.id == user.id)
+                .values(failed_logins=views.MAX_FAILED_LOGINS, locked_until=locked_until)
+            )
+        return bool(real(user, password))
+
+    real = views.password_matches
+    monkeypatch.setattr(views, "password_matches", matches_while_a_guess_locks)
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    response = client.post("/login", data={"email": moderator["email"], "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 401 and b"locked" in response.data
+    failed, still_locked = _failed_logins(moderator["id"])
+    assert failed == views.MAX_FAILED_LOGINS and still_locked is not None
+    assert client.get("/moderation/").status_code == 302  # no session was started
+
+
 def _failed_logins(user_id: int) -> tuple[int, Any]:
     from service.db import session_scope
     from service.models import User
