@@ -43,8 +43,9 @@ class RefusedDestination(Exception):
     """The callback URL's host is not a public address, and BOUNCER_CALLBACK_ALLOW_PRIVATE is off."""
 
 
-def public_address(url: httpx.URL) -> str:
-    """The address to deliver ``url`` to: the first its host resolves to, if every one of them is public.
+def resolve(url: httpx.URL, *, public_only: bool) -> list[str]:
+    """The addresses to deliver ``url`` to, in the resolver's order; with ``public_only``, only if every one of
+    them is public (RefusedDestination otherwise).
 
     A callback URL pointing at loopback, a private network or link-local (cloud metadata at 169.254.169.254) would
     turn Bouncer into a proxy into its own network (SSRF), so those are refused unless the operator allows them.
@@ -53,13 +54,14 @@ def public_address(url: httpx.URL) -> str:
     addresses = [
         ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
     ]
-    refused = [a for a in addresses if not a.is_global]
-    if refused or not addresses:
+    if not addresses:
+        raise RefusedDestination(f"{url.host} resolves to no address")
+    refused = [a for a in addresses if not a.is_global] if public_only else []
+    if refused:
         raise RefusedDestination(
-            f"{url.host} resolves to {refused[0] if refused else 'nothing'}, not a public address "
-            "(BOUNCER_CALLBACK_ALLOW_PRIVATE=true allows it)"
+            f"{url.host} resolves to {refused[0]}, not a public address (BOUNCER_CALLBACK_ALLOW_PRIVATE=true allows it)"
         )
-    return str(addresses[0])
+    return list(dict.fromkeys(str(a) for a in addresses))  # once each (one per socket type and protocol)
 
 
 class DeadlineExceeded(Exception):
@@ -71,7 +73,9 @@ def post_status(url: str, body: bytes, headers: dict[str, str], *, pin_public: b
 
     The deadline bounds the whole attempt (DNS, connect, TLS, sending, the status line and headers): httpx's own
     timeouts bound each read or write alone, so a receiver sending its headers a byte at a time could hold a worker
-    for as long as it likes. With ``pin_public``, only a public address of the host is called (``public_address``).
+    for as long as it likes. The host's addresses are tried in turn until one connects (``resolve``; with
+    ``pin_public`` only when every one is public): an address that refuses or does not answer the connection moves
+    on to the next, an HTTP answer of any status is the attempt's answer.
     """
     return anyio.run(
         _post_status, url, body, headers, pin_public, deadline, backend_options={"loop_factory": _event_loop}
@@ -79,31 +83,44 @@ def post_status(url: str, body: bytes, headers: dict[str, str], *, pin_public: b
 
 
 async def _post_status(url: str, body: bytes, headers: dict[str, str], pin_public: bool, deadline: float) -> int:
+    ends_at = anyio.current_time() + deadline
     with anyio.move_on_after(deadline):
-        target, extensions = httpx.URL(url), {}
-        if pin_public:
-            # Connect to the very address checked (no second lookup a rebinding DNS could answer differently); the
-            # Host header and TLS name stay the URL's. At the deadline, a lookup still running is left to finish.
-            extensions = {"sni_hostname": target.host}
-            address = await anyio.to_thread.run_sync(public_address, target, abandon_on_cancel=True)
-            target = target.copy_with(host=address)
-        # No per-operation timeouts: the deadline around them all is the one limit.
+        target = httpx.URL(url)
+        # Bouncer resolves the name itself and connects to the very addresses it checked (no second lookup a
+        # rebinding DNS could answer differently); the Host header and TLS name stay the URL's. At the deadline, a
+        # lookup still running is left to finish.
+        addresses = await anyio.to_thread.run_sync(
+            lambda: resolve(target, public_only=pin_public), abandon_on_cancel=True
+        )
         async with httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
-            async with client.stream(
-                "POST",
-                target,
-                content=body,
-                headers={"Host": httpx.URL(url).netloc.decode("ascii"), **headers},
-                extensions=extensions,
-            ) as response:
-                # The answer is the status alone: the body is never read, so an endless one cannot hold the worker.
-                return response.status_code
+            for i, address in enumerate(addresses):
+                # No timeout on reads or writes: the deadline around them all is the one limit. Connecting gets its
+                # share of the time left, so that an address that does not answer leaves time for the next ones.
+                left = len(addresses) - i
+                share = (ends_at - anyio.current_time()) / left
+                try:
+                    async with client.stream(
+                        "POST",
+                        target.copy_with(host=address),
+                        content=body,
+                        headers={"Host": target.netloc.decode("ascii"), **headers},
+                        extensions={"sni_hostname": target.host},
+                        timeout=httpx.Timeout(None, connect=share if left > 1 else None),
+                    ) as response:
+                        # The answer is the status alone: the body is never read, so an endless one cannot hold
+                        # the worker.
+                        return response.status_code
+                except (httpx.ConnectError, httpx.ConnectTimeout):
+                    if left == 1:
+                        raise
+                    log.info("callback to %s: %s did not connect, trying the next address", target.host, address)
     raise DeadlineExceeded(f"deadline of {deadline:g} s exceeded")
 
 
 class _LookupExecutor(ThreadPoolExecutor):
-    """The event loop's executor, where httpx resolves a host name: the loop closes at the deadline without
-    waiting for a lookup still running (getaddrinfo cannot be interrupted); its thread ends on its own."""
+    """The event loop's executor, where a lookup in the loop would run (httpx gets addresses, not names, from
+    ``resolve`` now; kept as the guard): the loop closes at the deadline without waiting for a lookup still running
+    (getaddrinfo cannot be interrupted); its thread ends on its own."""
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait=False, cancel_futures=True)

@@ -399,6 +399,79 @@ def test_a_receiver_that_trickles_its_headers_is_cut_off_at_the_deadline(
 
 
 @pytest.mark.parametrize("allow_private", ["false", "true"])
+@pytest.mark.parametrize("first", ["refuses", "does not answer", "answers 500"])
+def test_a_callback_goes_to_the_next_address_when_one_does_not_connect(
+    first: str,
+    allow_private: str,
+    bouncer_env: dict[str, str],
+    receiver: tuple[str, type[_Receiver]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A blog whose name resolves to two addresses, the first of them down: the delivery connects to the second
+    instead of failing. An HTTP answer is the attempt's answer, whatever its status: a 500 from the first address
+    is not sent again to the second. The resolver is the stand-in here (the name answers 127.0.0.2, then the
+    receiver's 127.0.0.1); with BOUNCER_CALLBACK_ALLOW_PRIVATE=false, loopback also stands in for public addresses
+    (the one place this test bends the public-address check: both are loopback, and only they count as public)."""
+    import ipaddress
+    import socket
+
+    url, handler = receiver
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    other: type[_Receiver] = type(
+        "Other", (_Receiver,), {"received": [], "attempts": 0, "fail_first": 1000}
+    )  # answers 500
+    servers, sockets = [], []
+    if first == "answers 500":
+        servers.append(ThreadingHTTPServer(("127.0.0.2", port), other))
+        threading.Thread(target=servers[0].serve_forever, daemon=True).start()
+    elif first == "does not answer":
+        # A listener that never accepts, its queue full: the kernel drops further SYNs, so a connect hangs (as to
+        # a host that is down) until the delivery gives up on this address.
+        full = socket.create_server(("127.0.0.2", port), backlog=0)
+        sockets.append(full)
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.2", port))
+            sockets.append(filler)
+        time.sleep(0.2)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def two_addresses(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("two-addresses.example", b"two-addresses.example"):
+            tcp = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+            return [(*tcp, ("127.0.0.2", port)), (*tcp, ("127.0.0.1", port))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    delivery_id = _moderated_delivery(make_site(callback_url=f"http://two-addresses.example:{port}/hook")["id"])
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    real_is_global = ipaddress.IPv4Address.is_global
+    monkeypatch.setattr(
+        ipaddress.IPv4Address,
+        "is_global",
+        property(lambda a: a in ipaddress.IPv4Network("127.0.0.0/30") or real_is_global.__get__(a)),
+    )
+    try:
+        outcome, elapsed, status, error = _timed_attempt(
+            delivery_id, monkeypatch, callback_timeout_seconds="5", callback_allow_private=allow_private
+        )
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for sock in sockets:
+            sock.close()
+    if first in ("refuses", "does not answer"):
+        assert (outcome, status, error) == (("delivered", 1), "delivered", "")
+        assert handler.attempts == 1
+        assert handler.received[0][0]["Host"] == f"two-addresses.example:{port}"
+    else:
+        assert (outcome, status, error) == (("retry", 1), "pending", "HTTP 500")
+        assert (other.attempts, handler.attempts) == (1, 0)
+    assert elapsed < 5
+
+
+@pytest.mark.parametrize("allow_private", ["false", "true"])
 def test_a_host_name_that_resolves_slowly_is_cut_off_at_the_deadline(
     allow_private: str, bouncer_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
