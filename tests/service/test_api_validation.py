@@ -24,6 +24,12 @@ def _count(site_id: int) -> int:
         return int(session.scalar(select(func.count()).select_from(Comment).where(Comment.site_id == site_id)) or 0)
 
 
+def _post_text(client: Any, site: dict[str, Any], body: str) -> Any:
+    """POST a JSON body written by hand (what json.dumps cannot write: bad numbers, lone surrogates, ...)."""
+    headers = {"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"}
+    return client.post("/api/v1/comments?wait=0", data=body, headers=headers)
+
+
 def _nested(depth: int) -> Any:
     value: Any = []
     for _ in range(depth - 1):
@@ -99,11 +105,7 @@ def test_bad_json_is_400(client: Any, site: dict[str, Any]) -> None:
 def test_json_nested_deeper_than_the_parser_is_400(client: Any, site: dict[str, Any], depth: int) -> None:
     # 30 000 levels fit in 64 KiB; json.loads then raises RecursionError, which is not a ValueError.
     body = '{"content": "hi", "meta": {"a": ' + "[" * depth + "]" * depth + "}}"
-    response = client.post(
-        "/api/v1/comments?wait=0",
-        data=body,
-        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
-    )
+    response = _post_text(client, site, body)
     assert response.status_code == 400, response.get_data(as_text=True)[:300]
     assert response.get_json()["error"]["code"] == "bad_json"
     assert _count(site["id"]) == 0
@@ -121,11 +123,7 @@ def test_meta_nested_to_the_limit_is_stored(client: Any, site: dict[str, Any]) -
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_non_standard_json_constants_are_400(client: Any, site: dict[str, Any], constant: str) -> None:
     # Python's json reads them, but they are not JSON; stored in meta they made PostgreSQL fail the insert (500).
-    response = client.post(
-        "/api/v1/comments?wait=0",
-        data='{"content": "hi", "meta": {"score": ' + constant + "}}",
-        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
-    )
+    response = _post_text(client, site, '{"content": "hi", "meta": {"score": ' + constant + "}}")
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] == "bad_json" and constant.lstrip("-") in error["message"]
@@ -135,11 +133,7 @@ def test_non_standard_json_constants_are_400(client: Any, site: dict[str, Any], 
 @pytest.mark.parametrize("number", ["1e400", "-1e400", "1E+999", "0.5e309", "[1, 2e308]"])
 def test_numbers_out_of_range_are_400(client: Any, site: dict[str, Any], number: str) -> None:
     # Python's json reads them as inf: stored in meta that became Infinity (PostgreSQL refused the insert, a 500).
-    response = client.post(
-        "/api/v1/comments?wait=0",
-        data='{"content": "hi", "meta": {"score": ' + number + "}}",
-        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
-    )
+    response = _post_text(client, site, '{"content": "hi", "meta": {"score": ' + number + "}}")
     assert response.status_code == 400, response.get_json()
     error = response.get_json()["error"]
     assert error["code"] == "bad_json" and "out of range" in error["message"]
@@ -149,11 +143,7 @@ def test_numbers_out_of_range_are_400(client: Any, site: dict[str, Any], number:
 def test_large_but_finite_numbers_are_kept(client: Any, site: dict[str, Any]) -> None:
     meta = {"big": 1.7e308, "tiny": 5e-324, "long": 10**300}
     body = '{"content": "hi", "meta": {"big": 1.7e308, "tiny": 5e-324, "long": 1' + "0" * 300 + "}}"
-    response = client.post(
-        "/api/v1/comments?wait=0",
-        data=body,
-        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
-    )
+    response = _post_text(client, site, body)
     assert response.status_code == 202, response.get_json()
     with session_scope() as session:
         stored = session.get(Comment, response.get_json()["id"])
@@ -168,11 +158,7 @@ def test_a_lone_surrogate_in_meta_is_named_by_its_path(client: Any, site: dict[s
 
 def test_a_surrogate_pair_is_one_character_and_stored(client: Any, site: dict[str, Any]) -> None:
     body = '{"content": "nice \\ud83d\\ude00", "author": {"name": "\\ud83d\\ude00"}, "meta": {"\\ud83d\\ude00": "ok"}}'
-    response = client.post(
-        "/api/v1/comments?wait=0",
-        data=body,
-        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
-    )
+    response = _post_text(client, site, body)
     assert response.status_code == 202, response.get_json()
     with session_scope() as session:
         stored = session.get(Comment, response.get_json()["id"])
