@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # ::ffff:0:0/96: IPv4 addresses as an IPv6 socket shows them (RFC 4291, 2.5.5.2).
@@ -26,8 +27,8 @@ def _no_zone(address: ipaddress.IPv6Address, value: str) -> None:
         raise ZoneIdError(f"'{value.strip()}' has a zone ID (%{address.scope_id}); a client's address has none")
 
 
-def canonical_ip(value: str) -> str:
-    """``'::ffff:1.2.3.4'`` → ``'1.2.3.4'``, ``'2001:DB8:0::1'`` → ``'2001:db8::1'``; surrounding space ignored.
+def canonical_address(value: str) -> Address:
+    """The address a value names, an IPv4-mapped one as IPv4; surrounding space ignored.
 
     Raises ValueError when the value is not an IP address, ZoneIdError (a ValueError) when it carries a zone ID.
     """
@@ -35,8 +36,13 @@ def canonical_ip(value: str) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         _no_zone(address, value)
         if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-    return str(address)
+            return address.ipv4_mapped
+    return address
+
+
+def canonical_ip(value: str) -> str:
+    """``'::ffff:1.2.3.4'`` → ``'1.2.3.4'``, ``'2001:DB8:0::1'`` → ``'2001:db8::1'`` (``canonical_address``)."""
+    return str(canonical_address(value))
 
 
 @lru_cache(maxsize=4096)  # the rules match every comment against every IP entry of its site
@@ -54,3 +60,11 @@ def canonical_network(value: str) -> Network:
             assert mapped is not None  # every address of ::ffff:0:0/96 is a mapped one
             return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
     return network
+
+
+def canonical_entry(value: str) -> str:
+    """An IP list entry as stored: a single address written without a prefix stays an address, anything else is a
+    network in CIDR (``canonical_network``; same errors)."""
+    network = canonical_network(value)
+    single = network.num_addresses == 1 and "/" not in value
+    return str(network.network_address) if single else str(network)

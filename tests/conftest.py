@@ -378,3 +378,19 @@ def own_database(bouncer_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+def decide_events(ids: list[int], database: str | None = None) -> dict[int, int]:
+    """How many automatic decisions each comment got (exactly one each, however often its task was delivered)."""
+    from sqlalchemy import func, select
+
+    from service.db import session_scope
+    from service.models import ModerationEvent
+
+    with session_scope(database) as session:
+        rows = session.execute(
+            select(ModerationEvent.comment_id, func.count())
+            .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
+            .group_by(ModerationEvent.comment_id)
+        ).all()
+    return {int(cid): int(n) for cid, n in rows}

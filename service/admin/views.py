@@ -16,7 +16,7 @@ from service.admin.thresholds import KINDS, Thresholds, model_defaults, preview
 from service.auth.session import admin_required, end_user_sessions, keep_this_session, require_user, this_session_token
 from service.db import session_scope
 from service.decisions.rules import domain_of
-from service.ips import ZoneIdError, canonical_network
+from service.ips import ZoneIdError, canonical_entry
 from service.models import Comment, ListEntry, Role, Site, User, UserSite, parse_id
 from service.security import new_callback_secret
 from service.sites import SiteKeys, create_site, http_url, rotate_keys
@@ -215,14 +215,12 @@ def list_value(kind: str, raw: str) -> str:
         raise ValueError("a value (up to 500 characters) is required")
     if kind == "ip":
         try:
-            network = canonical_network(value)  # ::ffff:203.0.113.7 is kept as 203.0.113.7, which it matches
+            return canonical_entry(value)  # ::ffff:203.0.113.7 is kept as 203.0.113.7, which it matches
         except ZoneIdError:
             raise
         except ValueError:
             example = "e.g. 203.0.113.7 or 203.0.113.0/24"
             raise ValueError(f"'{value}' is not an IP address or network ({example})") from None
-        single = network.num_addresses == 1 and "/" not in value
-        return str(network.network_address) if single else str(network)
     value = value.lower()
     if kind == "domain":
         host = domain_of(value) if "/" in value or ":" in value else value.removeprefix("www.")

@@ -5,7 +5,6 @@ Each rule returns hits with a reason; an allow entry beats a block entry.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from functools import cached_property
 from urllib.parse import urlsplit
 
 from service.decisions.hits import RuleHit
-from service.ips import canonical_ip, canonical_network
+from service.ips import Address, canonical_address, canonical_network
 
 LIST_KINDS = ("email", "ip", "domain", "author", "phrase")
 _URL_IN_TEXT_RE = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"']+")
@@ -48,7 +47,7 @@ class ListMatcher:
                 hosts.extend(c.link_hosts)
             return any(h and (h == value or h.endswith("." + value)) for h in hosts)
         if self.kind == "ip":
-            return ip_matches(c.author_ip, value)
+            return c.ip_address is not None and _in_network(c.ip_address, value)
         if self.kind == "phrase":
             return value in c.content.lower()
         return False
@@ -78,6 +77,15 @@ class RuleInput:
     user_role: str = ""
 
     @cached_property
+    def ip_address(self) -> Address | None:
+        """The author's address, canonical (an IPv4-mapped one as IPv4, so it meets IPv4 entries); None when there
+        is none, or it has a zone ID: no IP entry applies then."""
+        try:
+            return canonical_address(self.author_ip)
+        except ValueError:
+            return None
+
+    @cached_property
     def link_hosts(self) -> tuple[str, ...]:
         """The hosts of the links in the text (computed once, for however many domain entries)."""
         hosts = (domain_of(m.group(0).rstrip(".,;:!?)")) for m in _URL_IN_TEXT_RE.finditer(self.content))
@@ -94,11 +102,11 @@ def domain_of(url: str) -> str:
     return host.lower().removeprefix("www.")
 
 
-def ip_matches(ip: str, entry: str) -> bool:
-    """The address is the entry or in its network, both canonical: an IPv4-mapped address matches an IPv4 entry."""
+def _in_network(address: Address, entry: str) -> bool:
+    """The address is the entry or in its network (canonical: an IPv4-mapped entry is an IPv4 one)."""
     try:
-        return ipaddress.ip_address(canonical_ip(ip)) in canonical_network(entry)
-    except ValueError:  # no address (or one with a zone ID): no IP rule applies
+        return address in canonical_network(entry)
+    except ValueError:  # an entry that is no address or network (a zone ID, or stored before validation)
         return False
 
 

@@ -33,7 +33,7 @@ from service import redis_bus
 from service.decisions.hits import RuleHit
 from service.decisions.rules import domain_of
 from service.decisions.stream_signatures import HEX_WIDTH, NUM_PERM, TextSignature, link_domains, signature
-from service.ips import canonical_ip
+from service.ips import canonical_address
 from service.models import Comment, Site
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def _h(value: str) -> str:
 
 def _ip_and_prefix(raw: str) -> tuple[str, str] | None:
     try:
-        address = ipaddress.ip_address(canonical_ip(raw))
+        address = canonical_address(raw)
     except ValueError:
         return None
     bits = 24 if address.version == 4 else 64

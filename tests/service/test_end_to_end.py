@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from service.db import session_scope
-from service.models import CallbackDelivery, Comment, ModerationEvent
-from tests.conftest import LiveServer, WorkerProcess, free_port, make_site
+from service.models import CallbackDelivery, Comment
+from tests.conftest import LiveServer, WorkerProcess, decide_events, free_port, make_site
 
 SPAM = {
     "content": "CHEAP VIAGRA!!! Buy now at http://cheap-pills.example.xyz best price, click here "
@@ -41,17 +41,6 @@ HAM = {
 def _post(server: LiveServer, key: str, body: dict[str, Any], wait: int | None = None) -> httpx.Response:
     url = server.url + "/api/v1/comments" + (f"?wait={wait}" if wait is not None else "")
     return httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=20)
-
-
-def _decide_events(ids: list[int]) -> dict[int, int]:
-    """How many automatic decisions each comment got (exactly one each, however often its task was delivered)."""
-    with session_scope() as session:
-        rows = session.execute(
-            select(ModerationEvent.comment_id, func.count())
-            .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
-            .group_by(ModerationEvent.comment_id)
-        ).all()
-    return {int(cid): int(n) for cid, n in rows}
 
 
 def _delivery(comment_id: int) -> tuple[str, int]:
@@ -131,7 +120,7 @@ def test_a_killed_worker_loses_nothing_and_scores_nothing_twice(live_server: Liv
     worker.start()
     for cid in ids:
         _wait_decided(live_server, site["api_key"], cid, timeout=90)
-    decides = _decide_events(ids)
+    decides = decide_events(ids)
     assert sorted(decides) == sorted(ids)
     assert set(decides.values()) == {1}
 
@@ -628,7 +617,7 @@ def test_a_killed_pool_process_hands_its_batch_back(
             _wait_decided(server, site["api_key"], cid, timeout=60)
         later = _post(server, site["api_key"], {"content": "written after the crash"}, wait=10000)
         assert later.status_code == 200 and later.json()["status"] == "decided"
-        decides = _decide_events(ids)
+        decides = decide_events(ids)
         assert sorted(decides) == sorted(ids) and set(decides.values()) == {1}
     finally:
         work.kill(signal.SIGTERM)
@@ -688,13 +677,8 @@ def test_a_comment_that_kills_its_scorer_is_held_and_spares_its_batch_mates(
         assert len(lost) == 4, log[-3000:]  # three processes for the poison, one for the comment that killed once
         assert max(lost) > 1, log[-3000:]  # ... and innocent comments went down with it at least once
         with session_scope(database) as session:
-            rows = session.execute(
-                select(ModerationEvent.comment_id, func.count())
-                .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
-                .group_by(ModerationEvent.comment_id)
-            ).all()
             pending = session.scalar(select(func.count()).select_from(Comment).where(Comment.status == "pending"))
-        assert dict(rows) == {cid: 1 for cid in ids} and pending == 0
+        assert decide_events(ids, database) == {cid: 1 for cid in ids} and pending == 0
     finally:
         work.kill(signal.SIGTERM)
         server.stop()
@@ -773,13 +757,7 @@ def test_a_redis_restarted_with_nothing_kept_loses_no_accepted_comment(
 
         everything = first + second
         assert _statuses(database, everything) == {"decided": len(everything)}
-        with session_scope(database) as session:
-            rows = session.execute(
-                select(ModerationEvent.comment_id, func.count())
-                .where(ModerationEvent.comment_id.in_(everything), ModerationEvent.action == "decide")
-                .group_by(ModerationEvent.comment_id)
-            ).all()
-        assert dict(rows) == {cid: 1 for cid in everything}
+        assert decide_events(everything, database) == {cid: 1 for cid in everything}
     finally:
         work.kill(signal.SIGTERM)
         server.stop()

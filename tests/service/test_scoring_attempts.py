@@ -17,15 +17,15 @@ from typing import Any, cast
 import httpx
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from service import redis_bus
 from service.config import load_settings
 from service.db import session_scope
 from service.decisions.attempts import AttemptPlan, gave_up_reason, plan_attempts, scoring_attempt
-from service.models import Comment, ModerationEvent
+from service.models import Comment
 from service.sites import create_site
-from tests.conftest import REPO, LiveServer, WorkerProcess
+from tests.conftest import REPO, LiveServer, WorkerProcess, decide_events
 
 # Far above the ids of stored comments, so the counts of this file never meet those of another test's comment.
 _ids = itertools.count(10**15)
@@ -138,16 +138,6 @@ def _comments(database: str, ids: list[int]) -> dict[int, tuple[str, str | None,
     return {cid: (status, decision, list(reasons or []), spam) for cid, status, decision, reasons, spam in rows}
 
 
-def _decide_events(database: str, ids: list[int]) -> dict[int, int]:
-    with session_scope(database) as session:
-        rows = session.execute(
-            select(ModerationEvent.comment_id, func.count())
-            .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.action == "decide")
-            .group_by(ModerationEvent.comment_id)
-        ).all()
-    return {cid: n for cid, n in rows}
-
-
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -188,7 +178,7 @@ def test_a_comment_that_breaks_its_scorer_is_held_and_spares_its_batch_mates(
         for cid in innocent:
             status, decision, reasons, spam = comments[cid]
             assert spam is not None and gave_up_reason(3) not in reasons, comments[cid]
-        assert _decide_events(database, ids) == {cid: 1 for cid in ids}
+        assert decide_events(ids, database) == {cid: 1 for cid in ids}
 
         log = (tmp_path / "worker.log").read_text()
         batches = [int(n) for n in re.findall(r"scoring a batch of (\d+) comments raised", log)]

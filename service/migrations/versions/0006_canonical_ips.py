@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from service.ips import canonical_ip, canonical_network
+from service.ips import canonical_entry, canonical_ip
 
 revision = "0006"
 down_revision = "0005"
@@ -41,11 +41,9 @@ def _ip(value: str) -> str:
 def _entry(value: str) -> str:
     """The entry as service.admin.views.list_value stores it now; as it is when it is no address or network."""
     try:
-        network = canonical_network(value)
+        return canonical_entry(value)
     except ValueError:
         return value
-    single = network.num_addresses == 1 and "/" not in value
-    return str(network.network_address) if single else str(network)
 
 
 def upgrade() -> None:
