@@ -34,7 +34,7 @@ def _bool(raw: str) -> bool:
 
 def _bind(raw: str) -> str:
     host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8000")
     return raw
 
@@ -63,7 +63,7 @@ def _redis_url(raw: str) -> str:
         db = parse_qs(parts.query).get("db", ["0"])[0]
     else:
         db = parts.path.strip("/") or "0"
-    if not db.isdigit():
+    if not (db.isascii() and db.isdigit()):  # int() also reads '٣'; redis-py does not
         raise ValueError(f"the database number must be an integer ≥ 0, found {db!r}")
     return raw
 

@@ -122,7 +122,7 @@ def parse_gmt(raw: str) -> datetime | None:
     value = raw.strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # int() also reads '١٧١٤', which no blog sends as a time
         try:
             return datetime.fromtimestamp(int(value), UTC)
         except (OverflowError, OSError, ValueError):

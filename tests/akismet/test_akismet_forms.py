@@ -220,6 +220,7 @@ def test_user_ip_is_read_leniently(raw: str, ip: str, kept: str | None) -> None:
         ("2024-05-01T14:30:00+02:00", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
         ("2024-05-01 12:30:00", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
         ("1714566600", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+        ("١٧١٤٥٦٦٦٠٠", None),  # Arabic-Indic digits: not a Unix time
         ("yesterday", None),
         ("9999-12-31T23:00:00-05:00", None),  # readable, but past year 9999 in UTC
         ("0001-01-01T00:00:00+01:00", None),

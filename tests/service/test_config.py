@@ -52,6 +52,9 @@ def test_defaults_and_valid_values(tmp_path: Path) -> None:
         ("redis_url", "redis://127.0.0.1:6379/abc", "the database number must be an integer"),
         ("redis_url", "unix:///tmp/redis.sock?db=x", "the database number must be an integer"),
         ("redis_url", "redis://127.0.0.1:99999/0", "bad port"),
+        # int() reads Arabic-Indic digits as 3; redis-py's URL parser does not
+        ("redis_url", "redis://127.0.0.1:6379/٣", "the database number must be an integer"),
+        ("bind", "127.0.0.1:٨٠٠٠", "expected HOST:PORT"),
         # 0 attempts would hold every comment without ever scoring one
         ("score_max_attempts", "0", "expected a positive integer"),
         # a negative retention would put the cut-off in the future: every automatic reject deleted at once
