@@ -7,9 +7,9 @@ but HTTP 200 with ``true``/``false``, including timeouts) and how many answers t
 
     python benchmarks/bench_akismet.py --url http://127.0.0.1:8000 --key AKISMETKEY12 --clients 50 --duration 30
 
-or let it start gunicorn + a Celery worker on a temp SQLite database (needs a Redis):
+or let it start gunicorn + a Celery worker on a temp SQLite database and a private Redis:
 
-    python benchmarks/bench_akismet.py --start --redis-url redis://127.0.0.1:6379/8 --clients 50 --duration 30
+    python benchmarks/bench_akismet.py --start --clients 50 --duration 30
 
 Exit status 1 when there were errors or p99 reached the target (default 1 s).
 """
@@ -165,7 +165,9 @@ def main() -> int:
     parser.add_argument("--url", help="a running Bouncer, e.g. http://127.0.0.1:8000")
     parser.add_argument("--key", help="the site's 12-character Akismet key")
     parser.add_argument("--start", action="store_true", help="start gunicorn + a Celery worker for the run")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8", help="with --start (4 dbs are flushed)")
+    parser.add_argument(
+        "--redis-url", help="with --start: a scratch Redis base (4 dbs are flushed); default: a private Redis"
+    )
     parser.add_argument("--database-url", help="with --start: default SQLite in a temp dir; else for the report")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--web-workers", type=int, default=2)

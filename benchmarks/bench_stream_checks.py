@@ -2,8 +2,9 @@
 
     python benchmarks/bench_stream_checks.py [--redis-url redis://127.0.0.1:6379/8] [--comments 5000]
 
-Writes to, and flushes before and after, the stream database of that base (base + STREAM_DB, i.e. db 10 by
-default): point it at a scratch Redis base, never at production. The workload is real ham texts from the shared
+Without ``--redis-url`` it starts a private Redis for the run. With one, it writes to, and flushes before and after,
+the stream database of that base (base + STREAM_DB, i.e. db 10 for the example): point it at a scratch Redis base,
+never at production. The workload is real ham texts from the shared
 data, mixed with a spun spam campaign and a one-IP flood, with simulated time advancing 0.2 s a comment.
 """
 
@@ -32,10 +33,20 @@ def _percentiles(samples: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
+    parser.add_argument("--redis-url", help="a scratch Redis base; default: a private Redis for the run")
     parser.add_argument("--comments", type=int, default=5000)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "spam")
     args = parser.parse_args()
+    if args.redis_url is None:
+        from benchmarks.stack import private_redis
+
+        with private_redis() as args.redis_url:
+            run(args)
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     os.environ["BOUNCER_REDIS_URL"] = args.redis_url
     os.environ.setdefault("BOUNCER_SECRET_KEY", "benchmark")
     os.environ.setdefault("BOUNCER_DATA_DIR", "/tmp/bouncer-bench")

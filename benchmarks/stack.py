@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +20,51 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
+def private_redis() -> Iterator[str]:
+    """A throwaway redis-server (``bouncer up``'s embedded one) on a socket in a temp dir: yields its URL.
+
+    The benchmarks' default, so that a run never flushes databases of a Redis somebody else uses.
+    """
+    from service import embedded_redis
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bouncer-bench-redis-"))
+    proc = subprocess.Popen(
+        embedded_redis.redis_server_argv(data_dir), stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not embedded_redis.ping(data_dir):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the private redis-server did not start (exit code {proc.poll()})")
+            time.sleep(0.05)
+        yield f"unix://{embedded_redis.socket_path(data_dir)}?db=0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def redis_for_benchmark(redis_url: str | None) -> Iterator[str]:
+    """``redis_url`` with the 4 databases from its number flushed, or a private Redis when it is None."""
+    if redis_url is None:
+        with private_redis() as url:
+            yield url
+        return
+    import redis
+
+    base, _, number = redis_url.rpartition("/")
+    for db in range(int(number or 0), int(number or 0) + 4):
+        client = redis.Redis.from_url(f"{base}/{db}")
+        client.flushdb()
+        client.close()
+    yield redis_url
+
+
+@contextmanager
 def local_stack(
     *,
-    redis_url: str,
+    redis_url: str | None = None,
     database_url: str | None = None,
     web_workers: int = 2,
     web_threads: int = 16,
@@ -29,7 +72,23 @@ def local_stack(
     worker_concurrency: int = 2,
     port: int = 8765,
 ) -> Iterator[dict[str, str]]:
-    """Yield ``{"url", "api_key", "akismet_key", "database_url", "data_dir"}`` of a running stack; stop it after."""
+    """Yield ``{"url", "api_key", "akismet_key", "database_url", "data_dir"}`` of a running stack; stop it after.
+
+    ``redis_url`` None (the default): a private Redis for the run; else the 4 databases from its number are flushed.
+    """
+    with redis_for_benchmark(redis_url) as url:
+        yield from _stack(url, database_url, web_workers, web_threads, worker_pool, worker_concurrency, port)
+
+
+def _stack(
+    redis_url: str,
+    database_url: str | None,
+    web_workers: int,
+    web_threads: int,
+    worker_pool: str,
+    worker_concurrency: int,
+    port: int,
+) -> Iterator[dict[str, str]]:
     data_dir = Path(tempfile.mkdtemp(prefix="bouncer-bench-"))
     env = {
         **os.environ,
@@ -40,13 +99,6 @@ def local_stack(
         "BOUNCER_API_RATE_LIMIT": "1000000/minute",
         "BOUNCER_LOG_LEVEL": "WARNING",
     }
-    import redis
-
-    base = redis.Redis.from_url(redis_url)
-    number = int(redis_url.rsplit("/", 1)[1] or 0)
-    for db in range(number, number + 4):
-        redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{db}").flushdb()
-    base.close()
     bouncer = str(Path(sys.executable).parent / "bouncer")
     subprocess.run([bouncer, "db", "upgrade"], env=env, check=True, capture_output=True)
     created = subprocess.run(
