@@ -113,8 +113,13 @@ def test_ips_stored_before_service_ips_are_rewritten_canonical(scratch_database:
             conn.execute(
                 insert(Comment), [{"site_id": site_id, "content": f"from {ip!r}", "author_ip": ip} for ip in old_ips]
             )
+            notes = {"::ffff:198.51.100.2": "spam wave, March", "198.51.100.2": "proxy"}
             for value in entries:
-                conn.execute(insert(ListEntry).values(site_id=site_id, action="block", kind="ip", value=value))
+                conn.execute(
+                    insert(ListEntry).values(
+                        site_id=site_id, action="block", kind="ip", value=value, note=notes.get(value, "")
+                    )
+                )
             # The same spelling in another kind of list is no IP entry: not touched.
             conn.execute(
                 insert(ListEntry).values(site_id=site_id, action="block", kind="author", value="::FFFF:1.2.3.4")
@@ -125,5 +130,8 @@ def test_ips_stored_before_service_ips_are_rewritten_canonical(scratch_database:
             assert stored == {f"from {old!r}": new for old, new in old_ips.items()}
             rows = conn.execute(text("SELECT kind, value FROM list_entries ORDER BY id")).all()
             assert rows == [("ip", new) for new in entries.values() if new is not None] + [("author", "::FFFF:1.2.3.4")]
+            # the deleted duplicate's note is kept on the entry that stays
+            note = conn.execute(text("SELECT note FROM list_entries WHERE value = '198.51.100.2'")).scalar_one()
+            assert note == "proxy; spam wave, March"
     finally:
         engine.dispose()

@@ -27,7 +27,9 @@ _entries = sa.table(
     sa.column("action", sa.String),
     sa.column("kind", sa.String),
     sa.column("value", sa.String),
+    sa.column("note", sa.String),
 )
+NOTE_LENGTH = 500  # list_entries.note
 
 
 def _ip(value: str) -> str:
@@ -66,15 +68,16 @@ def upgrade() -> None:
         after = rows[-1][0]
 
     # (site_id, action, kind, value) is unique: an old spelling whose canonical entry exists already is the same
-    # entry twice (it matched the same addresses), so it is deleted rather than rewritten into a duplicate.
+    # entry twice (it matched the same addresses), so it is deleted rather than rewritten into a duplicate, its
+    # note added to the kept entry's.
     after = 0
     while entries := conn.execute(
-        sa.select(_entries.c.id, _entries.c.site_id, _entries.c.action, _entries.c.value)
+        sa.select(_entries.c.id, _entries.c.site_id, _entries.c.action, _entries.c.value, _entries.c.note)
         .where(_entries.c.id > after, _entries.c.kind == "ip")
         .order_by(_entries.c.id)
         .limit(BATCH)
     ).all():
-        for id_, site_id, action, value in entries:
+        for id_, site_id, action, value, note in entries:
             new = _entry(value)
             if new == value:
                 continue
@@ -84,7 +87,11 @@ def upgrade() -> None:
                 _entries.c.kind == "ip",
                 _entries.c.value == new,
             )
-            if conn.execute(sa.select(_entries.c.id).where(same)).first() is not None:
+            kept = conn.execute(sa.select(_entries.c.id, _entries.c.note).where(same)).first()
+            if kept is not None:
+                if note and note not in kept.note:  # the moderator's note on why is not lost with the duplicate
+                    merged = f"{kept.note}; {note}" if kept.note else note
+                    conn.execute(_entries.update().where(_entries.c.id == kept.id).values(note=merged[:NOTE_LENGTH]))
                 conn.execute(_entries.delete().where(_entries.c.id == id_))
             else:
                 conn.execute(_entries.update().where(_entries.c.id == id_).values(value=new))
