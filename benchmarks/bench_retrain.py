@@ -2,9 +2,9 @@
 
 Runs the real ``service.retraining.retrain``: labels read from a fresh database, the candidate trained, candidate and
 active (starter) model evaluated on the frozen sets, the gate, registration; prints wall and CPU time and the peak
-memory of the process. Needs a Redis for the retrain lock.
+memory of the process. Needs no Redis: one retrain at a time is kept by the database.
 
-    python benchmarks/bench_retrain.py --redis-url redis://127.0.0.1:6379/12 [--kind spam|abuse] [--labels 10000]
+    python benchmarks/bench_retrain.py [--kind spam|abuse] [--labels 10000]
 """
 
 from __future__ import annotations
@@ -80,7 +80,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", choices=("spam", "abuse"), default="spam")
     parser.add_argument("--labels", type=int, default=10_000)
-    parser.add_argument("--redis-url", default=os.environ.get("BOUNCER_REDIS_URL", "redis://127.0.0.1:6379/12"))
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     args = parser.parse_args()
 
@@ -89,7 +88,6 @@ def main() -> None:
         {
             "BOUNCER_DATA_DIR": str(data_dir),
             "BOUNCER_DATABASE_URL": args.database_url or f"sqlite:///{data_dir / 'bench.db'}",
-            "BOUNCER_REDIS_URL": args.redis_url,
             "BOUNCER_LOG_LEVEL": "WARNING",
         }
     )

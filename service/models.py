@@ -327,6 +327,9 @@ class RetrainRun(Base):
     """One retraining job of a model kind: progress, outcome and the evaluation report."""
 
     __tablename__ = "retrain_runs"
+    # One retrain at a time, kept by the database (service.retraining.start_run): a run holds running_slot = 1 while
+    # it runs and NULL otherwise, and this index admits one 1 (NULLs are distinct on SQLite and PostgreSQL alike).
+    __table_args__ = (Index("uq_retrain_runs_running_slot", "running_slot", unique=True),)
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     kind: Mapped[str] = mapped_column(String(10))
@@ -344,3 +347,7 @@ class RetrainRun(Base):
     # collects what arrived while it waited, and an imported label is dated by its comment, years back.
     last_label_id: Mapped[int | None] = mapped_column(ID)
     finished_at: Mapped[datetime | None] = mapped_column()
+    # The running run's last sign of life, written by its worker every few seconds (NULL before it starts, and on
+    # runs from before 0007): one whose heartbeat is older than retraining.DEAD_AFTER_SECONDS lost its worker.
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    running_slot: Mapped[int | None] = mapped_column(Integer)  # RUNNING_SLOT (1) while running, else NULL

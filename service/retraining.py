@@ -5,8 +5,14 @@ training-allowed base data plus the sites' human labels, evaluates candidate and
 data (the base files' ``test`` split and the newest site labels, which training never sees), writes a report to
 the ``RetrainRun`` and the candidate's manifest, and promotes the candidate only when it is better on the site
 holdout and not worse than a tolerance on every frozen set; otherwise the candidate waits for an admin
-(``needs_review``) with the reasons. One retrain runs at a time (a Redis lock); a failure leaves the active model
-untouched and is stored on the run.
+(``needs_review``) with the reasons. A failure leaves the active model untouched and is stored on the run.
+
+One retrain runs at a time, and the database alone says so: a running run holds ``running_slot`` (a unique index
+admits one holder) and its worker writes ``heartbeat_at`` every ``HEARTBEAT_SECONDS`` from a thread of its own, also
+through training steps that report no progress for minutes. A running run whose heartbeat is older than
+``DEAD_AFTER_SECONDS`` lost its worker: the next retrain, the nightly check, a redelivered task or an admin page ends
+it as failed ("interrupted") and frees the slot, about a minute and a half after the worker died. Redis plays no part:
+a Redis restart that loses everything neither ends a live run nor lets a second retrain start beside it.
 """
 
 from __future__ import annotations
@@ -14,17 +20,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from classifiers import KINDS, CommentInput, Dataset, LoadedModel, ModelRegistry, Thresholds, evaluate, load_csv
@@ -32,7 +38,6 @@ from classifiers.base_data import BASE_TRAINING, load_base_training
 from classifiers.data import SOURCES
 from classifiers.normalize import normalize_text
 from classifiers.training import train_model
-from service import redis_bus
 from service.config import settings
 from service.db import session_scope
 from service.models import Comment, Label, RetrainRun
@@ -48,20 +53,23 @@ HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "recall_at_reject")
 STEPS = 6
 COMPLETED = ("promoted", "needs_review")  # a run that ended with a candidate trained on its labels
 
-LOCK_KEY = "bouncer:retrain:lock"
-LOCK_TTL_SECONDS = 30 * 60  # refreshed at every step; a dead worker's lock expires on its own
+RUNNING_SLOT = 1  # retrain_runs.running_slot of the running run (NULL on every other): the unique index allows one
+HEARTBEAT_SECONDS = 10.0  # how often a running run's worker writes heartbeat_at
+# A running run whose heartbeat is older than this lost its worker. Many heartbeats: a busy database or a paused
+# process may miss a few without its run being ended under it. Clocks of the machines must agree within a few seconds.
+DEAD_AFTER_SECONDS = 90.0
 STALE_QUEUED_SECONDS = 6 * 3600
 INTERRUPTED = "interrupted: the worker stopped during the run"
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-_EXTEND = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end"
-)
 
 Trainer = Callable[..., tuple[Any, dict[str, Any]]]  # classifiers.train_model's signature
 
 
 class RetrainBusy(RuntimeError):
-    """Another retrain holds the lock (or is queued): try again later."""
+    """Another retrain is running (or one of the kind is queued): try again later."""
+
+
+class RunInterrupted(RuntimeError):
+    """This run was ended as interrupted while it ran (no heartbeat got through for too long): it must stop."""
 
 
 @dataclass(frozen=True)
@@ -349,7 +357,7 @@ def compare(
     return out
 
 
-# --- runs, progress and the lock ---------------------------------------------------------------------------------
+# --- runs, progress and liveness ---------------------------------------------------------------------------------
 
 
 def _now() -> datetime:
@@ -389,20 +397,62 @@ def create_run(kind: str, requested_by: str = "", session: Session | None = None
         return make(db)
 
 
-def fail_interrupted_runs(db: Session) -> None:
-    """End as failed the runs left ``running`` by a worker that died (a live run always holds the retrain lock).
+def _dead() -> ColumnElement[bool]:
+    """The running runs whose worker stopped: no heartbeat for DEAD_AFTER_SECONDS (none at all: a run started before
+    heartbeats existed, dated by its creation)."""
+    cutoff = _now() - timedelta(seconds=DEAD_AFTER_SECONDS)
+    return (RetrainRun.status == "running") & or_(
+        RetrainRun.heartbeat_at < cutoff, RetrainRun.heartbeat_at.is_(None) & (RetrainRun.created_at < cutoff)
+    )
 
-    The dead worker's lock outlives it (up to its TTL) and its redelivered task may come back before that, so
-    without this such a run stayed ``running`` for good and every later retrain of its kind was refused as busy.
+
+def fail_interrupted_runs(db: Session) -> None:
+    """End as failed the runs left ``running`` by a worker that died, and free the running slot they held.
+
+    Dead means no heartbeat for ``DEAD_AFTER_SECONDS``: a live run's worker writes one every ``HEARTBEAT_SECONDS``
+    whatever the step, so a live run is not ended here, whatever happened to Redis (unless none of its heartbeats
+    reached the database for that long: then it stops at its next step). The update checks the age again itself,
+    so a heartbeat written after the read keeps its run.
     """
-    running = list(db.scalars(select(RetrainRun.id).where(RetrainRun.status == "running")))
-    # Ids read before the lock check: a run that starts meanwhile holds the lock first and is not among them.
-    if running and lock_holder() is None:
+    dead = list(db.scalars(select(RetrainRun.id).where(_dead())))
+    if dead:
         db.execute(
             update(RetrainRun)
-            .where(RetrainRun.id.in_(running), RetrainRun.status == "running")
-            .values(status="failed", error=INTERRUPTED, finished_at=_now())
+            .where(RetrainRun.id.in_(dead), _dead())
+            .values(status="failed", error=INTERRUPTED, finished_at=_now(), running_slot=None)
         )
+        log.warning("retrain runs %s had no heartbeat for %g s: ended as interrupted", dead, DEAD_AFTER_SECONDS)
+
+
+def start_run(run_id: int) -> bool:
+    """Queued -> running, if the run is still queued (False when not: another delivery of its task started it).
+    ``RetrainBusy`` when another run is running. A dead run is ended first, in its own transaction, so that its slot
+    is free."""
+    with session_scope() as db:
+        fail_interrupted_runs(db)
+    with session_scope() as db:
+        return claim_run(db, run_id)
+
+
+def claim_run(db: Session, run_id: int) -> bool:
+    """The start itself, in the caller's transaction: one conditional update that takes the running slot.
+
+    The slot's unique index refuses a second holder, so two starts at the same moment cannot both win, on either
+    database, and no read decides it: PostgreSQL makes the second update wait for the first transaction, then refuses
+    it with a unique violation (or lets it through if the first rolled back); SQLite has one writer at a time, so the
+    second update runs after the first commit and meets the same violation. That violation is ``RetrainBusy``.
+    """
+    try:
+        started = db.execute(
+            update(RetrainRun)
+            .where(RetrainRun.id == run_id, RetrainRun.status == "queued")
+            .values(status="running", running_slot=RUNNING_SLOT, heartbeat_at=_now(), progress=f"0/{STEPS} starting")
+        )
+    except IntegrityError as exc:  # the only constraint this update can break: another run holds the slot
+        with session_scope() as other:
+            holder = other.scalar(select(RetrainRun.id).where(RetrainRun.running_slot == RUNNING_SLOT))
+        raise RetrainBusy("another retrain is running" + (f" (run #{holder})" if holder else "")) from exc
+    return bool(started.rowcount == 1)  # type: ignore[attr-defined]  # CursorResult has rowcount
 
 
 def _update_run(run_id: int, **values: Any) -> None:
@@ -411,54 +461,67 @@ def _update_run(run_id: int, **values: Any) -> None:
 
 
 def mark_failed(run_id: int, error: str) -> None:
-    """The run ends as failed with a visible error; nothing about the active model changes."""
-    _update_run(run_id, status="failed", error=error[:4000], finished_at=_now())
+    """The run ends as failed with a visible error (and frees the running slot); the active model is unchanged."""
+    _update_run(run_id, status="failed", error=error[:4000], finished_at=_now(), running_slot=None)
 
 
-class _Lock:
-    """``SET key token NX EX ttl``: one retrain at a time across every worker; released only by its holder."""
-
-    def __init__(self) -> None:
-        self.token = secrets.token_hex(16)
-        self.redis = redis_bus.client(redis_bus.NOTIFY_DB)
-
-    def acquire(self) -> bool:
-        return bool(self.redis.set(LOCK_KEY, self.token, nx=True, ex=LOCK_TTL_SECONDS))
-
-    def extend(self) -> None:
-        self.redis.eval(_EXTEND, 1, LOCK_KEY, self.token, str(LOCK_TTL_SECONDS))
-
-    def release(self) -> None:
-        try:
-            self.redis.eval(_RELEASE, 1, LOCK_KEY, self.token)
-        except Exception:  # Redis gone: the TTL frees the lock
-            log.warning("could not release the retrain lock", exc_info=True)
-
-
-def lock_holder() -> str | None:
-    """The token of the running retrain, or None when no retrain holds the lock."""
-    raw = redis_bus.client(redis_bus.NOTIFY_DB).get(LOCK_KEY)
-    return raw.decode() if isinstance(raw, bytes) else None if raw is None else str(raw)
-
-
-@contextmanager
-def retrain_lock() -> Iterator[_Lock]:
-    """Hold the retrain lock for the block; ``RetrainBusy`` when another retrain holds it."""
-    lock = _Lock()
-    if not lock.acquire():
-        raise RetrainBusy("another retrain is running")
+def _release_slot(run_id: int) -> None:
+    """Whatever happened, the run no longer holds the slot (its own row only: another run's slot is never freed)."""
     try:
-        yield lock
-    finally:
-        lock.release()
+        _update_run(run_id, running_slot=None)
+    except Exception:  # database gone: the run is ended as interrupted once its heartbeat is old
+        log.warning("could not free the running slot of retrain run %s", run_id, exc_info=True)
+
+
+class _Heartbeat:
+    """A daemon thread that writes the run's ``heartbeat_at`` every ``HEARTBEAT_SECONDS`` until stopped.
+
+    A thread, not the progress steps: training one model can take minutes without a step. It stops by itself when
+    its run is no longer running (ended as interrupted under it: ``lost``, which the next step turns into
+    ``RunInterrupted``). A failed write (the database busy or away a moment) is retried at the next beat.
+    """
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"retrain-heartbeat-{run_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def beat(self) -> bool:
+        """Write the heartbeat; False when the run is no longer running."""
+        with session_scope() as db:
+            result = db.execute(
+                update(RetrainRun)
+                .where(RetrainRun.id == self.run_id, RetrainRun.status == "running")
+                .values(heartbeat_at=_now())
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]  # CursorResult has rowcount
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                if not self.beat():
+                    self.lost = True
+                    log.warning("retrain run %s is no longer running: its heartbeat stops", self.run_id)
+                    return
+            except Exception:
+                log.warning("could not write the heartbeat of retrain run %s", self.run_id, exc_info=True)
 
 
 class _Progress:
-    """Writes ``k/n what`` to the run (the UI polls it), keeps the lock alive and times each step."""
+    """Writes ``k/n what`` to the run (the UI polls it), with a heartbeat, and times each step. A run ended as
+    interrupted under its worker stops at its next step (``RunInterrupted``), before it registers or promotes."""
 
-    def __init__(self, run_id: int, lock: _Lock) -> None:
+    def __init__(self, run_id: int, heartbeat: _Heartbeat) -> None:
         self.run_id = run_id
-        self.lock = lock
+        self.heartbeat = heartbeat
         self.started = self.last = time.perf_counter()
         self.step = ""
         self.timings: dict[str, float] = {}
@@ -466,8 +529,18 @@ class _Progress:
     def __call__(self, number: int, text: str) -> None:
         self._close()
         self.step = text
-        self.lock.extend()
-        _update_run(self.run_id, progress=f"{number}/{STEPS} {text}"[:200])
+        with session_scope() as db:
+            result = db.execute(
+                update(RetrainRun)
+                .where(RetrainRun.id == self.run_id, RetrainRun.status == "running")
+                .values(progress=f"{number}/{STEPS} {text}"[:200], heartbeat_at=_now())
+            )
+            still_running = result.rowcount == 1  # type: ignore[attr-defined]  # CursorResult has rowcount
+        if not still_running or self.heartbeat.lost:
+            raise RunInterrupted(
+                f"the run was ended as interrupted before step {number} ({text}): "
+                f"no heartbeat reached the database for {DEAD_AFTER_SECONDS:g} s"
+            )
 
     def _close(self) -> None:
         now = time.perf_counter()
@@ -505,8 +578,9 @@ def retrain(
 ) -> int:
     """Run one retrain of ``kind`` and return the run id; see the module docstring for the steps.
 
-    ``RetrainBusy`` when another retrain holds the lock (the run stays queued, for a later try). Any other
-    failure ends the run as ``failed`` with the error; the active model is changed only by the final promotion.
+    ``RetrainBusy`` when another retrain is running (the run stays queued, for a later try; a run made here is
+    ended as failed, since nobody would retry it). Any other failure ends the run as ``failed`` with the error; the
+    active model is changed only by the final promotion.
     """
     options = options or RetrainOptions()
     own_run = run_id is None
@@ -522,33 +596,24 @@ def retrain(
             with session_scope() as db:
                 fail_interrupted_runs(db)
         return run_id
-    lock = _Lock()
-    if not lock.acquire():
+    try:
+        started = start_run(run_id)
+    except RetrainBusy:
         if own_run:  # nobody will retry a run made here: end it visibly
             mark_failed(run_id, "another retrain was running")
-        raise RetrainBusy("another retrain is running")
+        raise
+    if not started:  # another delivery of the task started it meanwhile
+        return run_id
+    heartbeat = _Heartbeat(run_id)
+    heartbeat.start()
     try:
-        with session_scope() as db:
-            # We hold the lock, so any other "running" run lost its worker.
-            db.execute(
-                update(RetrainRun)
-                .where(RetrainRun.status == "running", RetrainRun.id != run_id)
-                .values(status="failed", error=INTERRUPTED, finished_at=_now())
-            )
-            started = db.execute(
-                update(RetrainRun)
-                .where(RetrainRun.id == run_id, RetrainRun.status == "queued")
-                .values(status="running", progress=f"0/{STEPS} starting")
-            )
-            if started.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
-                return run_id
-        try:
-            _run(run_id, kind, options, trainer, models or registry(), _Progress(run_id, lock))
-        except Exception as exc:  # any failure: visible on the run, the active model untouched
-            log.exception("retrain run %s (%s) failed", run_id, kind)
-            mark_failed(run_id, f"{type(exc).__name__}: {exc}")
+        _run(run_id, kind, options, trainer, models or registry(), _Progress(run_id, heartbeat))
+    except Exception as exc:  # any failure: visible on the run, the active model untouched
+        log.exception("retrain run %s (%s) failed", run_id, kind)
+        mark_failed(run_id, f"{type(exc).__name__}: {exc}")
     finally:
-        lock.release()
+        heartbeat.stop()
+        _release_slot(run_id)
     return run_id
 
 
@@ -647,6 +712,7 @@ def _run(
         progress=f"{STEPS}/{STEPS} done",
         report=_jsonable(report),
         finished_at=_now(),
+        running_slot=None,
     )
 
 
@@ -697,6 +763,8 @@ def promote_candidate(run_id: int, actor: str, models: ModelRegistry | None = No
         run = db.get(RetrainRun, run_id)
         if run is None or not run.candidate_version:
             raise LookupError(f"retrain run {run_id} has no candidate")
+        if run.status == "running":  # its own last step decides; its row must stay running until then
+            raise LookupError(f"retrain run {run_id} is still running")
         models.promote(run.kind, run.candidate_version)
         run.status = "promoted"
         run.report = {**(run.report or {}), "promoted_by": actor, "promoted_at": _now().isoformat()}

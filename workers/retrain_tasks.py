@@ -12,7 +12,7 @@ from service import retraining
 log = logging.getLogger(__name__)
 
 BUSY_RETRY_SECONDS = 30
-BUSY_MAX_RETRIES = 60  # another retrain may hold the lock for up to half an hour
+BUSY_MAX_RETRIES = 60  # another retrain may run for up to half an hour
 
 
 @shared_task(name="bouncer.retrain", bind=True, acks_late=True, ignore_result=True, max_retries=BUSY_MAX_RETRIES)

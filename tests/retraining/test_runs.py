@@ -4,7 +4,7 @@ one retrain at a time. These use a sample of the base data (the end-to-end test 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -84,7 +84,7 @@ def test_a_failed_retrain_is_visible_and_leaves_the_active_model(active_models: 
     assert run.progress.startswith("3/6 training")  # where it stopped
     assert registry().active("spam").version == active
     assert {v.version for v in registry().versions("spam")} == versions_before
-    assert retraining.lock_holder() is None  # the lock is released
+    assert run.running_slot is None  # the next retrain may start
 
 
 def test_labels_a_run_collected_while_it_waited_are_not_new_to_the_schedule(bouncer_env: dict[str, Any]) -> None:
@@ -132,47 +132,93 @@ def test_one_retrain_at_a_time(bouncer_env: dict[str, Any]) -> None:
     run_id = retraining.create_run("abuse", "admin")
     with pytest.raises(retraining.RetrainBusy):
         retraining.create_run("abuse", "admin")  # one queued run per kind
-    with retraining.retrain_lock():
-        with pytest.raises(retraining.RetrainBusy):
-            retraining.retrain("abuse", run_id=run_id)
-        assert _run(run_id).status == "queued"  # the task retries it later
-        with pytest.raises(retraining.RetrainBusy):
-            retraining.retrain("spam", "schedule")  # a run made here ends visibly
+    assert retraining.start_run(run_id)  # the abuse run is running (its worker is the test)
+    queued = retraining.create_run("spam", "admin")
+    with pytest.raises(retraining.RetrainBusy, match=f"another retrain is running \\(run #{run_id}\\)"):
+        retraining.retrain("spam", run_id=queued)
+    assert _run(queued).status == "queued"  # the task retries it later
+    retraining.mark_failed(queued, "cleaned up by the test")
+    with pytest.raises(retraining.RetrainBusy):
+        retraining.retrain("spam", "schedule")  # a run made here ends visibly
     spam_runs = _latest("spam")
     assert (spam_runs.status, spam_runs.error) == ("failed", "another retrain was running")
+    assert _run(run_id).status == "running"  # the refusals took nothing from the running run
     retraining.mark_failed(run_id, "cleaned up by the test")
+    assert _run(run_id).running_slot is None
+
+
+def _age_heartbeat(run_id: int, seconds: float) -> None:
+    """What a dead worker leaves: its run's last heartbeat ``seconds`` ago."""
+    with session_scope() as db:
+        db.execute(
+            update(RetrainRun)
+            .where(RetrainRun.id == run_id)
+            .values(heartbeat_at=datetime.now(UTC) - timedelta(seconds=seconds))
+        )
 
 
 def test_a_redelivered_task_of_a_dead_worker_marks_its_run_failed(bouncer_env: dict[str, Any]) -> None:
     run_id = retraining.create_run("abuse", "admin")
-    with session_scope() as db:
-        db.get(RetrainRun, run_id).status = "running"  # type: ignore[union-attr]  # exists: just created
-    assert retraining.retrain("abuse", run_id=run_id) == run_id
+    assert retraining.start_run(run_id)  # then its worker died: no more heartbeats
+    assert retraining.retrain("abuse", run_id=run_id) == run_id  # redelivered at once: too early to tell
+    assert _run(run_id).status == "running"
+    _age_heartbeat(run_id, retraining.DEAD_AFTER_SECONDS + 1)
+    assert retraining.retrain("abuse", run_id=run_id) == run_id  # redelivered later (a retry)
     run = _run(run_id)
-    assert run.status == "failed" and run.error.startswith("interrupted")
+    assert (run.status, run.error, run.running_slot) == ("failed", retraining.INTERRUPTED, None)
 
 
 def test_a_run_left_running_by_a_dead_worker_does_not_block_retraining(
     bouncer_env: dict[str, Any], admin_client: tuple[Any, str]
 ) -> None:
-    """A pool process killed mid-run (the OOM killer) leaves its lock behind for up to its TTL, and its task comes
-    back at once (task_reject_on_worker_lost): the redelivered task cannot tell yet, so once the dead lock is gone
-    the next retrain, the schedule and the admin pages must end that run instead of reporting it busy for ever."""
+    """A pool process killed mid-run (the OOM killer) leaves its run running and holding the slot, and its task comes
+    back at once (task_reject_on_worker_lost): the redelivered task cannot tell yet, so once the run's heartbeat is
+    older than the dead-after age, the admin pages (here), the next retrain and the schedule end it, instead of
+    reporting it busy for ever, and the next retrain starts."""
     run_id = retraining.create_run("spam", "admin")
-    with session_scope() as db:
-        db.get(RetrainRun, run_id).status = "running"  # type: ignore[union-attr]  # exists: just created
-    dead = retraining._Lock()
-    assert dead.acquire()
-    assert retraining.retrain("spam", run_id=run_id) == run_id  # the redelivered task, while the lock lives
+    assert retraining.start_run(run_id)  # then its worker died: no more heartbeats
+    assert retraining.retrain("spam", run_id=run_id) == run_id  # the redelivered task, while the heartbeat is fresh
     assert _run(run_id).status == "running"
-    dead.release()  # the lock's TTL ran out
+    other = retraining.create_run("abuse", "admin")
+    with pytest.raises(retraining.RetrainBusy):
+        retraining.start_run(other)  # a fresh heartbeat: for all anyone can tell, the run is alive
 
+    _age_heartbeat(run_id, retraining.DEAD_AFTER_SECONDS + 1)
     client, _token = admin_client
     page = client.get(f"/admin/retraining/runs/{run_id}")
     assert page.status_code == 200 and "Refresh" not in page.headers
     run = _run(run_id)
-    assert (run.status, run.error) == ("failed", retraining.INTERRUPTED)
+    assert (run.status, run.error, run.running_slot) == ("failed", retraining.INTERRUPTED, None)
+    assert retraining.start_run(other)  # the slot is free
+    retraining.mark_failed(other, "cleaned up by the test")
     retraining.mark_failed(retraining.create_run("spam", "admin"), "cleaned up by the test")  # not refused as busy
+
+
+def test_create_run_ends_a_run_whose_heartbeat_is_stale(bouncer_env: dict[str, Any]) -> None:
+    """The next retrain (``create_run``) ends a dead run too, not only the pages: its kind is free again, and a run
+    of the other kind can start at once."""
+    dead = retraining.create_run("spam", "admin")
+    assert retraining.start_run(dead)
+    _age_heartbeat(dead, retraining.DEAD_AFTER_SECONDS + 1)
+    again = retraining.create_run("spam", "admin")  # not refused: the dead run is ended first
+    run = _run(dead)
+    assert (run.status, run.error, run.running_slot) == ("failed", retraining.INTERRUPTED, None)
+    assert retraining.start_run(again)
+    retraining.mark_failed(again, "cleaned up by the test")
+
+
+def test_a_run_from_before_heartbeats_is_dead_once_old(bouncer_env: dict[str, Any]) -> None:
+    """A run left running by the code before 0007 has no heartbeat and no slot: it is dated by its creation."""
+    run_id = retraining.create_run("abuse", "admin")
+    with session_scope() as db:
+        db.execute(update(RetrainRun).where(RetrainRun.id == run_id).values(status="running"))
+        retraining.fail_interrupted_runs(db)
+    assert _run(run_id).status == "running"  # created just now: it may be alive
+    with session_scope() as db:
+        old = datetime.now(UTC) - timedelta(seconds=retraining.DEAD_AFTER_SECONDS + 1)
+        db.execute(update(RetrainRun).where(RetrainRun.id == run_id).values(created_at=old))
+        retraining.fail_interrupted_runs(db)
+    assert (_run(run_id).status, _run(run_id).error) == ("failed", retraining.INTERRUPTED)
 
 
 def _latest(kind: str) -> RetrainRun:
