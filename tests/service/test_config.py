@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, load_settings
+from service.config import ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,3 +129,33 @@ def test_cli_reports_configuration_errors_without_a_traceback(tmp_path: Path, va
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith(f"Error: configuration error: {variable}="), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _readme_configuration_table() -> dict[str, str]:
+    """The README's Configuration table: variable name → the default it documents."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`BOUNCER_"):
+            continue
+        names = [name.strip().strip("`") for name in cells[0].split(" / ")]
+        defaults = [value.strip().strip("`") for value in cells[1].split(" / ")]
+        if len(defaults) != len(names):  # one default for a pair of variables
+            defaults = [cells[1].strip("`")] * len(names)
+        documented.update(zip(names, defaults, strict=True))
+    return documented
+
+
+def test_readme_configuration_table_lists_every_setting_with_its_default() -> None:
+    """Users configure Bouncer from that table: a variable config.py reads but the table leaves out is a setting
+    nobody finds, and one the table names but config.py does not read is warned about and ignored."""
+    documented = _readme_configuration_table()
+    read = {"BOUNCER_" + f.name.upper(): f.default for f in fields(Settings)}
+    assert documented.keys() == read.keys()
+    for name, default in read.items():
+        if isinstance(default, bool):
+            assert documented[name] == str(default).lower(), name
+        elif isinstance(default, int | str) and default != "":
+            assert documented[name] == str(default), name
+    assert Path(documented["BOUNCER_DATA_DIR"]) == read["BOUNCER_DATA_DIR"]
