@@ -103,6 +103,13 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _secret_key(raw: str) -> str:
+    """The key signing sessions, CSRF tokens and erased e-mails: blank would sign them with spaces."""
+    if not raw.strip():
+        raise ValueError("expected a secret, not only white space (unset, one is generated into the data dir)")
+    return raw
+
+
 def _path(raw: str) -> Path:
     return Path(raw).expanduser().resolve()
 
@@ -115,7 +122,7 @@ class Settings:
     database_url: str = field(default="", metadata={"coerce": _database_url})
     redis_url: str = field(default="", metadata={"coerce": _redis_url})
     bind: str = field(default="127.0.0.1:8000", metadata={"coerce": _bind})
-    secret_key: str = field(default="", metadata={"coerce": str})
+    secret_key: str = field(default="", metadata={"coerce": _secret_key})
     models_dir: Path = field(default=Path(""), metadata={"coerce": _path})
     web_workers: int = field(default=2, metadata={"coerce": _positive_int})
     web_threads: int = field(default=16, metadata={"coerce": _positive_int})
@@ -259,7 +266,12 @@ def _stored_secret(data_dir: Path) -> str:
         data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return path.read_text().strip()
+        secret = path.read_text().strip()
+        if not secret:  # cut short between creating and writing it
+            raise ConfigError(
+                f"{path} is empty: delete it to have a new secret key generated, or set BOUNCER_SECRET_KEY"
+            ) from None
+        return secret
     except OSError as exc:
         raise ConfigError(
             f"BOUNCER_DATA_DIR={str(data_dir)!r} is not usable: {exc.strerror} "

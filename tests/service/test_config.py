@@ -61,6 +61,9 @@ def test_defaults_and_valid_values(tmp_path: Path) -> None:
         # a negative retention would put the cut-off in the future: every automatic reject deleted at once
         ("retain_rejected_days", "-1", "expected an integer ≥ 0"),
         ("retain_personal_data_days", "90d", "invalid literal for int()"),
+        # a blank key signed every session and CSRF token with spaces: anyone could forge an admin's session
+        ("secret_key", " ", "not only white space"),
+        ("secret_key", "\t\n", "not only white space"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str, message: str) -> None:
@@ -99,6 +102,14 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
         "unknown setting 'web_wokers' in " + str(config) + " is ignored",
         "unknown setting BOUNCER_BIDN is ignored",
     ]
+
+
+def test_secret_key_is_generated_once_and_an_empty_stored_one_is_refused(tmp_path: Path) -> None:
+    generated = load_settings(env(tmp_path)).secret_key
+    assert len(generated) >= 32 and load_settings(env(tmp_path)).secret_key == generated
+    (tmp_path / "var" / "secret_key").write_text("\n")
+    with pytest.raises(ConfigError, match="secret_key is empty: delete it"):
+        load_settings(env(tmp_path))
 
 
 def test_unusable_data_dir_is_a_config_error(tmp_path: Path) -> None:
