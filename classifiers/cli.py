@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from classifiers.comment import KINDS
-from classifiers.data import Dataset, load_any
+from classifiers.data import SPLITS, Dataset, load_any
 from classifiers.misspell import misspelt
 from classifiers.registry import ModelRegistry
 from classifiers.training import evaluate as evaluate_model
@@ -93,7 +93,9 @@ def train(kind: str, data: tuple[str, ...], out: str | None, promote: bool) -> N
 @click.command()
 @kind_option
 @click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--split", default="test", show_default=True, help="train, dev, test or all.")
+@click.option(
+    "--split", type=click.Choice([*SPLITS, "all"]), default="test", show_default=True, help="Rows of this split."
+)
 @click.option("--model", "version", default=None, help="Model version (default: the active one).")
 @click.option(
     "--misspell",

@@ -195,6 +195,17 @@ def test_cli_evaluate_abuse_reports_bias_per_identity_group(tmp_path: Path) -> N
     assert "naming no group: n=3 positives=1" in text.output
 
 
+@pytest.mark.parametrize("split", ["testing", "Test", "validation"])
+def test_cli_evaluate_refuses_an_unknown_split(tmp_path: Path, split: str) -> None:
+    """A misspelt split was read as a split with no rows: "no rows in split 'testing'", as if the file were empty."""
+    data = tmp_path / "rows.csv"
+    data.write_text("text,label,split\nhello,0,test\nbuy now,1,test\n", encoding="utf-8")
+    args = ["evaluate", "--kind", "spam", "--data", str(data), "--split", split]
+    result = CliRunner().invoke(cli, args, obj={"models_dir": str(tmp_path / "models")})
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--split': '{split}' is not one of 'train', 'dev', 'test', 'all'" in result.output
+
+
 def test_cli_registry_root_from_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("BOUNCER_DATA_DIR", str(tmp_path))
     result = CliRunner().invoke(cli, ["models", "list", "--kind", "abuse"])
