@@ -242,9 +242,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         derived["database_url"] = f"sqlite:///{data_dir / 'bouncer.db'}"
     if not settings.redis_url:
         derived["redis_url"] = f"unix://{data_dir / 'redis.sock'}"
-    if settings.models_dir == Path("") or str(settings.models_dir) == str(Path("").resolve()):
+    # Unset, not "equal to the working directory": BOUNCER_MODELS_DIR=. is a choice like any other path.
+    if "models_dir" not in values:
         derived["models_dir"] = data_dir / "models"
-    if settings.shared_data_dir == Path("") or str(settings.shared_data_dir) == str(Path("").resolve()):
+    if "shared_data_dir" not in values:
         derived["shared_data_dir"] = Path(__file__).resolve().parents[2] / "shared" / "data"
     if settings.wait_default_ms > settings.wait_max_ms:
         raise ConfigError("BOUNCER_WAIT_DEFAULT_MS must not exceed BOUNCER_WAIT_MAX_MS")

@@ -104,6 +104,19 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
     ]
 
 
+def test_models_and_shared_data_dir_may_be_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set to the working directory, they were taken for unset: the registry silently moved to <data dir>/models."""
+    monkeypatch.chdir(tmp_path)
+    for value in (".", str(tmp_path)):
+        cfg = load_settings(env(tmp_path, models_dir=value, shared_data_dir=value))
+        assert (cfg.models_dir, cfg.shared_data_dir) == (tmp_path, tmp_path)
+    cfg = load_settings(env(tmp_path))
+    assert cfg.models_dir == tmp_path / "var" / "models"
+    assert cfg.shared_data_dir == REPO.parent / "shared" / "data"
+
+
 def test_secret_key_is_generated_once_and_an_empty_stored_one_is_refused(tmp_path: Path) -> None:
     generated = load_settings(env(tmp_path)).secret_key
     assert len(generated) >= 32 and load_settings(env(tmp_path)).secret_key == generated
