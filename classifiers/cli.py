@@ -1,7 +1,7 @@
 """Click commands ``train``, ``evaluate`` and ``models`` (attached to the ``bouncer`` group by the service).
 
-The registry root is ``ctx.obj["models_dir"]`` when the parent group sets it, else
-``$BOUNCER_DATA_DIR/models`` (default ``./var/models``).
+The registry root is ``ctx.obj["models_dir"]`` when the parent group sets it, else ``$BOUNCER_MODELS_DIR``, else
+``$BOUNCER_DATA_DIR/models`` (default ``./var/models``): the service's defaults, read without importing the service.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def models_dir() -> Path:
         if isinstance(ctx.obj, dict) and ctx.obj.get("models_dir"):
             return Path(ctx.obj["models_dir"])
         ctx = ctx.parent
-    return Path(os.environ.get("BOUNCER_DATA_DIR", "./var")) / "models"
+    if os.environ.get("BOUNCER_MODELS_DIR"):
+        return Path(os.environ["BOUNCER_MODELS_DIR"]).expanduser()
+    return Path(os.environ.get("BOUNCER_DATA_DIR") or "./var").expanduser() / "models"
 
 
 def _echo_json(obj: Any) -> None:

@@ -213,6 +213,17 @@ def test_cli_registry_root_from_environment(tmp_path: Path, monkeypatch) -> None
     assert "active" in result.output and (tmp_path / "models" / "abuse" / "active.json").is_file()
 
 
+def test_cli_registry_root_from_models_dir_variable(tmp_path: Path, monkeypatch) -> None:
+    """`python -m classifiers.cli` is the bouncer group standalone: it used the data dir's registry even when
+    BOUNCER_MODELS_DIR named another, so a promote there changed a registry no process reads."""
+    monkeypatch.setenv("BOUNCER_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("BOUNCER_MODELS_DIR", str(tmp_path / "shared-models"))
+    result = CliRunner().invoke(cli, ["models", "list", "--kind", "spam"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "shared-models" / "spam" / "active.json").is_file()
+    assert not (tmp_path / "var").exists()
+
+
 ENTITY_WXR = """<?xml version="1.0"?>
 <!DOCTYPE rss [<!ENTITY a "spam spam spam spam spam spam spam spam"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>
 <rss xmlns:wp="http://wordpress.org/export/1.2/"><channel><item><title>t</title>
