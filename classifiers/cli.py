@@ -52,9 +52,7 @@ def _load(paths: tuple[str, ...], split: str | None = None) -> Dataset:
         raise click.ClickException(f"cannot read data: {exc}") from exc
 
 
-@click.command()
-@kind_option
-@click.option(
+data_option = click.option(
     "--data",
     "data",
     multiple=True,
@@ -62,6 +60,11 @@ def _load(paths: tuple[str, ...], split: str | None = None) -> Dataset:
     type=click.Path(exists=True, dir_okay=False),
     help="Labelled file (.csv shared schema, .jsonl, WordPress .xml); repeat for several.",
 )
+
+
+@click.command()
+@kind_option
+@data_option
 @click.option(
     "--out", type=click.Path(file_okay=False), default=None, help="Registry root (default: the configured one)."
 )
@@ -94,7 +97,7 @@ def train(kind: str, data: tuple[str, ...], out: str | None, promote: bool) -> N
 
 @click.command()
 @kind_option
-@click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False))
+@data_option
 @click.option(
     "--split", type=click.Choice([*SPLITS, "all"]), default="test", show_default=True, help="Rows of this split."
 )

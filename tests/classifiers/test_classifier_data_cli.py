@@ -206,6 +206,14 @@ def test_cli_evaluate_refuses_an_unknown_split(tmp_path: Path, split: str) -> No
     assert f"Invalid value for '--split': '{split}' is not one of 'train', 'dev', 'test', 'all'" in result.output
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_cli_help_says_data_may_be_repeated(command: str) -> None:
+    """Both take several files (`--data FILE...`); evaluate's help said nothing about --data."""
+    result = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Labelled file (.csv shared schema, .jsonl, WordPress .xml); repeat for several." in result.output
+
+
 def test_cli_registry_root_from_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("BOUNCER_DATA_DIR", str(tmp_path))
     result = CliRunner().invoke(cli, ["models", "list", "--kind", "abuse"])
