@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -202,12 +203,41 @@ def _child_env(cfg: Settings) -> dict[str, str]:
     return env
 
 
-def _banner(cfg: Settings, seconds: float) -> str:
+READY_TIMEOUT_SECONDS = 180.0  # the scoring worker loads the models; past this the banner says it is not ready
+
+
+def _announce_when_ready(cfg: Settings, started: float, stopping: Callable[[], bool]) -> None:
+    """Print the banner once ``/api/v1/ready`` answers 200 (a live scoring worker, the models loaded): the web answers
+    seconds before a comment can be decided, and "up" must mean a comment sent now gets its decision."""
+    import httpx
+
+    url = f"{_public_url(cfg.bind)}/api/v1/ready"
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while not stopping():
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                click.echo(_banner(cfg, time.monotonic() - started))
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            click.echo(_banner(cfg, time.monotonic() - started, ready=False))
+            return
+        time.sleep(0.3)
+
+
+def _banner(cfg: Settings, seconds: float, *, ready: bool = True) -> str:
     redis = f"embedded, {cfg.redis_url}" if cfg.embedded_redis else _without_password(cfg.redis_url)
+    url = _public_url(cfg.bind)
+    head = (
+        f"Bouncer is ready at {url}/ (in {seconds:.1f} s)"
+        if ready
+        else f"Bouncer is up at {url}/ but not ready after {seconds:.0f} s: see {url}/api/v1/ready and the log above"
+    )
     return "\n".join(
         [
             "",
-            f"Bouncer is up at {_public_url(cfg.bind)}/ (started in {seconds:.1f} s)",
+            head,
             "  pages      /api/v1 (API), /moderation/, /admin/",
             f"  data dir   {cfg.data_dir}",
             f"  database   {_without_password(cfg.database_url)}",
@@ -268,7 +298,10 @@ def up(pool: str, concurrency: int | None, access_log: bool) -> None:
     except BaseException:
         supervisor.stop_all()
         raise
-    click.echo(_banner(cfg, time.monotonic() - started))
+    click.echo(f"Bouncer started at {_public_url(cfg.bind)}/; waiting for the scoring worker to load the models")
+    threading.Thread(
+        target=_announce_when_ready, args=(cfg, started, lambda: supervisor.stopping), name="ready", daemon=True
+    ).start()
     code = supervisor.run()
     supervisor.restore_signal_handlers()
     if code:

@@ -66,6 +66,14 @@ class Up:
             time.sleep(0.2)
         pytest.fail(f"no 200 from {path} after {timeout:.0f} s:\n{self.output()}")
 
+    def wait_for_output(self, text: str, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.proc.poll() is None, f"bouncer up exited early:\n{self.output()}"
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} not printed after {timeout:.0f} s:\n{self.output()}")
+            time.sleep(0.1)
+
     def close(self) -> None:
         if self.proc.poll() is None:
             for child in psutil.Process(self.proc.pid).children(recursive=True):
@@ -105,7 +113,8 @@ def test_up_runs_everything_decides_a_comment_and_stops_cleanly(up: Up) -> None:
     )
     api_key = json.loads(created.stdout)["api_key"]
 
-    up.wait_for("/api/v1/ready")  # the worker is up and the models are loaded: the decision can come in time
+    # The banner waits for readiness (a live worker, the models loaded): a comment sent then is decided in time.
+    up.wait_for_output("Bouncer is ready at")
     headers = {"Authorization": f"Bearer {api_key}"}
     spam = {
         "content": "CHEAP VIAGRA!!! Buy now at http://cheap-pills.example.xyz best price, click here "
