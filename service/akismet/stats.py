@@ -1,8 +1,9 @@
 """Akismet's usage-limit and get-stats answers, counted from Bouncer's own comments and labels.
 
-Akismet's words map onto Bouncer's records: ``spam``/``ham`` are the automatic answers comment-check gave (a hold
-counts as spam when the site answers holds with ``true``), ``missed_spam`` and ``false_positives`` are current human
-labels that contradict that answer. Automatic rejects the retention purge deleted still count, as daily totals.
+Akismet's words map onto Bouncer's records: ``spam``/``ham`` are the site's automatic decisions, by either API (the
+purged-reject totals do not know the API), as comment-check answers them (a hold counts as spam when the site answers
+holds with ``true``); ``missed_spam`` and ``false_positives`` are current human labels that contradict that answer.
+``usage`` (usage-limit) counts comment-checks only. Automatic rejects the retention purge deleted still count, as daily totals.
 """
 
 from __future__ import annotations
