@@ -133,6 +133,8 @@ class Settings:
     sweep_after_seconds: int = field(default=30, metadata={"coerce": _positive_int})
     sweep_interval_seconds: int = field(default=15, metadata={"coerce": _positive_int})
     score_max_attempts: int = field(default=3, metadata={"coerce": _positive_int})
+    # How long scoring of a comment may keep failing, no one to blame (a broken model), before it is held.
+    score_give_up_seconds: int = field(default=3600, metadata={"coerce": _positive_int})
     callback_max_attempts: int = field(default=8, metadata={"coerce": _positive_int})
     callback_timeout_seconds: int = field(default=5, metadata={"coerce": _positive_int})
     callback_allow_private: bool = field(default=False, metadata={"coerce": _bool})

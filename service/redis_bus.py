@@ -1,12 +1,15 @@
-"""The one place that talks to Redis: clients per concern, the per-comment decision notification and the
-per-comment count of scoring attempts that died with their process."""
+"""The one place that talks to Redis: clients per concern, the per-comment decision notification, the per-comment
+count of scoring attempts that died with their process and the per-comment record of failed scoring attempts no one
+was blamed for."""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -16,7 +19,7 @@ from redis.retry import Retry
 from service.config import settings
 
 # A fixed numbering of Redis databases per concern, so a flush of one never touches another.
-BROKER_DB = 0  # and the scoring-attempt counts: bookkeeping of the score queue's deliveries
+BROKER_DB = 0  # and the scoring-attempt counts and failures: bookkeeping of the score queue's deliveries
 NOTIFY_DB = 1
 STREAM_DB = 2
 LIMITS_DB = 3
@@ -130,6 +133,54 @@ def finish_scoring_attempt(comment_ids: Sequence[int]) -> None:
     if comment_ids:
         conn = _attempts_client()
         conn.register_script(_FINISH_ATTEMPT_LUA)(keys=[_attempts_key(cid) for cid in comment_ids])
+
+
+def _failures_key(comment_id: int) -> str:
+    return f"bouncer:score-failures:{comment_id}"
+
+
+@dataclass(frozen=True)
+class UnblamedFailures:
+    """Scoring attempts of a comment that ran and raised without being blamed on it, and when the first and the
+    latest of them raised (Unix time)."""
+
+    count: int = 0
+    first: float = 0.0
+    last: float = 0.0
+
+    @property
+    def span(self) -> float:
+        """For how long its scoring has kept failing: from the first failure to the latest."""
+        return self.last - self.first
+
+
+def note_unblamed_failures(comment_ids: Sequence[int], now: float | None = None) -> None:
+    """Count a failed scoring attempt of each comment that was not blamed on it, with the time of the first and of
+    the latest; kept ``SCORE_ATTEMPTS_TTL_SECONDS`` after the latest."""
+    if not comment_ids:
+        return
+    at = time.time() if now is None else now
+    pipe = _attempts_client().pipeline(transaction=False)
+    for cid in comment_ids:
+        key = _failures_key(cid)
+        pipe.hincrby(key, "count", 1)
+        pipe.hsetnx(key, "first", repr(at))
+        pipe.hset(key, "last", repr(at))
+        pipe.expire(key, SCORE_ATTEMPTS_TTL_SECONDS)
+    pipe.execute()
+
+
+def unblamed_scoring_failures(comment_ids: Sequence[int]) -> dict[int, UnblamedFailures]:
+    """The unblamed failed scoring attempts of each comment (none for nearly all)."""
+    if not comment_ids:
+        return {}
+    pipe = _attempts_client().pipeline(transaction=False)
+    for cid in comment_ids:
+        pipe.hmget(_failures_key(cid), ["count", "first", "last"])
+    found: dict[int, UnblamedFailures] = {}
+    for cid, (count, first, last) in zip(comment_ids, pipe.execute(), strict=True):
+        found[cid] = UnblamedFailures(int(count or 0), float(first or 0), float(last or 0))
+    return found
 
 
 # Set when a scoring attempt decides comments: while it lives, the scorer is known to work, so a comment that fails

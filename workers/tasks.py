@@ -17,13 +17,7 @@ from sqlalchemy.exc import OperationalError
 from service import retention
 from service.callbacks import attempt_delivery, backoff_seconds
 from service.db import session_scope
-from service.decisions.attempts import (
-    blamed_failures,
-    count_failed_attempt,
-    plan_attempts,
-    scoring_attempt,
-    scoring_worked,
-)
+from service.decisions.attempts import count_failures, plan_attempts, scoring_attempt, scoring_worked
 from service.decisions.engine import after_decided, decide_pending
 from service.sweeper import sweep
 
@@ -94,11 +88,11 @@ def score_comment(requests: list[SimpleRequest]) -> None:
     A redelivered message finds its comment decided and changes nothing; a failed batch is left to the sweeper.
     A batch whose scoring raises is scored again one comment at a time, so the comment the scorer cannot handle
     does not keep the others pending; comments an attempt died or failed on are scored one at a time, and held once
-    they ran out of attempts (service.decisions.attempts).
+    they ran out of attempts, or their scoring kept failing for too long (service.decisions.attempts).
     """
     plan = plan_attempts(sorted({int(r.args[0]) for r in requests if r.args}))
-    if plan.held:
-        _decide(plan.held, hold_without_scoring=plan.held_reason)
+    for reason, held in plan.held_by_reason().items():
+        _decide(held, hold_without_scoring=reason)
     alone: list[int] = list(plan.alone)  # comments to score one at a time
     failed: list[int] = []  # comments that raised when scored alone
     decided_any = False
@@ -122,7 +116,7 @@ def score_comment(requests: list[SimpleRequest]) -> None:
             failed.append(cid)
     if decided_any:
         scoring_worked()
-    count_failed_attempt(blamed_failures(failed, tried_alone=tried_alone, decided_any=decided_any))
+    count_failures(failed, tried_alone=tried_alone, decided_any=decided_any)
 
 
 def _decide(ids: list[int], hold_without_scoring: str = "") -> bool:

@@ -80,22 +80,16 @@ def _decide_here(comment_id: int) -> None:
     # Imported here: only the fallback needs the scorer, and the worker module graph is heavy.
     from sqlalchemy.exc import OperationalError
 
-    from service.decisions.attempts import (
-        blamed_failures,
-        count_failed_attempt,
-        plan_attempts,
-        scoring_attempt,
-        scoring_worked,
-    )
+    from service.decisions.attempts import count_failures, plan_attempts, scoring_attempt, scoring_worked
     from service.decisions.engine import after_decided, decide_pending
 
     # Counted like the worker's attempts: a comment that kills the process scoring it must not take down a web
-    # process with every resubmission, and one out of attempts is held unscored here too.
+    # process with every resubmission, and one given up on is held unscored here too.
     plan = plan_attempts([comment_id])
-    counted = [] if plan.held else [comment_id]
+    hold = plan.held.get(comment_id, "")
+    counted = [] if hold else [comment_id]
     try:
         with scoring_attempt(counted), session_scope() as session:
-            hold = plan.held_reason if plan.held else ""
             decided = decide_pending(session, [comment_id], decided_by="web", hold_without_scoring=hold)
             after_decided(decided)
     except OperationalError:  # the database, not the comment: nothing counted; the sweeper re-enqueues it
@@ -103,8 +97,9 @@ def _decide_here(comment_id: int) -> None:
         return
     except Exception:  # the comment stays pending in the database; the sweeper re-enqueues it
         log.exception("the web fallback could not decide comment %s", comment_id)
-        # The worker's rule for a comment that fails alone: its fault (a failed attempt) only while scoring works.
-        count_failed_attempt(blamed_failures(counted, tried_alone=1, decided_any=False))
+        # The worker's rule for a comment that fails alone: its fault (a failed attempt) only while scoring works,
+        # else an unblamed failure, held once they went on for BOUNCER_SCORE_GIVE_UP_SECONDS.
+        count_failures(counted, tried_alone=1, decided_any=False)
         return
     if counted and decided.comments:
         scoring_worked()

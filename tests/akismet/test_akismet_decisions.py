@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +15,7 @@ from service.akismet.views import check_answer
 from service.api.schemas import CommentIn
 from service.comments import store_comment
 from service.db import session_scope
-from service.decisions.attempts import gave_up_reason
+from service.decisions.attempts import gave_up_reason, kept_failing_reason
 from service.decisions.engine import after_decided, decide_pending
 from service.models import Comment, ModerationEvent, Site
 from tests.service.test_scoring_attempts import _die_inside_an_attempt
@@ -156,3 +158,35 @@ def test_web_fallback_counts_a_failed_scoring_as_the_worker_does(
     with session_scope() as session:
         comment = session.get(Comment, poison)
         assert comment is not None and comment.reasons == [gave_up_reason(3)]
+
+
+def test_web_fallback_notes_an_unblamed_failure_and_holds_once_scoring_kept_failing(
+    app: Any, site: dict[str, Any], breaking_scorer: str
+) -> None:
+    """In the fallback as in the worker, a comment that fails with nothing to compare (maybe the model) is not blamed
+    but its failure is noted; once BOUNCER_SCORE_MAX_ATTEMPTS (3) such failures span BOUNCER_SCORE_GIVE_UP_SECONDS
+    (1 s here) it is held for a moderator, unscored, with the reason."""
+    from service import redis_bus
+    from service.config import settings
+
+    redis_bus.client(redis_bus.BROKER_DB).delete(redis_bus.SCORING_SUCCEEDED_KEY)
+    poison = _pending_comment(site["id"], "Mallory", f"{breaking_scorer} a text the scorer cannot handle")
+    os.environ["BOUNCER_SCORE_GIVE_UP_SECONDS"] = "1"
+    settings.cache_clear()
+    try:
+        for failed in range(1, 4):
+            assert decide_within(poison, 0, enqueue=False).status == "pending"
+            assert redis_bus.unblamed_scoring_failures([poison])[poison].count == failed
+            time.sleep(0.6)  # the three failures span 1.2 s
+        assert redis_bus.unfinished_scoring_attempts([poison]) == {poison: 0}  # none was blamed
+        outcome = decide_within(poison, 0, enqueue=False)
+        assert (outcome.status, outcome.decision) == ("decided", "hold")
+        with session_scope() as session:
+            comment = session.get(Comment, poison)
+            assert comment is not None
+            assert (comment.decided_by, comment.spam_score, comment.reasons) == ("web", None, [kept_failing_reason(1)])
+        assert kept_failing_reason(1) == "automatic scoring kept failing for 1 second; held for a moderator"
+        assert _events(poison) == 1
+    finally:
+        del os.environ["BOUNCER_SCORE_GIVE_UP_SECONDS"]
+        settings.cache_clear()

@@ -38,6 +38,8 @@ def test_defaults_and_valid_values(tmp_path: Path) -> None:
     assert load_settings(env(tmp_path)).redis_url == f"unix://{tmp_path / 'var' / 'redis.sock'}"
     assert load_settings(env(tmp_path)).score_max_attempts == 3
     assert load_settings(env(tmp_path, score_max_attempts="5")).score_max_attempts == 5
+    assert load_settings(env(tmp_path)).score_give_up_seconds == 3600
+    assert load_settings(env(tmp_path, score_give_up_seconds="600")).score_give_up_seconds == 600
 
 
 @pytest.mark.parametrize(
@@ -58,6 +60,8 @@ def test_defaults_and_valid_values(tmp_path: Path) -> None:
         ("bind", "127.0.0.1:٨٠٠٠", "expected HOST:PORT"),
         # 0 attempts would hold every comment without ever scoring one
         ("score_max_attempts", "0", "expected a positive integer"),
+        # 0 seconds would hold a comment as soon as its scoring failed a few times in a row, however briefly
+        ("score_give_up_seconds", "0", "expected a positive integer"),
         # a negative retention would put the cut-off in the future: every automatic reject deleted at once
         ("retain_rejected_days", "-1", "expected an integer ≥ 0"),
         ("retain_personal_data_days", "90d", "invalid literal for int()"),
