@@ -381,7 +381,8 @@ def test_comments_that_waited_out_an_outage_are_scored_not_held(
     """The give-up counts failures that happened, not time spent waiting: comments received two hours ago and never
     scored (no worker ran, Redis or the database was down), and one whose scoring failed three times just before
     such an outage, are scored as usual when scoring works again, with BOUNCER_SCORE_GIVE_UP_SECONDS far shorter
-    than they waited (5 s)."""
+    than they waited (5 s); in the same run, one whose failures did go on for two hours, until a moment ago, is
+    held."""
     env = {**bouncer_env, "BOUNCER_SCORE_GIVE_UP_SECONDS": "5"}
     database = load_settings({**env, "BOUNCER_DATABASE_URL": own_database}).database_url
     with session_scope(database) as session:
@@ -389,25 +390,31 @@ def test_comments_that_waited_out_an_outage_are_scored_not_held(
     _env, server, work = _scoring_worker(env, private_redis["port"], own_database, tmp_path)
     server.start()
     try:
-        ids = [_post_pending(server, keys.api_key, f"comment {i} about pruning roses, thanks") for i in range(4)]
+        ids = [_post_pending(server, keys.api_key, f"comment {i} about pruning roses, thanks") for i in range(5)]
         long_ago = datetime.now(UTC) - timedelta(hours=2)
         with session_scope(database) as session:
             session.execute(update(Comment).where(Comment.id.in_(ids)).values(received_at=long_ago))
-        interrupted = ids[0]
+        interrupted, kept_failing, waited = ids[0], ids[1], ids[2:]
         broker = redis.Redis(port=private_redis["port"], db=redis_bus.BROKER_DB)
         then = long_ago.timestamp()
         # As count_failures noted them two hours ago: three failures over 4 s (sweeps 2 s apart), then nothing ran.
         broker.hset(_failures_key(interrupted), mapping={"count": 3, "first": then, "last": then + 4})
+        # Three failures from two hours ago until a moment ago: its scoring did keep failing.
+        broker.hset(_failures_key(kept_failing), mapping={"count": 3, "first": then, "last": time.time() - 1})
         work.start()
 
         def all_decided() -> bool:
             return all(status == "decided" for status, *_ in _comments(database, ids).values())
 
         _wait_for(all_decided, 60, "every comment to be decided")
-        for cid, (_status, decision, reasons, spam) in _comments(database, ids).items():
-            assert spam is not None and decision != "hold" and kept_failing_reason(5) not in reasons, cid
+        comments = _comments(database, ids)
+        assert comments[kept_failing] == ("decided", "hold", [kept_failing_reason(5)], None)
+        for cid in [interrupted, *waited]:
+            _status, _decision, reasons, spam = comments[cid]
+            assert spam is not None and kept_failing_reason(5) not in reasons, comments[cid]
         assert decide_events(ids, database) == {cid: 1 for cid in ids}
-        assert "held without scoring" not in (tmp_path / "worker.log").read_text()
+        log = (tmp_path / "worker.log").read_text()
+        assert re.findall(r"comments \[(\d+)\] held without scoring", log) == [str(kept_failing)], log[-3000:]
     finally:
         work.kill(signal.SIGTERM)
         server.stop()
