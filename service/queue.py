@@ -39,6 +39,18 @@ def enqueue_callbacks(delivery_ids: Sequence[int]) -> bool:
     return True
 
 
+def enqueue_retrain(kind: str, requested_by: str, run_id: int) -> bool:
+    """Queue the retrain of a queued run; False when the broker could not take it."""
+    from workers.retrain_tasks import retrain
+
+    try:
+        retrain.apply_async((kind, requested_by, run_id), **_PUBLISH)
+    except Exception:  # the broker is down: the sweeper sends a queued run's task again (retraining.lost_runs)
+        log.warning("could not enqueue retrain run %s", run_id, exc_info=True)
+        return False
+    return True
+
+
 def waiting(queue_name: str) -> int | None:
     """Messages waiting in a broker queue (not yet taken by a worker); None when the broker cannot tell."""
     from workers.tasks import score_comment

@@ -199,6 +199,11 @@ def scoring_succeeded_recently() -> bool:
     return bool(_attempts_client().exists(SCORING_SUCCEEDED_KEY))
 
 
+def claim_retrain_resend(run_id: int, seconds: int) -> bool:
+    """True for the first caller in ``seconds`` that may send a queued retrain run's task again (the sweeper)."""
+    return bool(client(NOTIFY_DB, socket_timeout=1.0).set(f"bouncer:retrain-resent:{run_id}", 1, nx=True, ex=seconds))
+
+
 # Rows the retention purge removed, by kind: a hash in Redis, because a worker purges and the web serves /metrics.
 PURGED_KEY = "bouncer:purged"
 

@@ -59,6 +59,10 @@ HEARTBEAT_SECONDS = 10.0  # how often a running run's worker writes heartbeat_at
 # process may miss a few without its run being ended under it. Clocks of the machines must agree within a few seconds.
 DEAD_AFTER_SECONDS = 90.0
 STALE_QUEUED_SECONDS = 6 * 3600
+# A run queued this long while no run runs lost its task (a Redis restart that kept nothing): the sweeper sends it
+# again (``lost_runs``), at most once per this many seconds. A run waiting for another one is not lost: its task
+# retries every 30 s (workers.retrain_tasks) and starts it within that once the other run ends.
+RESEND_QUEUED_SECONDS = 5 * 60
 INTERRUPTED = "interrupted: the worker stopped during the run"
 
 Trainer = Callable[..., tuple[Any, dict[str, Any]]]  # classifiers.train_model's signature
@@ -395,6 +399,20 @@ def create_run(kind: str, requested_by: str = "", session: Session | None = None
         return make(session)
     with session_scope() as db:
         return make(db)
+
+
+def lost_runs(db: Session) -> list[tuple[int, str, str]]:
+    """``(id, kind, requested_by)`` of the queued runs whose task was lost: queued for ``RESEND_QUEUED_SECONDS``
+    while no run is running. None while a run runs (the others wait for it, their tasks retrying)."""
+    if db.scalar(select(RetrainRun.id).where(RetrainRun.status == "running").limit(1)) is not None:
+        return []
+    cutoff = _now() - timedelta(seconds=RESEND_QUEUED_SECONDS)
+    rows = db.execute(
+        select(RetrainRun.id, RetrainRun.kind, RetrainRun.requested_by)
+        .where(RetrainRun.status == "queued", RetrainRun.created_at < cutoff)
+        .order_by(RetrainRun.id)
+    )
+    return [(run_id, kind, requested_by) for run_id, kind, requested_by in rows]
 
 
 def _dead() -> ColumnElement[bool]:

@@ -1,13 +1,15 @@
-"""Re-enqueue work the queue lost: comments still pending (broker down, worker died) and overdue callbacks."""
+"""Re-enqueue work the queue lost: comments still pending (broker down, worker died), overdue callbacks and queued
+retrain runs whose task is gone."""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
 
+import redis
 from sqlalchemy import select, update
 
-from service import queue
+from service import queue, redis_bus
 from service.callbacks import overdue_deliveries
 from service.config import settings
 from service.db import session_scope
@@ -28,8 +30,31 @@ def _room(queue_name: str, limit: int) -> int:
     return limit if waiting is None else max(0, limit - waiting)
 
 
+def _resend_lost_retrains() -> int:
+    """Send again the task of each queued retrain run that lost it (``retraining.lost_runs``), at most once per
+    ``RESEND_QUEUED_SECONDS`` each, and only while no message waits in the retrain queue: one that waits is not lost
+    (the retrain worker is down or busy). A queue the broker does not know (emptied by a restart) waits nothing."""
+    if queue.waiting("retrain"):
+        return 0
+    from service import retraining
+
+    with session_scope() as session:
+        lost = retraining.lost_runs(session)
+    sent = 0
+    for run_id, kind, requested_by in lost:
+        try:
+            due = redis_bus.claim_retrain_resend(run_id, retraining.RESEND_QUEUED_SECONDS)
+        except redis.RedisError:  # Redis down: it would not take the task either; the next sweep tries again
+            log.warning("could not check when retrain run %s was last sent", run_id, exc_info=True)
+            return sent
+        if due and queue.enqueue_retrain(kind, requested_by, run_id):
+            log.warning("retrain run %s (%s) was queued with no task: sent again", run_id, kind)
+            sent += 1
+    return sent
+
+
 def sweep(limit: int = 2000, callback_limit: int = 500) -> dict[str, int]:
-    """One sweep; returns how many comments and callbacks were re-enqueued."""
+    """One sweep; returns how many comments, callbacks and retrain runs were re-enqueued."""
     cutoff = datetime.now(UTC) - timedelta(seconds=settings().sweep_after_seconds)
     ids: list[int] = []
     room = _room("score", limit)
@@ -51,6 +76,7 @@ def sweep(limit: int = 2000, callback_limit: int = 500) -> dict[str, int]:
     room = _room("callbacks", callback_limit)
     deliveries = overdue_deliveries(room) if room else []
     callbacks = len(deliveries) if deliveries and queue.enqueue_callbacks(deliveries) else 0
+    retrains = _resend_lost_retrains()
     if comments or callbacks:
         log.info("sweeper re-enqueued %s comments and %s callbacks", comments, callbacks)
-    return {"comments": comments, "callbacks": callbacks}
+    return {"comments": comments, "callbacks": callbacks, "retrains": retrains}

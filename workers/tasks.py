@@ -146,7 +146,7 @@ def deliver_callback(self: object, delivery_id: int) -> str:
 
 @shared_task(name="bouncer.sweep_pending", acks_late=True, ignore_result=True)
 def sweep_pending() -> dict[str, int]:
-    """Re-enqueue comments left pending and callbacks whose retry was lost."""
+    """Re-enqueue comments left pending, callbacks whose retry was lost and queued retrain runs with no task."""
     return sweep()
 
 

@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from classifiers import KINDS, NothingToRollBack
-from service import retraining
+from service import queue, retraining
 from service.admin import bp
 from service.auth.session import admin_required, require_user
 from service.config import settings
@@ -139,13 +139,9 @@ def retraining_start(kind: str) -> ResponseReturnValue:
     except retraining.RetrainBusy as exc:
         flash(str(exc), "info")
         return redirect(url_for("admin.retraining_overview"))
-    from workers.retrain_tasks import retrain
-
-    try:  # after the commit, like every enqueue: the worker must find the run
-        retrain.apply_async((kind, actor, run_id), retry=False)
-    except Exception as exc:  # broker down: the run must not stay queued forever
-        log.warning("could not queue retrain run %s", run_id, exc_info=True)
-        retraining.mark_failed(run_id, f"could not queue the retrain: {exc}")
+    # After the commit, like every enqueue: the worker must find the run. Broker down: the run must not stay queued.
+    if not queue.enqueue_retrain(kind, actor, run_id):
+        retraining.mark_failed(run_id, "could not queue the retrain: the broker (Redis) did not take it")
         flash("The retrain could not be queued (is Redis up?).", "warning")
     else:
         flash(f"Retraining the {kind} model.", "success")

@@ -3,7 +3,8 @@
 Akismet's words map onto Bouncer's records: ``spam``/``ham`` are the site's automatic decisions, by either API (the
 purged-reject totals do not know the API), as comment-check answers them (a hold counts as spam when the site answers
 holds with ``true``); ``missed_spam`` and ``false_positives`` are current human labels that contradict that answer.
-``usage`` (usage-limit) counts comment-checks only. Automatic rejects the retention purge deleted still count, as daily totals.
+``usage`` (usage-limit) counts comment-checks only. Automatic rejects the retention purge deleted still count, as
+daily totals.
 """
 
 from __future__ import annotations
