@@ -133,18 +133,30 @@ def evaluate(
         return
     op = result["operating_point"]
     click.echo(f"{model.version} on {', '.join(data)} [{split}]: n={result['n']} positives={result['positives']}")
-    click.echo(f"  ROC-AUC {result['roc_auc']}  PR-AUC {result['pr_auc']}  F1 {result['f1']}  Brier {result['brier']}")
+    click.echo(
+        f"  ROC-AUC {_shown(result['roc_auc'])}  PR-AUC {_shown(result['pr_auc'])}  F1 {result['f1']}  "
+        f"Brier {result['brier']}"
+    )
     click.echo(
         f"  approve < {op['approve_below']}, reject >= {op['reject_at']}: ham rejected {op['ham_rejected']:.2%}, "
         f"positives approved {op['positives_approved']:.2%}, held {op['held']:.2%}"
     )
     for group, m in result.get("by_identity", {}).items():
-        bias = f"  ROC-AUC {m['roc_auc']}  BPSN {m['bpsn_roc_auc']}  BNSP {m['bnsp_roc_auc']}" if "roc_auc" in m else ""
+        bias = (
+            f"  ROC-AUC {_shown(m['roc_auc'])}  BPSN {_shown(m['bpsn_roc_auc'])}  BNSP {_shown(m['bnsp_roc_auc'])}"
+            if "roc_auc" in m
+            else ""
+        )
         clean = m["negatives_not_approved"]
         click.echo(
             f"  naming {'no group' if group == '(none)' else group}: n={m['n']} positives={m['positives']}{bias}"
             + (f"  clean held or rejected {clean:.2%}" if clean is not None else "")
         )
+
+
+def _shown(metric: float | None) -> str:
+    """A metric for the text report: ``n/a`` where the data cannot define it (a ranking metric on one class)."""
+    return "n/a (one class only)" if metric is None else str(metric)
 
 
 @click.group()

@@ -289,3 +289,14 @@ def test_cli_says_what_is_wrong_with_a_data_file_instead_of_a_traceback(tmp_path
         result = CliRunner().invoke(cli, ["train", "--kind", "spam", "--data", str(path), "--out", registry])
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
         assert result.output.startswith(f"Error: cannot read data: {path}"), result.output
+
+
+def test_cli_evaluate_text_says_a_ranking_metric_is_undefined_on_one_class(tmp_path: Path) -> None:
+    """A site's history of approved comments only has no ROC-AUC: the text report printed 'ROC-AUC None'."""
+    data = tmp_path / "ham.csv"
+    data.write_text("text,label,split\nthanks for the post,0,test\nnice photos,0,test\n", encoding="utf-8")
+    args = ["evaluate", "--kind", "spam", "--data", str(data), "--split", "test"]
+    result = CliRunner().invoke(cli, args, obj={"models_dir": str(tmp_path / "models")})
+    assert result.exit_code == 0, result.output
+    assert "ROC-AUC n/a (one class only)  PR-AUC n/a (one class only)" in result.output
+    assert "None" not in result.output
