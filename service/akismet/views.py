@@ -6,6 +6,9 @@ Akismet clients read the body, not the status. Only rate limiting answers with a
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -169,13 +172,31 @@ def _submitted_comment(session: Session, site: Site, parsed: AkismetComment) -> 
     ).first()
 
 
+REPORTED_PREFIX = "akismet-report:"
+
+
+def _reported_external_id(parsed: AkismetComment) -> str:
+    """The external id of a comment stored by a submit-spam/ham that found none: a digest of what the report says,
+    so that two reports of it at once store one comment (the second insert meets the first's external id).
+
+    Made of what the retention purge keeps (content, author name, post, the blog's own guid), not of the IP or the
+    e-mail it erases: a report after the erasure finds the same comment by it. Two comments alike in all of those
+    on one post are taken for one.
+    """
+    data = parsed.comment
+    parts = [parsed.is_test, parsed.guid, data.content, data.author.name, data.post.url]
+    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return REPORTED_PREFIX + digest[:40]
+
+
 def _submit(label: str) -> Response:
     with session_scope() as session:
         site = _site(session)
         parsed = parse_comment(request.form)
         comment = _submitted_comment(session, site, parsed)
         if comment is None:
-            comment, _created = store_comment(session, site, parsed.comment, source="akismet", is_test=parsed.is_test)
+            data = parsed.comment.model_copy(update={"external_id": _reported_external_id(parsed)})
+            comment, _created = store_comment(session, site, data, source="akismet", is_test=parsed.is_test)
         # The blog's own moderators decided, so no callback goes back to it. A repeated report (a retry, or the same
         # report twice at once) is answered as the first one, without a second event.
         apply_label(

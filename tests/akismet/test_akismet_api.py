@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.akismet.views import THANKS
 from service.api.schemas import CommentIn
@@ -321,6 +321,38 @@ def test_the_same_submit_twice_at_once_makes_one_label_and_one_event(app: Any, s
         answers = list(pool.map(send, range(4)))
     assert answers == [THANKS] * 4
     assert feedback_of(cid) == (["spam"], [("feedback", "reject")])
+
+
+def test_the_same_submit_of_an_unknown_comment_twice_at_once_stores_it_once(app: Any, site: dict[str, Any]) -> None:
+    """Both requests found no comment and each stored one: two comments, two labels, one spam."""
+    data = {
+        "api_key": site["akismet_key"],
+        "blog": BLOG,
+        "user_ip": "198.51.100.10",
+        "comment_content": "a spam the blog's moderators caught",
+        "comment_author": "Bot",
+        "permalink": "https://blog.example/post-1",
+    }
+    start = threading.Barrier(4)
+
+    def send(_: int) -> str:
+        http = app.test_client()
+        start.wait()
+        return str(http.post("/1.1/submit-spam", data=data).get_data(as_text=True))
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(send, range(4)))
+    assert answers == [THANKS] * 4
+    with session_scope() as session:
+        stored = list(session.scalars(select(Comment.id).where(Comment.site_id == site["id"])))
+    assert len(stored) == 1, stored
+    assert feedback_of(stored[0]) == (["spam"], [("feedback", "reject")])
+    # Once the purge erased its IP, the same report still finds it (by what the purge keeps).
+    with session_scope() as session:
+        session.execute(update(Comment).where(Comment.id == stored[0]).values(author_ip=""))
+    assert app.test_client().post("/1.1/submit-spam", data=data).get_data(as_text=True) == THANKS
+    with session_scope() as session:
+        assert list(session.scalars(select(Comment.id).where(Comment.site_id == site["id"]))) == stored
 
 
 def test_submit_of_an_unknown_comment_stores_it_labelled(client: Any, site: dict[str, Any]) -> None:
