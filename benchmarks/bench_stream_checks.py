@@ -48,7 +48,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     os.environ["BOUNCER_REDIS_URL"] = args.redis_url
-    os.environ.setdefault("BOUNCER_SECRET_KEY", "benchmark")
+    os.environ.setdefault("BOUNCER_SECRET_KEY", "benchmark-secret-of-the-stream-checks")
     os.environ.setdefault("BOUNCER_DATA_DIR", "/tmp/bouncer-bench")
 
     from service import redis_bus

@@ -103,10 +103,18 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+SECRET_KEY_MIN_LENGTH = 32  # a short key can be guessed offline from one signed session cookie
+
+
 def _secret_key(raw: str) -> str:
-    """The key signing sessions, CSRF tokens and erased e-mails: blank would sign them with spaces."""
+    """The key signing sessions, CSRF tokens and erased e-mails: blank or short, a signature could be forged."""
     if not raw.strip():
         raise ValueError("expected a secret, not only white space (unset, one is generated into the data dir)")
+    if len(raw.strip()) < SECRET_KEY_MIN_LENGTH:
+        raise ValueError(
+            f"expected at least {SECRET_KEY_MIN_LENGTH} characters, found {len(raw.strip())} "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(48))' makes one; unset, one is generated)"
+        )
     return raw
 
 

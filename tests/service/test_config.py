@@ -68,6 +68,9 @@ def test_defaults_and_valid_values(tmp_path: Path) -> None:
         # a blank key signed every session and CSRF token with spaces: anyone could forge an admin's session
         ("secret_key", " ", "not only white space"),
         ("secret_key", "\t\n", "not only white space"),
+        # one signed session cookie lets anyone guess a short key offline, then sign sessions of their own
+        ("secret_key", "hunter2", "expected at least 32 characters, found 7"),
+        ("secret_key", " " + "k" * 31 + " ", "expected at least 32 characters, found 31"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str, message: str) -> None:

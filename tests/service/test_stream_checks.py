@@ -32,7 +32,7 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 def _use_redis(monkeypatch: pytest.MonkeyPatch, url: str, tmp_path: Path) -> None:
     monkeypatch.setenv("BOUNCER_REDIS_URL", url)
     monkeypatch.setenv("BOUNCER_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("BOUNCER_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("BOUNCER_SECRET_KEY", "test-secret-of-the-stream-checks-tests")
     settings.cache_clear()
     redis_bus.reset_clients()
     stream.reset_breaker()
