@@ -216,6 +216,7 @@ def test_cli_help_says_data_may_be_repeated(command: str) -> None:
 
 def test_cli_registry_root_from_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("BOUNCER_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("BOUNCER_MODELS_DIR", raising=False)  # set for the session by an earlier test's fixture
     result = CliRunner().invoke(cli, ["models", "list", "--kind", "abuse"])
     assert result.exit_code == 0, result.output
     assert "active" in result.output and (tmp_path / "models" / "abuse" / "active.json").is_file()
