@@ -307,19 +307,23 @@ def test_submit_spam_of_a_comment_the_model_rejected_is_still_a_label(client: An
     assert feedback_of(cid) == (["spam"], [("feedback", "reject")])
 
 
-def test_the_same_submit_twice_at_once_makes_one_label_and_one_event(app: Any, site: dict[str, Any]) -> None:
-    cid = seed_comment(site["id"], auto_decision="approve")
-    data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "198.51.100.9", "guid": str(cid)}
-    start = threading.Barrier(4)
+def submit_spam_at_once(app: Any, data: dict[str, str], n: int) -> list[str]:
+    """The answers to ``n`` copies of one submit-spam sent at the same moment, each on a client of its own."""
+    start = threading.Barrier(n)
 
     def send(_: int) -> str:
         http = app.test_client()
         start.wait()
         return str(http.post("/1.1/submit-spam", data=data).get_data(as_text=True))
 
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(send, range(4)))
-    assert answers == [THANKS] * 4
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(send, range(n)))
+
+
+def test_the_same_submit_twice_at_once_makes_one_label_and_one_event(app: Any, site: dict[str, Any]) -> None:
+    cid = seed_comment(site["id"], auto_decision="approve")
+    data = {"api_key": site["akismet_key"], "blog": BLOG, "user_ip": "198.51.100.9", "guid": str(cid)}
+    assert submit_spam_at_once(app, data, 4) == [THANKS] * 4
     assert feedback_of(cid) == (["spam"], [("feedback", "reject")])
 
 
@@ -333,16 +337,7 @@ def test_the_same_submit_of_an_unknown_comment_twice_at_once_stores_it_once(app:
         "comment_author": "Bot",
         "permalink": "https://blog.example/post-1",
     }
-    start = threading.Barrier(4)
-
-    def send(_: int) -> str:
-        http = app.test_client()
-        start.wait()
-        return str(http.post("/1.1/submit-spam", data=data).get_data(as_text=True))
-
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(send, range(4)))
-    assert answers == [THANKS] * 4
+    assert submit_spam_at_once(app, data, 4) == [THANKS] * 4
     with session_scope() as session:
         stored = list(session.scalars(select(Comment.id).where(Comment.site_id == site["id"])))
     assert len(stored) == 1, stored

@@ -67,20 +67,25 @@ def own_redis(tmp_path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
+def child_env(bouncer_env: dict[str, str], redis_url: str, tmp_path: Path) -> dict[str, Any]:
+    """The child's settings: a database and a Redis of its own, which no worker of the session reads."""
+    return {
+        **os.environ,
+        **bouncer_env,
+        "BOUNCER_DATA_DIR": str(tmp_path),
+        "BOUNCER_DATABASE_URL": f"sqlite:///{tmp_path / 'sweeper.db'}",
+        "BOUNCER_MODELS_DIR": str(tmp_path / "models"),
+        "BOUNCER_REDIS_URL": redis_url,
+    }
+
+
 def test_the_sweeper_does_not_pile_up_messages_no_worker_takes(
     bouncer_env: dict[str, str], own_redis: str, tmp_path: Path
 ) -> None:
     """While no worker consumes (all workers down for an hour, say), each sweep used to push every pending comment
     again: 2000 messages every 15 s, until Redis ran out of memory. A sweep now tops the score queue up to its
     limit and no further; once the queue is empty again, the comments are sent again."""
-    env: dict[str, Any] = {
-        **os.environ,
-        **bouncer_env,
-        "BOUNCER_DATA_DIR": str(tmp_path),
-        "BOUNCER_DATABASE_URL": f"sqlite:///{tmp_path / 'sweeper.db'}",
-        "BOUNCER_MODELS_DIR": str(tmp_path / "models"),
-        "BOUNCER_REDIS_URL": own_redis,
-    }
+    env = child_env(bouncer_env, own_redis, tmp_path)
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, own_redis], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
@@ -138,14 +143,7 @@ def test_the_sweeper_sends_again_a_retrain_run_whose_task_was_lost(
     """An admin's retrain queued just before Redis restarted with nothing kept: its task was gone and the run stayed
     queued -- that kind refused as busy -- for six hours. The sweeper now sends the task again once the run has
     waited five minutes with no run running, and not while its message waits in the queue."""
-    env: dict[str, Any] = {
-        **os.environ,
-        **bouncer_env,
-        "BOUNCER_DATA_DIR": str(tmp_path),
-        "BOUNCER_DATABASE_URL": f"sqlite:///{tmp_path / 'sweeper.db'}",
-        "BOUNCER_MODELS_DIR": str(tmp_path / "models"),
-        "BOUNCER_REDIS_URL": own_redis,
-    }
+    env = child_env(bouncer_env, own_redis, tmp_path)
     done = subprocess.run(
         [sys.executable, "-c", RETRAIN_SCRIPT, own_redis],
         cwd=REPO,
