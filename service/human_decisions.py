@@ -24,6 +24,7 @@ class HumanDecision:
     event_id: int | None = None
     delivery_id: int | None = None
     unchanged: bool = False  # not applied because the comment already was so (not a conflict)
+    gone: bool = False  # not applied because the comment was deleted meanwhile (the retention purge)
 
 
 def record_label(
@@ -103,6 +104,10 @@ def apply_label(
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
+        # The retention purge may have deleted it since the caller read it (an old automatic reject): say so, and
+        # leave the caller's other work in this transaction alone (a refresh of a deleted row raises).
+        if session.scalar(select(Comment.id).where(Comment.id == comment.id)) is None:
+            return HumanDecision(False, "this comment no longer exists", gone=True)
         session.refresh(comment)
         as_seen = expected_from is None or comment.decision == expected_from
         already = (comment.decision, comment.category) == (to_decision, category)

@@ -194,21 +194,27 @@ def _submit(label: str) -> Response:
         site = _site(session)
         parsed = parse_comment(request.form)
         comment = _submitted_comment(session, site, parsed)
-        if comment is None:
-            data = parsed.comment.model_copy(update={"external_id": _reported_external_id(parsed)})
-            comment, _created = store_comment(session, site, data, source="akismet", is_test=parsed.is_test)
-        # The blog's own moderators decided, so no callback goes back to it. A repeated report (a retry, or the same
-        # report twice at once) is answered as the first one, without a second event.
-        apply_label(
-            session,
-            comment,
-            label,
-            source="akismet",
-            actor="akismet",
-            action="feedback",
-            notify_blog=False,
-            once_per_actor=True,
-        )
+        for _ in range(2):
+            if comment is None:
+                data = parsed.comment.model_copy(update={"external_id": _reported_external_id(parsed)})
+                comment, _created = store_comment(session, site, data, source="akismet", is_test=parsed.is_test)
+            # The blog's own moderators decided, so no callback goes back to it. A repeated report (a retry, or the
+            # same report twice at once) is answered as the first one, without a second event.
+            outcome = apply_label(
+                session,
+                comment,
+                label,
+                source="akismet",
+                actor="akismet",
+                action="feedback",
+                notify_blog=False,
+                once_per_actor=True,
+            )
+            if not outcome.gone:
+                break
+            # The retention purge deleted the comment it found (an old automatic reject) meanwhile: the report is
+            # stored and labelled as one that found none, so the blog's word is kept as training data.
+            comment = None
     return _text(THANKS)
 
 

@@ -205,7 +205,7 @@ def comment_feedback(comment_id: int) -> Response:
         site = _authenticated_site(session)
         comment = _site_comment(session, site, comment_id)
         # A retried report (the same label again) is answered as the first one, without a second event or label.
-        apply_label(
+        outcome = apply_label(
             session,
             comment,
             data.label,
@@ -215,6 +215,8 @@ def comment_feedback(comment_id: int) -> Response:
             notify_blog=False,
             once_per_actor=True,
         )
+        if outcome.gone:  # the retention purge deleted it meanwhile: as if it had been gone before the request
+            raise ApiError(404, "not_found", "no such comment")
         view = comment_view(comment)
     return jsonify({"label": data.label, "comment": view})
 

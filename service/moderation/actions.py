@@ -105,6 +105,9 @@ def moderate(user: CurrentUser, items: Sequence[tuple[int, str]], action: str) -
                 if outcome.delivery_id is not None:
                     deliveries.append(outcome.delivery_id)
                 message = ACTION_NAMES[action]
+            elif outcome.gone:  # the retention purge deleted it since it was read above
+                results.append(ActionResult(cid, False, "this comment no longer exists", None, None))
+                continue
             elif outcome.unchanged:
                 message = f"already {ACTION_NAMES[action]}"
             else:

@@ -1,0 +1,232 @@
+"""Races between the actors that change a comment (moderators, the blog's feedback, the retention purge), run
+really at once on the real database: one side's transaction is held open while the other runs into it."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+
+from service.auth.session import CurrentUser
+from service.db import engine, session_scope
+from service.models import Comment, Label, ModerationEvent
+from tests.conftest import make_site
+
+# The purge's "now": far in the past, so that only comments made here are old enough for it.
+NOW = datetime(1990, 6, 1, 12, 0, tzinfo=UTC)
+# Long enough for the other side to have read what it reads and be waiting on the held transaction's lock.
+SETTLE_SECONDS = 0.7
+
+
+@pytest.fixture(autouse=True)
+def _database_of_its_own(own_database: str) -> Iterator[None]:
+    """Each test's rows in a database of its own: the session's worker, sweeper and purge never touch them."""
+    from service.config import settings
+
+    saved = {k: os.environ.get(k) for k in ("BOUNCER_DATABASE_URL", "BOUNCER_RETAIN_REJECTED_DAYS")}
+    os.environ["BOUNCER_DATABASE_URL"] = own_database
+    os.environ["BOUNCER_RETAIN_REJECTED_DAYS"] = "30"
+    settings.cache_clear()
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    settings.cache_clear()
+
+
+def add(site_id: int, *, decision: str, category: str | None = None, days_old: float = 60) -> int:
+    """A comment the scorer decided ``days_old`` days before NOW, with its decide event."""
+    at = NOW - timedelta(days=days_old)
+    with session_scope() as session:
+        comment = Comment(
+            site_id=site_id,
+            content="Cheap watches at replica-deals.example, click here",
+            author_name="Deals",
+            status="decided",
+            decision=decision,
+            auto_decision=decision,
+            category=category,
+            decided_by="worker",
+            received_at=at,
+            decided_at=at,
+        )
+        session.add(comment)
+        session.flush()
+        session.add(
+            ModerationEvent(
+                comment_id=comment.id, site_id=site_id, actor="model", action="decide", to_decision=decision
+            )
+        )
+        return comment.id
+
+
+def admin(user_id: int = 1) -> CurrentUser:
+    return CurrentUser(user_id, f"m{user_id}@example.org", "admin", frozenset())
+
+
+def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``target`` in a thread; the dict gets its ``result`` or its ``error``."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = target()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+class HeldCommit:
+    """Holds the first commit of the thread that calls ``arm()``: its writes are made (and their locks taken) but
+    not committed until ``release()``, so another actor runs into them, as it would at the worst moment."""
+
+    def __init__(self) -> None:
+        self.reached, self.go = threading.Event(), threading.Event()
+        self.thread: int | None = None
+        self.engine = engine()
+        event.listen(self.engine, "commit", self._on_commit)
+
+    def arm(self) -> None:
+        self.thread = threading.get_ident()
+
+    def _on_commit(self, _conn: Any) -> None:
+        if threading.get_ident() == self.thread:
+            self.thread = None  # the first commit only
+            self.reached.set()
+            assert self.go.wait(60), "the held commit was never released"
+
+    def release(self) -> None:
+        self.go.set()
+
+    def remove(self) -> None:
+        self.go.set()
+        event.remove(self.engine, "commit", self._on_commit)
+
+
+@pytest.fixture
+def held_commit() -> Iterator[HeldCommit]:
+    held = HeldCommit()
+    yield held
+    held.remove()
+
+
+def purge_held(held: HeldCommit) -> tuple[threading.Thread, dict[str, Any]]:
+    """The real retention purge, its first chunk's DELETE made and its commit held."""
+    from service.retention import purge
+
+    def run() -> Any:
+        held.arm()
+        return purge(now=NOW)
+
+    thread, out = in_thread(run)
+    assert held.reached.wait(30), f"the purge did not reach its commit: {out}"
+    return thread, out
+
+
+def existing(ids: list[int]) -> set[int]:
+    with session_scope() as session:
+        return set(session.scalars(select(Comment.id).where(Comment.id.in_(ids))))
+
+
+def test_a_moderator_approving_a_reject_the_purge_is_deleting_is_told_and_the_rest_of_the_bulk_stays(
+    held_commit: HeldCommit,
+) -> None:
+    """The purge deletes an old automatic reject while a moderator bulk-approves it with a held comment: the
+    purge's DELETE came first, so the reject is gone, the moderator is told so, and the other comment of the
+    bulk is approved (it was a 500 that rolled back the whole bulk)."""
+    from service.moderation.actions import moderate
+
+    site = make_site()["id"]
+    purged = add(site, decision="reject", category="spam")
+    held = add(site, decision="hold", days_old=0)
+
+    purger, purge_out = purge_held(held_commit)
+    moderator, out = in_thread(lambda: moderate(admin(), [(held, "hold"), (purged, "reject")], "approve"))
+    time.sleep(SETTLE_SECONDS)  # the moderator has read both comments and waits on the purge's lock
+    held_commit.release()
+    purger.join(60)
+    moderator.join(60)
+
+    assert "error" not in purge_out, purge_out
+    assert "error" not in out, f"the moderator's bulk action failed: {out['error']!r}"
+    results = {r.comment_id: r for r in out["result"]}
+    assert results[held].applied and results[held].decision == "approve"
+    assert not results[purged].applied and results[purged].message == "this comment no longer exists"
+    assert existing([purged, held]) == {held}
+    with session_scope() as session:  # nothing of the deleted comment was written: no label, no event
+        assert session.scalar(select(func.count()).select_from(Label).where(Label.comment_id == purged)) == 0
+        approved = session.get(Comment, held)
+        assert approved is not None and approved.decision == "approve" and approved.decided_by == "user:1"
+
+
+def test_blog_feedback_on_a_comment_the_purge_is_deleting_answers_404(client: Any, held_commit: HeldCommit) -> None:
+    """The blog labels an old automatic reject as the purge deletes it: ``no such comment`` (it was a 500)."""
+    keys = make_site()
+    purged = add(keys["id"], decision="reject", category="spam")
+
+    purger, purge_out = purge_held(held_commit)
+    blog, out = in_thread(
+        lambda: client.post(
+            f"/api/v1/comments/{purged}/feedback",
+            data=json.dumps({"label": "spam"}),
+            headers={"Authorization": f"Bearer {keys['api_key']}", "Content-Type": "application/json"},
+        )
+    )
+    time.sleep(SETTLE_SECONDS)
+    held_commit.release()
+    purger.join(60)
+    blog.join(60)
+
+    assert "error" not in purge_out, purge_out
+    assert "error" not in out, f"the feedback request raised: {out['error']!r}"
+    response = out["result"]
+    assert response.status_code == 404, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "not_found"
+    assert existing([purged]) == set()
+
+
+def test_akismet_submit_spam_of_a_comment_the_purge_is_deleting_stores_the_report(
+    client: Any, held_commit: HeldCommit
+) -> None:
+    """submit-spam by guid of an old automatic reject the purge deletes meanwhile: the report is stored labelled,
+    as one that found no comment (it was a 500 and the blog's word was lost)."""
+    keys = make_site()
+    purged = add(keys["id"], decision="reject", category="spam")
+
+    purger, purge_out = purge_held(held_commit)
+    form = {
+        "api_key": keys["akismet_key"],
+        "blog": "https://blog.example",
+        "user_ip": "198.51.100.9",
+        "guid": str(purged),
+        "comment_content": "Cheap watches at replica-deals.example, click here",
+        "comment_author": "Deals",
+    }
+    blog, out = in_thread(lambda: client.post("/1.1/submit-spam", data=form))
+    time.sleep(SETTLE_SECONDS)
+    held_commit.release()
+    purger.join(60)
+    blog.join(60)
+
+    assert "error" not in purge_out, purge_out
+    assert "error" not in out, f"submit-spam raised: {out['error']!r}"
+    response = out["result"]
+    assert response.status_code == 200 and response.get_data(as_text=True).startswith("Thanks")
+    assert purge_out["result"].counts["rejected_comments"] == 1
+    with session_scope() as session:
+        stored = session.scalars(select(Comment).where(Comment.site_id == keys["id"])).one()
+        assert (stored.decision, stored.category, stored.decided_by) == ("reject", "spam", "akismet")
+        labels = session.scalars(select(Label.label).where(Label.comment_id == stored.id)).all()
+        assert list(labels) == ["spam"]
