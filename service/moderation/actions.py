@@ -168,7 +168,14 @@ def _revert(session: Session, comment: Comment, event: ModerationEvent, user: Cu
     if later is None and event.from_decision in SEEN_DECISIONS:
         changed = session.execute(
             update(Comment)
-            .where(Comment.id == comment.id, Comment.decision == event.to_decision, category_now)
+            # Still as the undone action left it, decided_by included: a change committed after the check for later
+            # events above (the blog's feedback of the same label only changes decided_by) is then not undone too.
+            .where(
+                Comment.id == comment.id,
+                Comment.decision == event.to_decision,
+                category_now,
+                Comment.decided_by == event.actor,
+            )
             .values(
                 decision=event.from_decision,
                 category=from_category,

@@ -16,6 +16,7 @@ from sqlalchemy import event, func, select
 
 from service.auth.session import CurrentUser
 from service.db import engine, session_scope
+from service.human_decisions import apply_label
 from service.models import Comment, Label, ModerationEvent
 from tests.conftest import make_site
 
@@ -230,3 +231,44 @@ def test_akismet_submit_spam_of_a_comment_the_purge_is_deleting_stores_the_repor
         assert (stored.decision, stored.category, stored.decided_by) == ("reject", "spam", "akismet")
         labels = session.scalars(select(Label.label).where(Label.comment_id == stored.id)).all()
         assert list(labels) == ["spam"]
+
+
+def test_an_undo_racing_the_blogs_feedback_leaves_the_blogs_decision(held_commit: HeldCommit) -> None:
+    """A moderator rejects a held comment as spam and undoes it just as the blog reports it as spam itself: the
+    blog's feedback is a later change, so the undo must leave the comment alone (it put the comment back to hold
+    under the blog's current spam label, the feedback's event silently overridden)."""
+    from service.moderation.actions import moderate, undo
+
+    site = make_site()["id"]
+    cid = add(site, decision="hold", days_old=0)
+    [rejected] = moderate(admin(), [(cid, "hold")], "spam")
+    undone = rejected.event_id
+    assert rejected.applied and undone is not None
+
+    def feedback() -> Any:
+        held_commit.arm()
+        with session_scope() as session:
+            comment = session.get(Comment, cid)
+            assert comment is not None
+            return apply_label(
+                session, comment, "spam", source="blog", actor="blog", action="feedback", once_per_actor=True
+            )
+
+    blog, blog_out = in_thread(feedback)
+    assert held_commit.reached.wait(30), blog_out
+    moderator, out = in_thread(lambda: undo(admin(), [undone]))
+    time.sleep(SETTLE_SECONDS)  # the undo has looked for later events (none committed yet) and waits on the lock
+    held_commit.release()
+    blog.join(60)
+    moderator.join(60)
+
+    assert "error" not in blog_out and blog_out["result"].applied, blog_out
+    assert "error" not in out, out
+    [result] = out["result"]
+    assert not result.applied, "the undo overrode the blog's feedback"
+    with session_scope() as session:
+        comment = session.get(Comment, cid)
+        assert comment is not None
+        assert (comment.decision, comment.category, comment.decided_by) == ("reject", "spam", "blog")
+        current = session.scalars(select(Label).where(Label.comment_id == cid, Label.superseded.is_(False))).all()
+        assert [(label.label, label.source) for label in current] == [("spam", "blog")]
