@@ -69,6 +69,10 @@ def moderate(user: CurrentUser, items: Sequence[tuple[int, str]], action: str) -
     """Apply one action to comments, each given as (id, decision the moderator saw). All-or-nothing on access:
     a comment of a site the user may not see raises ``Forbidden`` before anything changes."""
     label = ACTION_LABELS[action]
+    # Row locks in one order, the comments' ids: two bulk actions on the same comments (each list in its own order)
+    # otherwise each lock a row the other waits for, and PostgreSQL aborts one as a deadlock. Answers keep the order.
+    order = {cid: n for n, (cid, _) in enumerate(items)}
+    items = sorted(items, key=lambda item: item[0])
     results: list[ActionResult] = []
     changed: list[Comment] = []
     deliveries: list[int] = []
@@ -116,7 +120,7 @@ def moderate(user: CurrentUser, items: Sequence[tuple[int, str]], action: str) -
                 ActionResult(cid, outcome.applied, message, c.decision, c.category, outcome.event_id, outcome.unchanged)
             )
     _after_commit(changed, deliveries)
-    return results
+    return sorted(results, key=lambda r: order[r.comment_id])
 
 
 def undo(user: CurrentUser, event_ids: Sequence[int], now: datetime | None = None) -> list[ActionResult]:
@@ -131,7 +135,7 @@ def undo(user: CurrentUser, event_ids: Sequence[int], now: datetime | None = Non
     restored: list[Comment] = []
     undone_rejections: list[Comment] = []
     with session_scope() as session:
-        for event_id in event_ids:
+        for event_id in sorted(event_ids):  # a bulk action's events are in comment-id order: locks as in moderate()
             event = session.get(ModerationEvent, event_id)
             if event is None or event.actor != user.actor:
                 raise Forbidden(event_id)

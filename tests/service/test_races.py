@@ -272,3 +272,36 @@ def test_an_undo_racing_the_blogs_feedback_leaves_the_blogs_decision(held_commit
         assert (comment.decision, comment.category, comment.decided_by) == ("reject", "spam", "blog")
         current = session.scalars(select(Label).where(Label.comment_id == cid, Label.superseded.is_(False))).all()
         assert [(label.label, label.source) for label in current] == [("spam", "blog")]
+
+
+def test_two_bulk_actions_on_the_same_comments_in_opposite_orders() -> None:
+    """Two moderators bulk-act on the same held comments at once, each list in its own order: each comment is
+    decided by exactly one of them, and neither request fails (on PostgreSQL they deadlocked, and one was a 500)."""
+    from service.moderation.actions import moderate
+
+    site = make_site()["id"]
+    ids = [add(site, decision="hold", days_old=0) for _ in range(60)]
+    start = threading.Barrier(2)
+
+    def bulk(user: CurrentUser, order: list[int], action: str) -> Any:
+        start.wait(10)
+        return moderate(user, [(cid, "hold") for cid in order], action)
+
+    a, a_out = in_thread(lambda: bulk(admin(1), ids, "approve"))
+    b, b_out = in_thread(lambda: bulk(admin(2), ids[::-1], "spam"))
+    a.join(120)
+    b.join(120)
+
+    assert "error" not in a_out and "error" not in b_out, (a_out.get("error"), b_out.get("error"))
+    won = {r.comment_id for r in a_out["result"] if r.applied} | {r.comment_id for r in b_out["result"] if r.applied}
+    both = {r.comment_id for r in a_out["result"] if r.applied} & {r.comment_id for r in b_out["result"] if r.applied}
+    assert won == set(ids) and not both
+    with session_scope() as session:
+        per_comment = dict(
+            session.execute(
+                select(ModerationEvent.comment_id, func.count())
+                .where(ModerationEvent.comment_id.in_(ids), ModerationEvent.actor.like("user:%"))
+                .group_by(ModerationEvent.comment_id)
+            ).all()
+        )
+    assert per_comment == dict.fromkeys(ids, 1)
