@@ -274,9 +274,13 @@ def test_submit_ham_matches_content_author_and_ip(client: Any, site: dict[str, A
 def feedback_of(comment_id: int) -> tuple[list[str], list[tuple[str, str | None]]]:
     """The comment's labels (superseded ones too) and its audit events (action, to_decision)."""
     with session_scope() as session:
-        labels = session.scalars(select(Label.label).where(Label.comment_id == comment_id)).all()
+        # In the order they were written: without ORDER BY, PostgreSQL may return a row put in a page's free space
+        # (left by an earlier test's deletes) before an older one.
+        labels = session.scalars(select(Label.label).where(Label.comment_id == comment_id).order_by(Label.id)).all()
         events = session.execute(
-            select(ModerationEvent.action, ModerationEvent.to_decision).where(ModerationEvent.comment_id == comment_id)
+            select(ModerationEvent.action, ModerationEvent.to_decision)
+            .where(ModerationEvent.comment_id == comment_id)
+            .order_by(ModerationEvent.id)
         ).all()
     return list(labels), [(action, to_decision) for action, to_decision in events]
 
