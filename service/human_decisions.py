@@ -77,44 +77,51 @@ def apply_label(
     if label not in LABEL_TO_DISPOSITION:
         raise ValueError(f"unknown label {label!r}")
     to_decision, category = LABEL_TO_DISPOSITION[label]
-    from_decision = comment.decision
-    conditions = [Comment.id == comment.id]
-    if expected_from is not None:
-        conditions.append(Comment.decision == expected_from)
-        from_decision = expected_from
-    if only_if_changed or once_per_actor:
-        changes = [Comment.decision.is_distinct_from(to_decision), Comment.category.is_distinct_from(category)]
-        if not only_if_changed:
-            changes.append(Comment.decided_by.is_distinct_from(actor))
-        # Part of the UPDATE's condition, not a check before it: of two at once, the second sees the first's row.
-        conditions.append(or_(*changes))
     now = datetime.now(UTC)
-    result = session.execute(
-        update(Comment)
-        .where(*conditions)
-        .values(
-            status=CommentStatus.DECIDED,
-            decision=to_decision,
-            category=category,
-            decided_by=actor,
-            # A comment still pending (a label before the worker scored it) is decided now: no "decided" without a time.
-            decided_at=func.coalesce(Comment.decided_at, now),
-            moderated_at=now,
+    for _ in range(3):
+        # The event says what this UPDATE changed: the decision is part of its condition, the one expected or else
+        # the one read. One stored since it was read (the worker deciding a pending comment the blog labels at the
+        # same moment) makes the UPDATE miss, and it goes again from the fresh row: the audit log says from what.
+        from_decision = comment.decision if expected_from is None else expected_from
+        conditions = [Comment.id == comment.id, Comment.decision.is_not_distinct_from(from_decision)]
+        if only_if_changed or once_per_actor:
+            changes = [Comment.decision.is_distinct_from(to_decision), Comment.category.is_distinct_from(category)]
+            if not only_if_changed:
+                changes.append(Comment.decided_by.is_distinct_from(actor))
+            # Part of the UPDATE's condition, not a check before it: of two at once, the second sees the first's row.
+            conditions.append(or_(*changes))
+        result = session.execute(
+            update(Comment)
+            .where(*conditions)
+            .values(
+                status=CommentStatus.DECIDED,
+                decision=to_decision,
+                category=category,
+                decided_by=actor,
+                # A comment still pending (a label before the worker scored it) is decided now: no "decided" without
+                # a time.
+                decided_at=func.coalesce(Comment.decided_at, now),
+                moderated_at=now,
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
+        if result.rowcount == 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
+            break
         # The retention purge may have deleted it since the caller read it (an old automatic reject): say so, and
         # leave the caller's other work in this transaction alone (a refresh of a deleted row raises).
         if session.scalar(select(Comment.id).where(Comment.id == comment.id)) is None:
             return HumanDecision(False, "this comment no longer exists", gone=True)
         session.refresh(comment)
+        if expected_from is None and comment.decision != from_decision:
+            continue  # decided by someone else since it was read: the label still applies, from that decision
         as_seen = expected_from is None or comment.decision == expected_from
         already = (comment.decision, comment.category) == (to_decision, category)
         if only_if_changed and as_seen and already:
             return HumanDecision(False, "nothing to change: the comment already is so", unchanged=True)
         if once_per_actor and as_seen and already and comment.decided_by == actor:
             return HumanDecision(False, f"nothing to change: {actor} already decided so", unchanged=True)
+        return HumanDecision(False, f"this comment was already changed to '{comment.decision}' by someone else")
+    else:
         return HumanDecision(False, f"this comment was already changed to '{comment.decision}' by someone else")
     event = ModerationEvent(
         comment_id=comment.id,

@@ -18,7 +18,7 @@ from service.auth.session import CurrentUser
 from service.db import engine, session_scope
 from service.human_decisions import apply_label
 from service.models import Comment, Label, ModerationEvent
-from tests.conftest import make_site
+from tests.conftest import decide_events, make_site
 
 # The purge's "now": far in the past, so that only comments made here are old enough for it.
 NOW = datetime(1990, 6, 1, 12, 0, tzinfo=UTC)
@@ -305,3 +305,53 @@ def test_two_bulk_actions_on_the_same_comments_in_opposite_orders() -> None:
             ).all()
         )
     assert per_comment == dict.fromkeys(ids, 1)
+
+
+def test_blog_feedback_on_a_comment_the_worker_is_deciding_says_what_it_changed(held_commit: HeldCommit) -> None:
+    """The blog labels a pending comment as spam while the worker decides it (its commit held): one decide event,
+    the blog's decision last, and the feedback's event says it changed the worker's hold (it said it changed
+    nothing, the decision it had read before the worker's commit)."""
+    from service.decisions.engine import decide_pending
+
+    site = make_site()["id"]
+    with session_scope() as session:
+        pending = Comment(site_id=site, content="Nice post, see my site", author_name="Deals", status="pending")
+        session.add(pending)
+        session.flush()
+        cid = pending.id
+
+    def worker() -> Any:
+        held_commit.arm()
+        with session_scope() as session:
+            return decide_pending(session, [cid], hold_without_scoring="held for this test")
+
+    scorer, scorer_out = in_thread(worker)
+    assert held_commit.reached.wait(30), scorer_out
+
+    def feedback() -> Any:
+        with session_scope() as session:
+            comment = session.get(Comment, cid)
+            assert comment is not None and comment.status == "pending"  # read before the worker's commit
+            return apply_label(
+                session, comment, "spam", source="blog", actor="blog", action="feedback", once_per_actor=True
+            )
+
+    blog, blog_out = in_thread(feedback)
+    time.sleep(SETTLE_SECONDS)
+    held_commit.release()
+    scorer.join(60)
+    blog.join(60)
+
+    assert "error" not in scorer_out and cid in scorer_out["result"].comments, scorer_out
+    assert "error" not in blog_out and blog_out["result"].applied, blog_out
+    assert decide_events([cid]) == {cid: 1}
+    with session_scope() as session:
+        events = session.execute(
+            select(ModerationEvent.action, ModerationEvent.from_decision, ModerationEvent.to_decision)
+            .where(ModerationEvent.comment_id == cid)
+            .order_by(ModerationEvent.id)
+        ).all()
+        comment = session.get(Comment, cid)
+        assert comment is not None
+        assert (comment.decision, comment.category, comment.decided_by) == ("reject", "spam", "blog")
+    assert [tuple(e) for e in events] == [("decide", None, "hold"), ("feedback", "hold", "reject")]
