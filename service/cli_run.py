@@ -15,11 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import click
 
-from service.config import Settings, settings
+from service.config import Settings, settings, url_without_password
 
 WSGI_APP = "service.wsgi:app"
 CELERY_APP = "workers.celery_app:celery"
@@ -186,14 +185,6 @@ def _public_url(bind: str) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 def _child_env(cfg: Settings) -> dict[str, str]:
     """The children read the same settings; the derived values are pinned so that every process agrees."""
     env = dict(os.environ)
@@ -227,7 +218,7 @@ def _announce_when_ready(cfg: Settings, started: float, stopping: Callable[[], b
 
 
 def _banner(cfg: Settings, seconds: float, *, ready: bool = True) -> str:
-    redis = f"embedded, {cfg.redis_url}" if cfg.embedded_redis else _without_password(cfg.redis_url)
+    redis = f"embedded, {cfg.redis_url}" if cfg.embedded_redis else url_without_password(cfg.redis_url)
     url = _public_url(cfg.bind)
     head = (
         f"Bouncer is ready at {url}/ (in {seconds:.1f} s)"
@@ -240,7 +231,7 @@ def _banner(cfg: Settings, seconds: float, *, ready: bool = True) -> str:
             head,
             "  pages      /api/v1 (API), /moderation/, /admin/",
             f"  data dir   {cfg.data_dir}",
-            f"  database   {_without_password(cfg.database_url)}",
+            f"  database   {url_without_password(cfg.database_url)}",
             f"  redis      {redis}",
             '  new site   bouncer sites create --name "My blog" --url https://blog.example',
             "  moderator  bouncer users create --email you@example.com --role admin",

@@ -7,6 +7,7 @@ keys produce a warning instead of silence, and a bad value stops the program wit
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 import warnings
@@ -116,6 +117,45 @@ def _secret_key(raw: str) -> str:
             "(python3 -c 'import secrets; print(secrets.token_urlsafe(48))' makes one; unset, one is generated)"
         )
     return raw
+
+
+_SECRET_SETTINGS = frozenset({"BOUNCER_SECRET_KEY"})
+_URL_SETTINGS = frozenset({"BOUNCER_DATABASE_URL", "BOUNCER_REDIS_URL"})
+_PASSWORD_PARAMS = frozenset({"password", "pass", "passwd", "pwd"})
+
+
+def url_without_password(url: str) -> str:
+    """``url`` to print or log: its password (in the user part or a ``password=`` query parameter) as ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparsable (a bad port): hide everything between "//" and "@"
+        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{name}=***" if name.lower() in _PASSWORD_PARAMS else item
+        for item in parts.query.split("&")
+        if item
+        for name in [item.partition("=")[0]]
+    )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    # not geturl(): it drops the empty host of sqlite:////abs/path and unix:///path
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
+
+
+def _shown(key: str, value: str) -> str:
+    """A setting's value as an error message may show it: never a secret or a password."""
+    if key in _SECRET_SETTINGS:
+        return "<hidden>"
+    return repr(url_without_password(value) if key in _URL_SETTINGS else value)
 
 
 def _path(raw: str) -> Path:
@@ -244,7 +284,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                 values[f.name] = f.metadata["coerce"](raw[key])
             except ValueError as exc:
                 where = f" (set as {origin[key]})" if key in origin else ""
-                raise ConfigError(f"{key}={raw[key]!r}{where} is not valid: {exc}") from exc
+                raise ConfigError(f"{key}={_shown(key, raw[key])}{where} is not valid: {exc}") from exc
     settings = Settings(**values)
     data_dir = settings.data_dir if settings.data_dir.is_absolute() else settings.data_dir.resolve()
     derived: dict[str, Any] = {"data_dir": data_dir}

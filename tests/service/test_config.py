@@ -190,3 +190,33 @@ def test_readme_configuration_table_lists_every_setting_with_its_default() -> No
         elif isinstance(default, int | str) and default != "":
             assert documented[name] == str(default), name
     assert Path(documented["BOUNCER_DATA_DIR"]) == read["BOUNCER_DATA_DIR"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "secret"),
+    [
+        # a key one character short is still the operator's secret: the message said it back, into logs
+        ("secret_key", "s3cret-" + "k" * 24, "s3cret-"),
+        ("redis_url", "redis://:hunter2pw@redis:63790000/0", "hunter2pw"),
+        ("redis_url", "redis://redis:6379/x?password=hunter2pw", "hunter2pw"),
+        ("database_url", "mysql://bouncer:hunter2pw@db/bouncer", "hunter2pw"),
+    ],
+)
+def test_bad_values_do_not_show_secrets(tmp_path: Path, name: str, value: str, secret: str) -> None:
+    """A config error is printed and logged: it names the variable, never the secret key or a URL's password."""
+    with pytest.raises(ConfigError, match=f"^BOUNCER_{name.upper()}=") as err:
+        load_settings(env(tmp_path, **{name: value}))
+    assert secret not in str(err.value)
+    if name != "secret_key":  # the rest of a URL stays, to tell which one is wrong
+        assert "***" in str(err.value)
+
+
+def test_url_without_password() -> None:
+    from service.config import url_without_password
+
+    assert url_without_password("redis://:s3cr%40t@h:6379/0") == "redis://:***@h:6379/0"
+    assert url_without_password("postgresql+psycopg://bob:pw@db/b?sslmode=require&password=zz") == (
+        "postgresql+psycopg://bob:***@db/b?sslmode=require&password=***"
+    )
+    for unchanged in ("sqlite:////tmp/x.db", "unix:///tmp/r.sock?db=2", "redis://user@h/1"):
+        assert url_without_password(unchanged) == unchanged
