@@ -6,12 +6,13 @@ import importlib
 import logging
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
 
 from service.celery_setup import celery_init_app
 from service.config import settings
+from service.db import DATABASE_UNAVAILABLE, database_error_reason
 from service.errors import error_response
 from service.extensions import csrf, limiter, retry_after_seconds
 from service.models import parse_id
@@ -23,6 +24,15 @@ CONTENT_SECURITY_POLICY = (
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 _MACHINE_PREFIXES = ("/api/", "/1.1/", "/1.2/")
+_AKISMET_PREFIXES = ("/1.1/", "/1.2/")
+DATABASE_RETRY_AFTER_SECONDS = 5
+_UNAVAILABLE_MESSAGE = "The database is unavailable; retry later."
+_UNAVAILABLE_PAGE = (
+    "<!doctype html>\n<html lang=en>\n<title>503 Service Unavailable</title>\n<h1>Service Unavailable</h1>\n"
+    f"<p>{_UNAVAILABLE_MESSAGE}</p>\n"
+)
+
+log = logging.getLogger(__name__)
 
 # (module with a ``bp`` blueprint, whether it is a machine API authenticated by site keys)
 BLUEPRINTS: tuple[tuple[str, bool], ...] = (
@@ -138,10 +148,30 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             405: "method_not_allowed",
             413: "payload_too_large",
             429: "rate_limited",
+            500: "internal_error",
         }.get(exc.code or 500, "http_error")
         response = error_response(exc.code or 500, code, exc.description or exc.name)
         if exc.code == 429:
             response.headers["Retry-After"] = str(retry_after_seconds())
         return response
 
+    def _database_unavailable(exc: Exception) -> Response:
+        """503 with Retry-After, not a 500 and a traceback per request: the request may be retried as it is."""
+        log.error("database unavailable for %s %s: %s", request.method, request.path, database_error_reason(exc))
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+        if request.path.startswith(_AKISMET_PREFIXES) or request.path == "/metrics":
+            # Akismet clients read text (any non-200 is "try later"); Prometheus marks the scrape failed
+            return Response(_UNAVAILABLE_MESSAGE, status=503, mimetype="text/plain", headers=headers)
+        if request.path.startswith(_MACHINE_PREFIXES):
+            response = error_response(503, "database_unavailable", _UNAVAILABLE_MESSAGE)
+            response.headers.update(headers)
+            return response
+        try:  # the page's layout asks the database who is logged in; it may fail again
+            page = render_template("error.html", code=503, message=_UNAVAILABLE_MESSAGE)
+        except Exception:
+            page = _UNAVAILABLE_PAGE
+        return Response(page, status=503, mimetype="text/html", headers=headers)
+
+    for exc_class in DATABASE_UNAVAILABLE:
+        app.register_error_handler(exc_class, _database_unavailable)
     return app

@@ -10,9 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import settings
+
+# The database cannot be reached or used: refused, dropped or terminated connections, locked, pool exhausted.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
@@ -79,3 +84,11 @@ def dispose_all() -> None:
             eng.dispose()
         _engines.clear()
         _factories.clear()
+
+
+def database_error_reason(exc: BaseException) -> str:
+    """What went wrong, in one line: the driver's own message for a database error (refused, no such table, bad
+    password), not SQLAlchemy's wrapper with the SQL, its parameters and a link."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:200]}" if lines else type(cause).__name__

@@ -28,8 +28,14 @@ def _rate_key() -> str:
     """
     try:
         return _site_or_client_key()
-    except Exception:
-        log.warning("rate limit: could not tell the site of the request's key; limiting per client IP", exc_info=True)
+    except Exception as exc:
+        from service.db import DATABASE_UNAVAILABLE, database_error_reason
+
+        message = "rate limit: could not tell the site of the request's key; limiting per client IP"
+        if isinstance(exc, DATABASE_UNAVAILABLE):  # one line per request while the database is down, no traceback
+            log.warning("%s: %s", message, database_error_reason(exc))
+        else:
+            log.warning(message, exc_info=True)
         return client_ip_key()
 
 

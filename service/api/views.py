@@ -17,7 +17,7 @@ from service.api.openapi import openapi_document
 from service.api.schemas import CommentIn, FeedbackIn
 from service.comments import insert_comment
 from service.config import settings
-from service.db import new_session, session_scope
+from service.db import database_error_reason, new_session, session_scope
 from service.errors import ApiError, error_response
 from service.human_decisions import apply_label
 from service.models import Comment, Site
@@ -240,7 +240,7 @@ def ready() -> Response:
             problem = schema_problem(session)
         checks["database"] = f"error: {problem}" if problem else "ok"
     except Exception as exc:  # report, don't crash: this endpoint exists to say what is wrong
-        checks["database"] = f"error: {_reason(exc)}"
+        checks["database"] = f"error: {database_error_reason(exc)}"
     checks["redis"] = "ok" if redis_bus.ping() else "error: unreachable"
     checks["worker"] = "ok" if _scoring_worker_alive() else "error: no live worker on the score queue"
     try:
@@ -253,14 +253,6 @@ def ready() -> Response:
     response = jsonify({"status": "ready" if ok else "not_ready", "checks": checks})
     response.status_code = 200 if ok else 503
     return response
-
-
-def _reason(exc: Exception) -> str:
-    """What went wrong, in one line: the driver's own message for a database error (refused, no such table, bad
-    password), not SQLAlchemy's wrapper with the SQL and a link."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0][:200]}" if lines else type(cause).__name__
 
 
 def _scoring_worker_alive() -> bool:

@@ -198,7 +198,7 @@ def test_a_database_error_in_the_rate_key_keeps_the_limits_in_redis(bouncer_env:
     answer = json.loads(probe.stdout.strip().splitlines()[-1])
     assert answer["fallbacks"] == []
     assert "limiting per client IP" in probe.stderr
-    # Still limited, per client IP, and counted in Redis (the answers themselves are 500: the database is down).
-    assert answer["statuses"] == [500, 500, 429] * 2
+    # Still limited, per client IP, and counted in Redis (the answers themselves are 503: the database is down).
+    assert answer["statuses"] == [503, 503, 429] * 2
     limits = redis.Redis.from_url(settings().redis_url_for(LIMITS_DB))
     assert len(list(limits.scan_iter(f"*ip:{ip}*"))) == 2  # one bucket per endpoint
