@@ -55,6 +55,8 @@ def web_argv(cfg: Settings, *, access_log: bool = False, extra: Sequence[str] = 
         "--keep-alive", "5",
         "--log-level", _gunicorn_level(cfg.log_level),
         "--error-logfile", "-",
+        # the access log without keys in query strings (Akismet clients may send theirs so)
+        "--logger-class", "service.gunicorn_logging.RedactingLogger",
     ]  # fmt: skip
     if access_log:
         argv += ["--access-logfile", "-"]

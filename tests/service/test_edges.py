@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from tests.conftest import REPO
+import httpx
+
+from tests.conftest import REPO, free_port
 
 OUTAGE_PROBE = """
 import json
@@ -66,3 +71,52 @@ def test_database_outage_is_a_clean_503(bouncer_env: dict[str, str], tmp_path: P
     assert "database unavailable for POST /api/v1/comments: OperationalError: connection failed" in probe.stderr
     assert "Traceback" not in probe.stderr, probe.stderr[:3000]
     assert "hunter2pw" not in probe.stderr
+
+
+def test_access_log_has_no_keys(bouncer_env: dict[str, str], site: dict[str, Any], tmp_path: Path) -> None:
+    """`bouncer web --access-log`: a key in the query string (Akismet clients may send theirs so, get-stats and
+    usage-limit are GETs) is not written to the log; the default format logged the whole request line."""
+    from service.cli_run import web_argv
+    from service.config import load_settings
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")} | bouncer_env
+    env["BOUNCER_BIND"] = f"127.0.0.1:{port}"
+    argv = web_argv(load_settings(env), access_log=True)
+    log_path = tmp_path / "web.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/api/v1/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
+                time.sleep(0.2)
+        akismet_key, api_key = site["akismet_key"], site["api_key"]
+        form = {"blog": "https://blog.example", "user_ip": "203.0.113.7", "comment_content": "hello"}
+        checked = httpx.post(f"{base}/1.1/comment-check?api_key={akismet_key}&is_test=1", data=form, timeout=30)
+        assert checked.status_code == 200 and checked.text in ("true", "false")
+        httpx.get(f"{base}/1.1/get-stats?key={akismet_key}&blog=https://blog.example", timeout=30)
+        httpx.get(f"{base}/api/v1/ready?token={api_key}&Password=pw-in-query", timeout=30)
+        httpx.get(f"{base}/login", headers={"Referer": f"{base}/login?api_key={akismet_key}"}, timeout=30)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    text = log_path.read_text()
+    assert "POST /1.1/comment-check?api_key=***&is_test=1 HTTP/1.1" in text, text
+    assert "GET /1.1/get-stats?key=***&blog=https://blog.example" in text
+    assert "GET /api/v1/ready?token=***&Password=*** HTTP/1.1" in text
+    for secret in (akismet_key, api_key, "pw-in-query"):
+        assert secret not in text
+
+
+def test_redact_query() -> None:
+    from service.gunicorn_logging import redact_query, redact_uri
+
+    assert redact_query("a=1&API_KEY=abc&api%5Fkey=def;key=&blog=x") == "a=1&API_KEY=***&api%5Fkey=***;key=***&blog=x"
+    assert redact_uri("/1.1/verify-key") == "/1.1/verify-key"
+    assert redact_uri("https://h/p?x=1&token=t#frag") == "https://h/p?x=1&token=***#frag"
