@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import REPO, free_port
 
@@ -120,3 +121,16 @@ def test_redact_query() -> None:
     assert redact_query("a=1&API_KEY=abc&api%5Fkey=def;key=&blog=x") == "a=1&API_KEY=***&api%5Fkey=***;key=***&blog=x"
     assert redact_uri("/1.1/verify-key") == "/1.1/verify-key"
     assert redact_uri("https://h/p?x=1&token=t#frag") == "https://h/p?x=1&token=***#frag"
+
+
+def test_database_errors_do_not_show_statement_parameters(bouncer_env: dict[str, str]) -> None:
+    """A failed statement's exception (logged with its traceback) names the SQL, not the values bound to it."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from service.db import engine
+
+    with pytest.raises(DBAPIError) as err, engine().connect() as conn:
+        conn.execute(text("SELECT no_such_column FROM sites WHERE callback_secret = :secret"), {"secret": "hunter2pw"})
+    assert "no_such_column" in str(err.value)
+    assert "hunter2pw" not in str(err.value)
