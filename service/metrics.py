@@ -13,10 +13,23 @@ from sqlalchemy import func, select
 
 from service import redis_bus, retention
 from service.db import session_scope
-from service.models import CallbackDelivery, Comment
+from service.models import CallbackDelivery, Comment, CommentStatus
 
 bp = Blueprint("metrics", __name__)
 _CACHE_SECONDS = 5.0
+# Every Celery queue (service.celery_setup's routes): a backlog of retrains is worth an alert too.
+QUEUES = ("score", "callbacks", "default", "retrain")
+# decided_by as a label: one value per kind of decider, never one per moderator (user:<id>).
+_DECIDERS = {"worker": "model", "web": "model_web", "blog": "blog", "akismet": "blog_akismet", "import": "import"}
+
+
+def decider(decided_by: str | None) -> str:
+    """The bounded ``decided_by`` label of a comment's ``decided_by`` column."""
+    if decided_by is None:
+        return ""
+    if decided_by.startswith(("user:", "moderator:")):
+        return "moderator"
+    return _DECIDERS.get(decided_by, "other")
 
 
 class BouncerCollector(Collector):
@@ -36,6 +49,11 @@ class BouncerCollector(Collector):
         comments = GaugeMetricFamily(
             "bouncer_comments", "Stored comments by status and decision", labels=["status", "decision"]
         )
+        decided = GaugeMetricFamily(
+            "bouncer_decided_comments",
+            "Stored decided comments by decision and who decided (model, model_web, moderator, blog, ...)",
+            labels=["decision", "decided_by"],
+        )
         callbacks = GaugeMetricFamily("bouncer_callbacks", "Callback deliveries by state", labels=["state"])
         queue = GaugeMetricFamily("bouncer_queue_length", "Messages waiting in a Celery queue", labels=["queue"])
         purged = CounterMetricFamily(
@@ -46,24 +64,35 @@ class BouncerCollector(Collector):
                 select(Comment.status, Comment.decision, func.count()).group_by(Comment.status, Comment.decision)
             ):
                 comments.add_metric([status, decision or ""], count)
+            by_decider: dict[tuple[str, str], int] = {}
+            for decision, decided_by, count in session.execute(
+                select(Comment.decision, Comment.decided_by, func.count())
+                .where(Comment.status == CommentStatus.DECIDED)
+                .group_by(Comment.decision, Comment.decided_by)
+            ):
+                labels = (decision or "", decider(decided_by))
+                by_decider[labels] = by_decider.get(labels, 0) + count
+            for labels, count in sorted(by_decider.items()):
+                decided.add_metric(list(labels), count)
             for state, count in session.execute(
                 select(CallbackDelivery.status, func.count()).group_by(CallbackDelivery.status)
             ):
                 callbacks.add_metric([state], count)
         try:
             broker = redis_bus.client(redis_bus.BROKER_DB, socket_timeout=1.0)
-            for name in ("score", "callbacks", "default"):
+            for name in QUEUES:
                 queue.add_metric([name], int(broker.llen(name)))  # type: ignore[arg-type]  # sync client
             totals = redis_bus.purged_totals()
             for kind in retention.KINDS:
                 purged.add_metric([kind], totals.get(kind, 0))
         except Exception:  # Redis down: report what the database knows
-            return [comments, callbacks, queue]
-        return [comments, callbacks, queue, purged]
+            return [comments, decided, callbacks, queue]
+        return [comments, decided, callbacks, queue, purged]
 
 
+COLLECTOR = BouncerCollector()
 _registry = CollectorRegistry()
-_registry.register(BouncerCollector())
+_registry.register(COLLECTOR)
 
 
 @bp.get("/metrics")

@@ -29,7 +29,42 @@ def test_metrics_are_valid_prometheus_text_with_one_content_type(client: Any, si
     pending = [s for s in families["bouncer_comments"].samples if s.labels == {"status": "pending", "decision": ""}]
     assert pending and pending[0].value >= 1
     queues = {s.labels["queue"] for s in families["bouncer_queue_length"].samples}
-    assert {"score", "callbacks", "default"} <= queues
+    assert {"score", "callbacks", "default", "retrain"} <= queues
+
+
+def _decided_samples(client: Any) -> dict[tuple[str, str], float]:
+    from service.metrics import COLLECTOR
+
+    COLLECTOR._cached = (0.0, [])  # no 5-second cache between the two scrapes of a test
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    samples = families["bouncer_decided_comments"].samples
+    return {(s.labels["decision"], s.labels["decided_by"]): s.value for s in samples}
+
+
+def test_decided_comments_by_decision_and_decider(client: Any, site: dict[str, Any]) -> None:
+    """Who decided is a label of a few values: the models, a moderator (whoever it is: no label per user), the blog."""
+    from service.db import session_scope
+    from service.models import Comment
+
+    before = _decided_samples(client)
+    with session_scope() as session:
+        for decided_by in ("worker", "user:7", "user:8", "blog", "akismet", "import", "something-new"):
+            session.add(
+                Comment(site_id=site["id"], content="x", status="decided", decision="hold", decided_by=decided_by)
+            )
+    after = _decided_samples(client)
+    moved = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    # the session's worker may decide comments of earlier tests between the two scrapes: "model" moves by 1 or more
+    assert moved.pop(("hold", "model"), 0) >= 1
+    assert {k: v for k, v in moved.items() if k[1] != "model"} == {
+        ("hold", "moderator"): 2,
+        ("hold", "blog"): 1,
+        ("hold", "blog_akismet"): 1,
+        ("hold", "import"): 1,
+        ("hold", "other"): 1,
+    }
+    deciders = {"model", "model_web", "moderator", "blog", "blog_akismet", "import", "other"}
+    assert {decided_by for _, decided_by in after} <= deciders
 
 
 READY_PROBE = """
