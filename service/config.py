@@ -43,6 +43,10 @@ def _bind(raw: str) -> str:
 def _database_url(raw: str) -> str:
     if not raw.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://")):
         raise ValueError("expected a sqlite:// or postgresql:// URL")
+    try:
+        urlsplit(raw).port  # noqa: B018  # raises on a port that is not a number in 0-65535 (a traceback later)
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
     if raw.startswith("postgres://"):
         raw = "postgresql://" + raw[len("postgres://") :]
     if raw.startswith("postgresql://"):

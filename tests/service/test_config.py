@@ -200,6 +200,8 @@ def test_readme_configuration_table_lists_every_setting_with_its_default() -> No
         ("redis_url", "redis://:hunter2pw@redis:63790000/0", "hunter2pw"),
         ("redis_url", "redis://redis:6379/x?password=hunter2pw", "hunter2pw"),
         ("database_url", "mysql://bouncer:hunter2pw@db/bouncer", "hunter2pw"),
+        # a port that is no number was a traceback from SQLAlchemy at the first connection, not a config error
+        ("database_url", "postgresql://bouncer:hunter2pw@db:notaport/bouncer", "hunter2pw"),
     ],
 )
 def test_bad_values_do_not_show_secrets(tmp_path: Path, name: str, value: str, secret: str) -> None:
