@@ -73,7 +73,11 @@ def openapi_document() -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     schemas["CommentIn"]["properties"]["content"]["maxLength"] = settings().max_content_chars
-    auth_errors = {"401": _err("missing or invalid API key"), "429": _err("rate limited")}
+    auth_errors = {
+        "401": _err("missing or invalid API key"),
+        "429": _err("rate limited"),
+        "503": _err("the database is unavailable (database_unavailable): retry after Retry-After seconds"),
+    }
     body_errors = {
         "400": _err("malformed JSON or parameter"),
         "413": _err("body too large"),

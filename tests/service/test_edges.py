@@ -74,6 +74,12 @@ def test_database_outage_is_a_clean_503(bouncer_env: dict[str, str], tmp_path: P
     assert "hunter2pw" not in probe.stderr
 
 
+def test_openapi_documents_the_outage_answer(client: Any) -> None:
+    paths = client.get("/api/v1/openapi.json").get_json()["paths"]
+    for path, method in [("/api/v1/comments", "post"), ("/api/v1/comments/{comment_id}", "get")]:
+        assert "503" in paths[path][method]["responses"], (path, method)
+
+
 def test_access_log_has_no_keys(bouncer_env: dict[str, str], site: dict[str, Any], tmp_path: Path) -> None:
     """`bouncer web --access-log`: a key in the query string (Akismet clients may send theirs so, get-stats and
     usage-limit are GETs) is not written to the log; the default format logged the whole request line."""
