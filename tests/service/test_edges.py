@@ -23,7 +23,10 @@ client = create_app().test_client()  # not TESTING: errors go through the handle
 api = {"Authorization": "Bearer bk_" + "x" * 43}
 akismet = {"api_key": "abcdefabcdef", "blog": "https://blog.example", "user_ip": "203.0.113.7"}
 answers = {}
+with client.session_transaction() as session:  # a moderator's session: the page asks the database who it is
+    session.update({"uid": 1, "pw": "0" * 16, "sid": "s"})
 for name, method, path, kwargs in [
+    ("queue", "get", "/moderation/", {}),
     ("submit", "post", "/api/v1/comments", {"json": {"content": "hello"}, "headers": api}),
     ("get", "get", "/api/v1/comments/1", {"headers": api}),
     ("check", "post", "/1.1/comment-check", {"data": {**akismet, "comment_content": "hello"}}),
@@ -63,6 +66,10 @@ def test_database_outage_is_a_clean_503(bouncer_env: dict[str, str], tmp_path: P
         assert answer["status"] == 503, answer
         assert answer["headers"]["Content-Type"].startswith("text/plain")
         assert "database is unavailable" in answer["body"]
+    queue = answers["queue"]
+    assert queue["status"] == 503 and queue["headers"]["Content-Type"].startswith("text/html"), queue
+    assert "database is unavailable" in queue["body"] and "Traceback" not in queue["body"]
+    assert queue["headers"]["Content-Security-Policy"].startswith("default-src 'self'")
     assert answers["ready"]["status"] == 503
     assert json.loads(answers["ready"]["body"])["checks"]["database"].startswith("error: OperationalError")
     for answer in answers.values():
