@@ -147,3 +147,38 @@ def test_database_errors_do_not_show_statement_parameters(bouncer_env: dict[str,
         conn.execute(text("SELECT no_such_column FROM sites WHERE callback_secret = :secret"), {"secret": "hunter2pw"})
     assert "no_such_column" in str(err.value)
     assert "hunter2pw" not in str(err.value)
+
+
+CRASH_PROBE = """
+import json
+from service.app import create_app
+app = create_app()
+def boom():
+    raise ZeroDivisionError("secret detail of the crash")
+app.add_url_rule("/api/v1/boom", view_func=boom)
+app.add_url_rule("/1.1/boom", view_func=boom)
+app.add_url_rule("/boom", view_func=boom)
+client = app.test_client()
+print(json.dumps({p: [(a := client.get(p)).status_code, a.headers["Content-Type"], a.get_data(as_text=True)]
+                  for p in ("/api/v1/boom", "/1.1/boom", "/boom")}))
+"""
+
+
+def test_a_crash_is_a_500_without_details(bouncer_env: dict[str, str]) -> None:
+    """An unexpected error: the API's error shape coded internal_error (it was 'http_error'), an HTML page for the
+    UI; neither shows the exception or a traceback (the log has it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")} | bouncer_env
+    probe = subprocess.run(
+        [sys.executable, "-c", CRASH_PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert probe.returncode == 0, probe.stderr
+    answers = json.loads(probe.stdout.strip().splitlines()[-1])
+    for path in ("/api/v1/boom", "/1.1/boom"):
+        status, content_type, body = answers[path]
+        assert (status, content_type) == (500, "application/json")
+        assert json.loads(body)["error"]["code"] == "internal_error"
+    status, content_type, body = answers["/boom"]
+    assert (status, content_type) == (500, "text/html; charset=utf-8")
+    for _, _, body in answers.values():
+        assert "secret detail" not in body and "Traceback" not in body and "ZeroDivisionError" not in body
+    assert "ZeroDivisionError: secret detail of the crash" in probe.stderr  # the operator sees it in the log
