@@ -24,9 +24,9 @@ _DECIDERS = {"worker": "model", "web": "model_web", "blog": "blog", "akismet": "
 
 
 def decider(decided_by: str | None) -> str:
-    """The bounded ``decided_by`` label of a comment's ``decided_by`` column."""
+    """The bounded ``decided_by`` label of a comment's ``decided_by`` column (none stored: ``other``)."""
     if decided_by is None:
-        return ""
+        return "other"
     if decided_by.startswith(("user:", "moderator:")):
         return "moderator"
     return _DECIDERS.get(decided_by, "other")
