@@ -103,10 +103,7 @@ def _attempts_client() -> redis.Redis:
 
 def unfinished_scoring_attempts(comment_ids: Sequence[int]) -> dict[int, int]:
     """How many scoring attempts of each comment started and never finished (0 for nearly all)."""
-    if not comment_ids:
-        return {}
-    values = cast(list[bytes | None], _attempts_client().mget([_attempts_key(cid) for cid in comment_ids]))
-    return {cid: int(value or 0) for cid, value in zip(comment_ids, values, strict=True)}
+    return scoring_records(comment_ids)[0]
 
 
 def start_scoring_attempt(comment_ids: Sequence[int]) -> None:
@@ -172,15 +169,25 @@ def note_unblamed_failures(comment_ids: Sequence[int], now: float | None = None)
 
 def unblamed_scoring_failures(comment_ids: Sequence[int]) -> dict[int, UnblamedFailures]:
     """The unblamed failed scoring attempts of each comment (none for nearly all)."""
+    return scoring_records(comment_ids)[1]
+
+
+def scoring_records(comment_ids: Sequence[int]) -> tuple[dict[int, int], dict[int, UnblamedFailures]]:
+    """Both records a batch is planned from (``unfinished_scoring_attempts``, ``unblamed_scoring_failures``), read in
+    one round trip: every batch of every comment's decision reads them."""
     if not comment_ids:
-        return {}
+        return {}, {}
     pipe = _attempts_client().pipeline(transaction=False)
+    pipe.mget([_attempts_key(cid) for cid in comment_ids])
     for cid in comment_ids:
         pipe.hmget(_failures_key(cid), ["count", "first", "last"])
-    found: dict[int, UnblamedFailures] = {}
-    for cid, (count, first, last) in zip(comment_ids, pipe.execute(), strict=True):
-        found[cid] = UnblamedFailures(int(count or 0), float(first or 0), float(last or 0))
-    return found
+    values, *records = pipe.execute()
+    died = {cid: int(value or 0) for cid, value in zip(comment_ids, cast(list[bytes | None], values), strict=True)}
+    failures = {
+        cid: UnblamedFailures(int(count or 0), float(first or 0), float(last or 0))
+        for cid, (count, first, last) in zip(comment_ids, records, strict=True)
+    }
+    return died, failures
 
 
 # Set when a scoring attempt decides comments: while it lives, the scorer is known to work, so a comment that fails

@@ -87,8 +87,7 @@ def plan_attempts(comment_ids: Sequence[int]) -> AttemptPlan:
     cfg = settings()
     limit, give_up = cfg.score_max_attempts, cfg.score_give_up_seconds
     try:
-        died = redis_bus.unfinished_scoring_attempts(comment_ids)
-        failures = redis_bus.unblamed_scoring_failures(comment_ids)
+        died, failures = redis_bus.scoring_records(comment_ids)
     except redis.RedisError:
         log.warning("could not read the scoring attempts of %s; scoring them together", list(comment_ids))
         return AttemptPlan(together=list(comment_ids))
