@@ -190,20 +190,26 @@ def scoring_records(comment_ids: Sequence[int]) -> tuple[dict[int, int], dict[in
     return died, failures
 
 
-# Set when a scoring attempt decides comments: while it lives, the scorer is known to work, so a comment that fails
-# to score alone is taken to be at fault (service.decisions.attempts.blamed_failures).
+# Set when a scoring attempt decides comments, one key per scorer (its models' versions and the libraries running
+# them): while it lives, that scorer is known to work, so a comment that fails to score alone on it is taken to be at
+# fault (service.decisions.attempts.blamed_failures). Another scorer's success proves nothing: a worker that loaded a
+# newly promoted, broken model must not blame its comments because processes still on the old model decide theirs.
 SCORING_SUCCEEDED_KEY = "bouncer:scoring-succeeded"
 SCORING_SUCCEEDED_SECONDS = 60
 
 
-def note_scoring_succeeded() -> None:
-    """Remember for ``SCORING_SUCCEEDED_SECONDS`` that scoring worked (one write per decided batch)."""
-    _attempts_client().set(SCORING_SUCCEEDED_KEY, 1, ex=SCORING_SUCCEEDED_SECONDS)
+def scoring_succeeded_key(scorer: str) -> str:
+    return f"{SCORING_SUCCEEDED_KEY}:{scorer}"
 
 
-def scoring_succeeded_recently() -> bool:
-    """True if some worker scored comments in the last ``SCORING_SUCCEEDED_SECONDS``."""
-    return bool(_attempts_client().exists(SCORING_SUCCEEDED_KEY))
+def note_scoring_succeeded(scorer: str) -> None:
+    """Remember for ``SCORING_SUCCEEDED_SECONDS`` that this scorer worked (one write per decided batch)."""
+    _attempts_client().set(scoring_succeeded_key(scorer), 1, ex=SCORING_SUCCEEDED_SECONDS)
+
+
+def scoring_succeeded_recently(scorer: str) -> bool:
+    """True if some process scored comments with this scorer in the last ``SCORING_SUCCEEDED_SECONDS``."""
+    return bool(_attempts_client().exists(scoring_succeeded_key(scorer)))
 
 
 def claim_retrain_resend(run_id: int, seconds: int) -> bool:

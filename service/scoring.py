@@ -6,6 +6,9 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import numpy
+import sklearn
+
 from classifiers import KINDS, CommentInput, LoadedModel, ModelRegistry, ModelScore
 from service.config import settings
 from service.models import Comment
@@ -32,6 +35,17 @@ def active_models() -> dict[str, LoadedModel]:
     """The active model of each kind; cheap when nothing changed (the registry checks its pointer file)."""
     reg = registry()
     return {kind: reg.active(kind) for kind in KINDS}
+
+
+def scorer_identity() -> str | None:
+    """What scores comments in this process: its active models' versions and the libraries that run them (None when
+    a model does not load). Whether scoring works is known per scorer (``service.decisions.attempts``)."""
+    try:
+        models = active_models()
+    except Exception:
+        return None
+    versions = [f"{kind}={model.version}" for kind, model in sorted(models.items())]
+    return ",".join([*versions, f"sklearn={sklearn.__version__}", f"numpy={numpy.__version__}"])
 
 
 def warm_up() -> dict[str, str]:

@@ -394,3 +394,12 @@ def decide_events(ids: list[int], database: str | None = None) -> dict[int, int]
             .group_by(ModerationEvent.comment_id)
         ).all()
     return {int(cid): int(n) for cid, n in rows}
+
+
+def forget_scoring_successes() -> None:
+    """Forget that any scorer worked a moment ago (service.decisions.attempts.blamed_failures)."""
+    from service import redis_bus
+
+    attempts = redis_bus.client(redis_bus.BROKER_DB)
+    for key in attempts.scan_iter(match=f"{redis_bus.SCORING_SUCCEEDED_KEY}:*"):
+        attempts.delete(key)

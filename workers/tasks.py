@@ -19,6 +19,7 @@ from service.callbacks import attempt_delivery, backoff_seconds
 from service.db import session_scope
 from service.decisions.attempts import count_failures, plan_attempts, scoring_attempt, scoring_worked
 from service.decisions.engine import after_decided, decide_pending
+from service.scoring import scorer_identity
 from service.sweeper import sweep
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,10 @@ def score_comment(requests: list[SimpleRequest]) -> None:
         except Exception:
             log.warning("scoring comment %s alone raised", cid, exc_info=not failed)  # one traceback is enough
             failed.append(cid)
+    scorer = scorer_identity() if decided_any or failed else None
     if decided_any:
-        scoring_worked()
-    count_failures(failed, tried_alone=tried_alone, decided_any=decided_any)
+        scoring_worked(scorer)
+    count_failures(failed, tried_alone=tried_alone, decided_any=decided_any, scorer=scorer)
 
 
 def _decide(ids: list[int], hold_without_scoring: str = "") -> bool:

@@ -82,6 +82,7 @@ def _decide_here(comment_id: int) -> None:
 
     from service.decisions.attempts import count_failures, plan_attempts, scoring_attempt, scoring_worked
     from service.decisions.engine import after_decided, decide_pending
+    from service.scoring import scorer_identity
 
     # Counted like the worker's attempts: a comment that kills the process scoring it must not take down a web
     # process with every resubmission, and one given up on is held unscored here too.
@@ -99,10 +100,10 @@ def _decide_here(comment_id: int) -> None:
         log.exception("the web fallback could not decide comment %s", comment_id)
         # The worker's rule for a comment that fails alone: its fault (a failed attempt) only while scoring works,
         # else an unblamed failure, held once they went on for BOUNCER_SCORE_GIVE_UP_SECONDS.
-        count_failures(counted, tried_alone=1, decided_any=False)
+        count_failures(counted, tried_alone=1, decided_any=False, scorer=scorer_identity())
         return
     if counted and decided.comments:
-        scoring_worked()
+        scoring_worked(scorer_identity())
 
 
 def stored_decision(comment_id: int) -> StoredDecision:

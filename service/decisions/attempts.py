@@ -134,18 +134,21 @@ def count_failed_attempt(comment_ids: Sequence[int]) -> None:
         log.warning("could not count the failed scoring attempt of %s", list(comment_ids), exc_info=True)
 
 
-def scoring_worked() -> None:
-    """Note that a scoring attempt decided comments: for a while, a comment failing alone is its own fault."""
+def scoring_worked(scorer: str | None) -> None:
+    """Note that a scoring attempt decided comments with ``scorer`` (``service.scoring.scorer_identity``): for a
+    while, a comment failing alone on that scorer is its own fault."""
+    if scorer is None:
+        return
     try:
-        redis_bus.note_scoring_succeeded()
+        redis_bus.note_scoring_succeeded(scorer)
     except redis.RedisError:
         log.warning("could not note that scoring worked", exc_info=True)
 
 
-def count_failures(failed: Sequence[int], tried_alone: int, decided_any: bool) -> None:
+def count_failures(failed: Sequence[int], tried_alone: int, decided_any: bool, scorer: str | None) -> None:
     """After a run: count the comments that failed alone -- as attempts that died when they are to blame
     (``blamed_failures``), else as unblamed failures, which give up on a comment once they went on long enough."""
-    blamed = blamed_failures(failed, tried_alone=tried_alone, decided_any=decided_any)
+    blamed = blamed_failures(failed, tried_alone=tried_alone, decided_any=decided_any, scorer=scorer)
     count_failed_attempt(blamed)
     unblamed = [cid for cid in failed if cid not in blamed]
     if not unblamed:
@@ -156,11 +159,12 @@ def count_failures(failed: Sequence[int], tried_alone: int, decided_any: bool) -
         log.warning("could not note the failed scoring of %s", unblamed, exc_info=True)
 
 
-def blamed_failures(failed: Sequence[int], tried_alone: int, decided_any: bool) -> list[int]:
+def blamed_failures(failed: Sequence[int], tried_alone: int, decided_any: bool, scorer: str | None) -> list[int]:
     """Which comments that failed to score alone are at fault: all of them if the scorer works, else none.
 
     It works if another comment of the same run was decided, or -- for a comment that came alone, with nothing to
-    compare -- if any worker scored comments a moment ago (``redis_bus.scoring_succeeded_recently``). When two or
+    compare -- if a process scored comments with the same ``scorer`` (models and libraries: a model that does not
+    load is none) a moment ago (``redis_bus.scoring_succeeded_recently``). When two or
     more comments were scored alone and every one failed, the scorer is broken (a bad model, a bug) and no comment
     is blamed, whatever succeeded before: they stay pending and the sweeper retries them, until they kept failing
     for ``BOUNCER_SCORE_GIVE_UP_SECONDS`` (``count_failures``, ``plan_attempts``).
@@ -169,8 +173,10 @@ def blamed_failures(failed: Sequence[int], tried_alone: int, decided_any: bool) 
         return list(failed)
     if tried_alone > 1:
         return []
+    if scorer is None:
+        return []
     try:
-        works = redis_bus.scoring_succeeded_recently()
+        works = redis_bus.scoring_succeeded_recently(scorer)
     except redis.RedisError:
         works = False
     return list(failed) if works else []

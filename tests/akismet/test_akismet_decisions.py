@@ -18,6 +18,8 @@ from service.db import session_scope
 from service.decisions.attempts import gave_up_reason, kept_failing_reason
 from service.decisions.engine import after_decided, decide_pending
 from service.models import Comment, ModerationEvent, Site
+from service.scoring import scorer_identity
+from tests.conftest import forget_scoring_successes
 from tests.service.test_scoring_attempts import _die_inside_an_attempt
 
 
@@ -142,14 +144,15 @@ def test_web_fallback_counts_a_failed_scoring_as_the_worker_does(
     worker, it is its own fault (a failed attempt) only while scoring works, and held once out of attempts."""
     from service import redis_bus
 
-    redis_bus.client(redis_bus.BROKER_DB).delete(redis_bus.SCORING_SUCCEEDED_KEY)
+    forget_scoring_successes()
     poison = _pending_comment(site["id"], "Mallory", f"{breaking_scorer} a text the scorer cannot handle")
     assert decide_within(poison, 0, enqueue=False).status == "pending"
     assert redis_bus.unfinished_scoring_attempts([poison]) == {poison: 0}  # maybe the model: nothing to compare
 
     fine = _pending_comment(site["id"], "Ada")
     assert decide_within(fine, 0, enqueue=False).status == "decided"
-    assert redis_bus.scoring_succeeded_recently()  # the fallback's scoring counts as scoring that works
+    scorer = scorer_identity()
+    assert scorer is not None and redis_bus.scoring_succeeded_recently(scorer)  # the fallback's scoring works
     for failed in range(1, 4):
         assert decide_within(poison, 0, enqueue=False).status == "pending"
         assert redis_bus.unfinished_scoring_attempts([poison]) == {poison: failed}
@@ -169,7 +172,7 @@ def test_web_fallback_notes_an_unblamed_failure_and_holds_once_scoring_kept_fail
     from service import redis_bus
     from service.config import settings
 
-    redis_bus.client(redis_bus.BROKER_DB).delete(redis_bus.SCORING_SUCCEEDED_KEY)
+    forget_scoring_successes()
     poison = _pending_comment(site["id"], "Mallory", f"{breaking_scorer} a text the scorer cannot handle")
     os.environ["BOUNCER_SCORE_GIVE_UP_SECONDS"] = "1"
     settings.cache_clear()

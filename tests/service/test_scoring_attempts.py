@@ -39,10 +39,11 @@ from service.decisions.attempts import (
 )
 from service.models import Comment
 from service.sites import create_site
-from tests.conftest import REPO, LiveServer, WorkerProcess, decide_events
+from tests.conftest import REPO, LiveServer, WorkerProcess, decide_events, forget_scoring_successes
 
 # Far above the ids of stored comments, so the counts of this file never meet those of another test's comment.
 _ids = itertools.count(10**15)
+SCORER, NEW_SCORER = "abuse=abuse-1,spam=spam-1", "abuse=abuse-1,spam=spam-2"
 
 DIE_INSIDE_AN_ATTEMPT = """
 import os, sys
@@ -244,15 +245,33 @@ def test_when_every_comment_fails_alone_none_is_blamed(
 
 
 def test_a_lone_failure_is_blamed_only_while_scoring_works(bouncer_env: dict[str, str]) -> None:
-    from service.decisions.attempts import blamed_failures, scoring_worked
+    from service.decisions.attempts import blamed_failures
 
     lone, other = next(_ids), next(_ids)
-    redis_bus.client(redis_bus.BROKER_DB).delete(redis_bus.SCORING_SUCCEEDED_KEY)
-    assert blamed_failures([lone], tried_alone=1, decided_any=False) == []  # nothing to compare: maybe the model
-    assert blamed_failures([lone, other], tried_alone=3, decided_any=True) == [lone, other]  # the third scored
-    scoring_worked()
-    assert blamed_failures([lone], tried_alone=1, decided_any=False) == [lone]  # others scored a moment ago
-    assert blamed_failures([lone, other], tried_alone=2, decided_any=False) == []  # every one failed: broken now
+    forget_scoring_successes()
+    assert blamed_failures([lone], tried_alone=1, decided_any=False, scorer=SCORER) == []  # nothing to compare
+    assert blamed_failures([lone, other], tried_alone=3, decided_any=True, scorer=SCORER) == [lone, other]
+    scoring_worked(SCORER)
+    assert blamed_failures([lone], tried_alone=1, decided_any=False, scorer=SCORER) == [lone]  # scored a moment ago
+    assert blamed_failures([lone, other], tried_alone=2, decided_any=False, scorer=SCORER) == []  # every one failed
+    # Processes still on the old model decide their comments; one that loaded a newly promoted model fails each of its
+    # own: that is the new model's fault, not the comment's, and a model that does not load blames no comment either.
+    assert blamed_failures([lone], tried_alone=1, decided_any=False, scorer=NEW_SCORER) == []
+    assert blamed_failures([lone], tried_alone=1, decided_any=False, scorer=None) == []
+    scoring_worked(None)  # nothing to note
+    assert blamed_failures([lone], tried_alone=1, decided_any=False, scorer=NEW_SCORER) == []
+
+
+def test_the_scorer_is_its_models_and_libraries(bouncer_env: dict[str, str]) -> None:
+    import numpy
+    import sklearn
+
+    from service.scoring import active_models, scorer_identity
+
+    versions = {kind: model.version for kind, model in active_models().items()}
+    assert scorer_identity() == (
+        f"abuse={versions['abuse']},spam={versions['spam']},sklearn={sklearn.__version__},numpy={numpy.__version__}"
+    )
 
 
 def _failures_key(cid: int) -> str:
@@ -265,16 +284,18 @@ def test_unblamed_failures_give_up_only_once_they_went_on_long_enough(bouncer_en
     and a comment is held once BOUNCER_SCORE_MAX_ATTEMPTS (3) of them span BOUNCER_SCORE_GIVE_UP_SECONDS (3600): from
     the first failure to the latest, so a comment that failed and then waited out an outage is tried again."""
     a, b = next(_ids), next(_ids)
-    redis_bus.client(redis_bus.BROKER_DB).delete(redis_bus.SCORING_SUCCEEDED_KEY)
+    forget_scoring_successes()
     before = time.time()
-    count_failures([a, b], tried_alone=2, decided_any=False)  # every one failed: none blamed, each noted
+    count_failures([a, b], tried_alone=2, decided_any=False, scorer=SCORER)  # every one failed: none blamed, each noted
     assert redis_bus.unfinished_scoring_attempts([a, b]) == {a: 0, b: 0}
     noted = redis_bus.unblamed_scoring_failures([a, b])
     assert noted[a].count == noted[b].count == 1 and before <= noted[a].first == noted[a].last <= time.time()
     ttl = cast(int, redis_bus.client(redis_bus.BROKER_DB).ttl(_failures_key(a)))
     assert 0 < ttl <= redis_bus.SCORE_ATTEMPTS_TTL_SECONDS
-    scoring_worked()
-    count_failures([a], tried_alone=1, decided_any=False)  # scoring works: its own fault, counted as before
+    scoring_worked(SCORER)
+    count_failures(
+        [a], tried_alone=1, decided_any=False, scorer=SCORER
+    )  # scoring works: its own fault, counted as before
     assert redis_bus.unfinished_scoring_attempts([a]) == {a: 1}
     assert redis_bus.unblamed_scoring_failures([a])[a].count == 1  # not noted as unblamed too
 
