@@ -23,10 +23,10 @@ def main(ctx: click.Context) -> None:
 
 def _register() -> None:
     from classifiers.cli import evaluate, models, train
-    from service.cli_admin import db, labels, purge, sites, users
+    from service.cli_admin import db, labels, personal_data, purge, sites, users
     from service.cli_run import beat, up, web, worker
 
-    for command in (up, web, worker, beat, db, sites, users, labels, purge, train, evaluate, models):
+    for command in (up, web, worker, beat, db, sites, users, labels, purge, personal_data, train, evaluate, models):
         main.add_command(command)
 
 

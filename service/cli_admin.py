@@ -1,8 +1,10 @@
-"""Administrative commands: ``bouncer db``, ``sites``, ``users``, ``labels`` and ``purge`` (data retention)."""
+"""Administrative commands: ``bouncer db``, ``sites``, ``users``, ``labels``, ``purge`` (data retention) and
+``personal-data`` (commenters' requests)."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
 
 from service.db import session_scope
 from service.models import Site, parse_id
@@ -193,3 +196,53 @@ def purge(dry_run: bool) -> None:
     with database_errors():
         result = run_purge(dry_run=dry_run)
     click.echo(json.dumps(result.as_dict(), indent=2))
+
+
+@click.group("personal-data")
+def personal_data() -> None:
+    """A commenter's personal data on request, by e-mail address: export (access) or erase (to be forgotten)."""
+
+
+def _site_and_address(session: Session, site_id: int, email: str) -> str:
+    """The address as the API takes it (trimmed, with an @), for a site that exists."""
+    from pydantic import ValidationError
+
+    from service.api.schemas import PersonalDataIn
+
+    try:
+        address = PersonalDataIn(email=email).email
+    except ValidationError as exc:
+        raise click.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, "), param_hint="--email") from exc
+    if session.get(Site, site_id) is None:
+        raise click.ClickException(f"no site with id {site_id}")
+    return address
+
+
+@personal_data.command("export")
+@click.option("--site", "site_id", type=ROW_ID, required=True)
+@click.option("--email", required=True, help="The commenter's e-mail address (any case).")
+def personal_data_export(site_id: int, email: str) -> None:
+    """Print what the site's comments from this address hold about their author, a JSON line per comment."""
+    from service.personal_data import export_page
+
+    with database_errors(), session_scope() as session:
+        address = _site_and_address(session, site_id, email)
+        for page in itertools.count(1):
+            records, done = export_page(session, site_id, address, page)
+            for record in records:
+                click.echo(json.dumps(record))
+            if done:
+                break
+
+
+@personal_data.command("erase")
+@click.option("--site", "site_id", type=ROW_ID, required=True)
+@click.option("--email", required=True, help="The commenter's e-mail address (any case).")
+def personal_data_erase(site_id: int, email: str) -> None:
+    """Erase the author's name, e-mail, website, IP, user agent, referrer and meta from the site's comments from
+    this address (their text, decisions and labels stay); prints how many comments held them."""
+    from service.personal_data import erase
+
+    with database_errors(), session_scope() as session:
+        erased = erase(session, site_id, _site_and_address(session, site_id, email))
+    click.echo(json.dumps({"site": site_id, "erased": erased}))

@@ -8,7 +8,7 @@ from typing import Any
 from service.models import Comment
 
 
-def _utc_iso(value: datetime | None) -> str | None:
+def utc_iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with its offset; SQLite hands timestamps back without a zone, PostgreSQL with one."""
     if value is None:
         return None
@@ -33,5 +33,5 @@ def comment_view(c: Comment) -> dict[str, Any]:
         view["reasons"] = list(c.reasons or [])
         view["model"] = dict(c.model_versions or {})
         view["decided_by"] = c.decided_by
-        view["decided_at"] = _utc_iso(c.decided_at)
+        view["decided_at"] = utc_iso(c.decided_at)
     return view

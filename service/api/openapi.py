@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from service.api.schemas import CommentIn, FeedbackIn
+from service.api.schemas import CommentIn, FeedbackIn, PersonalDataExportIn, PersonalDataIn
 from service.config import settings
 from service.models import MAX_ID
 
@@ -50,6 +50,36 @@ _COMMENT_STATUS = {
     },
 }
 
+_TEXT = {"type": "string"}
+_PERSONAL_RECORD = {
+    "type": "object",
+    "required": ["id", "content", "author"],
+    "properties": {
+        "id": {"type": "integer"},
+        "external_id": {"type": ["string", "null"]},
+        "received_at": {"type": ["string", "null"]},
+        "content": _TEXT,
+        "author": {
+            "type": "object",
+            "properties": {key: _TEXT for key in ("name", "email", "url", "ip", "user_agent")},
+        },
+        "referrer": _TEXT,
+        "post_url": _TEXT,
+        "meta": {"type": "object"},
+        "decision": {"type": ["string", "null"]},
+        "personal_data_erased_at": {"type": ["string", "null"]},
+    },
+}
+_PERSONAL_DATA = {
+    "type": "object",
+    "required": ["comments", "done"],
+    "properties": {"comments": {"type": "array", "items": _PERSONAL_RECORD}, "done": {"type": "boolean"}},
+}
+
+
+def _json_body(model: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": _REF.format(model=model)}}}}
+
 
 def _err(description: str) -> dict[str, Any]:
     return {
@@ -68,7 +98,8 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR, "CommentStatus": _COMMENT_STATUS}
-    for model in (CommentIn, FeedbackIn):
+    schemas["PersonalData"] = _PERSONAL_DATA
+    for model in (CommentIn, FeedbackIn, PersonalDataIn, PersonalDataExportIn):
         schema = TypeAdapter(model).json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -114,10 +145,7 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 0, "maximum": 10000},
                         }
                     ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": _REF.format(model="CommentIn")}}},
-                    },
+                    "requestBody": _json_body("CommentIn"),
                     "responses": {
                         "200": _ok("decided", "CommentStatus"),
                         "202": _ok("stored; the decision is pending", "CommentStatus"),
@@ -141,10 +169,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Label a comment (the blog's own moderators)",
                     "parameters": [comment_id],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": _REF.format(model="FeedbackIn")}}},
-                    },
+                    "requestBody": _json_body("FeedbackIn"),
                     "responses": {
                         "200": {
                             "description": "label recorded",
@@ -161,6 +186,43 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         "404": _err("no such comment"),
+                        **body_errors,
+                        **auth_errors,
+                    },
+                }
+            },
+            "/api/v1/personal-data/export": {
+                "post": {
+                    "summary": "A commenter's personal data on the site, by e-mail address (right of access)",
+                    "description": "One page of 100 of the comments from this address, oldest first; "
+                    "done is true on the last page.",
+                    "requestBody": _json_body("PersonalDataExportIn"),
+                    "responses": {
+                        "200": _ok("a page of the commenter's data", "PersonalData"),
+                        **body_errors,
+                        **auth_errors,
+                    },
+                }
+            },
+            "/api/v1/personal-data/erase": {
+                "post": {
+                    "summary": "Erase a commenter's personal data on the site, by e-mail address (right to erasure)",
+                    "description": "Empties author name, e-mail, website, IP, user agent, referrer and meta of "
+                    "every comment from this address; the text, decision and labels stay.",
+                    "requestBody": _json_body("PersonalDataIn"),
+                    "responses": {
+                        "200": {
+                            "description": "how many comments held the commenter's data",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["erased"],
+                                        "properties": {"erased": {"type": "integer", "minimum": 0}},
+                                    }
+                                }
+                            },
+                        },
                         **body_errors,
                         **auth_errors,
                     },

@@ -151,3 +151,21 @@ class CommentIn(_Strict):
 
 class FeedbackIn(_Strict):
     label: Literal["spam", "ham", "abuse"]
+
+
+class PersonalDataIn(_Strict):
+    """Whose personal data: the commenter's e-mail address, as the blog sent it with their comments."""
+
+    email: str = Field(max_length=320)
+
+    @field_validator("email")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip()
+        if "@" not in value:  # an empty or a bare name would match the comments of everyone who left no address
+            raise ValueError("must be an e-mail address")
+        return value
+
+
+class PersonalDataExportIn(PersonalDataIn):
+    page: int = Field(default=1, ge=1, le=1_000_000, strict=True)

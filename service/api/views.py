@@ -5,27 +5,29 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from service import queue, redis_bus
 from service.api.openapi import openapi_document
-from service.api.schemas import CommentIn, FeedbackIn
+from service.api.schemas import CommentIn, FeedbackIn, PersonalDataExportIn, PersonalDataIn
 from service.comments import insert_comment
 from service.config import settings
 from service.db import database_error_reason, new_session, session_scope
 from service.errors import ApiError, error_response
 from service.human_decisions import apply_label
 from service.models import Comment, Site
+from service.personal_data import erase, export_page
 from service.sites import site_by_api_key, site_id_by_api_key
 from service.views import comment_view
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
+_Body = TypeVar("_Body", bound=BaseModel)
 # ASCII digits only: str.isdigit() also takes '²' or '٣', and a 5000-digit value makes int() raise.
 _WAIT_MS = re.compile(r"[0-9]{1,9}")
 
@@ -110,6 +112,15 @@ def _validation_error(exc: ValidationError) -> ApiError:
     return ApiError(422, "invalid_field", f"'{field}': {first['msg']}", field)
 
 
+def _validated_body(model: type[_Body]) -> _Body:
+    """The JSON body, validated; authenticate before calling this: no validation details for unknown clients."""
+    body = _json_body()
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+
+
 def _wait_budget() -> int:
     raw = request.args.get("wait")
     cfg = settings()
@@ -138,11 +149,7 @@ def create_comment() -> Response:
     with session_scope() as session:  # authenticate first: no validation details for unknown clients
         site_id = _authenticated_site_id(session)
     budget = _wait_budget()
-    body = _json_body()
-    try:
-        data = CommentIn.model_validate(body)
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
+    data = _validated_body(CommentIn)
     with session_scope() as session:
         comment_id, created = insert_comment(session, site_id, data)
         if created:
@@ -196,11 +203,7 @@ def comment_feedback(comment_id: int) -> Response:
     """The blog's own moderators labelled the comment: spam, ham or abuse."""
     with session_scope() as session:
         _authenticated_site(session)  # authenticate first: no validation details for unknown clients
-    body = _json_body()
-    try:
-        data = FeedbackIn.model_validate(body)
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc
+    data = _validated_body(FeedbackIn)
     with session_scope() as session:
         site = _authenticated_site(session)
         comment = _site_comment(session, site, comment_id)
@@ -219,6 +222,31 @@ def comment_feedback(comment_id: int) -> Response:
             raise ApiError(404, "not_found", "no such comment")
         view = comment_view(comment)
     return jsonify({"label": data.label, "comment": view})
+
+
+@bp.post("/personal-data/export")
+def export_personal_data() -> Response:
+    """A commenter's request for their data: what the site's comments from this e-mail address hold, a page of
+    ``EXPORT_PAGE_SIZE`` at a time (``done``: the last page)."""
+    with session_scope() as session:
+        _authenticated_site(session)
+    data = _validated_body(PersonalDataExportIn)
+    with session_scope() as session:
+        site = _authenticated_site(session)
+        comments, done = export_page(session, site.id, data.email, data.page)
+    return jsonify({"comments": comments, "done": done})
+
+
+@bp.post("/personal-data/erase")
+def erase_personal_data() -> Response:
+    """A commenter's request to be forgotten: their personal data is erased from the site's comments."""
+    with session_scope() as session:
+        _authenticated_site(session)
+    data = _validated_body(PersonalDataIn)
+    with session_scope() as session:
+        site = _authenticated_site(session)
+        erased = erase(session, site.id, data.email)
+    return jsonify({"erased": erased})
 
 
 @bp.get("/health")

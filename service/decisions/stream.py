@@ -204,6 +204,16 @@ def _client() -> redis.Redis:
     )
 
 
+def forget_author(site_id: int, email: str) -> None:
+    """Delete what the checks keep under an author's e-mail address on a site -- the first-sight marker (kept for
+    ``first_sight_days``) and the flood window -- when the author asked to be forgotten (``service.personal_data``).
+    Campaign clusters keep a digest of IP and address together among their sources until they expire."""
+    address = _email(email)
+    if address:
+        digest = _h(address)
+        _client().delete(f"fs:{site_id}:e:{digest}", f"v:{site_id}:email:{digest}")
+
+
 def _run(script: str, arg_sets: list[list[Any]]) -> list[Any]:
     """Run the script once per argument set, all in one pipelined round trip; load it once on NOSCRIPT."""
     conn = _client()
