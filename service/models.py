@@ -34,6 +34,12 @@ from service.config import settings
 ID = BigInteger().with_variant(Integer(), "sqlite")
 MAX_ID = 2**63 - 1
 _MAX_ID_DIGITS = len(str(MAX_ID))
+# Tables whose rows get deleted (retention purge and its cascades, an admin) and whose ids are seen outside the row
+# (API answers, callbacks, Akismet, audit log, UI forms, "labels after id N") take ids by SQLite's AUTOINCREMENT:
+# without it SQLite gives max(id) + 1, so the id of a deleted newest row goes to the next. PostgreSQL's sequences never
+# go back. Not here: tables whose rows stay (sites, users, retrain_runs) or whose ids nobody sees (user_sessions:
+# the cookie names a token).
+NO_ID_REUSE: dict[str, Any] = {"sqlite_autoincrement": True}
 
 
 def parse_id(value: object) -> int | None:
@@ -111,7 +117,7 @@ class ListEntry(Base):
     """An allow- or blocklist entry of a site; an allow entry beats a block entry."""
 
     __tablename__ = "list_entries"
-    __table_args__ = (UniqueConstraint("site_id", "action", "kind", "value"),)
+    __table_args__ = (UniqueConstraint("site_id", "action", "kind", "value"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"), index=True)
@@ -130,6 +136,7 @@ class Comment(Base):
         Index("ix_comments_site_decision_received", "site_id", "decision", "received_at"),
         # The retention purge finds the old comments whose personal data is still there without a scan.
         Index("ix_comments_erased_received", "personal_data_erased_at", "received_at"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
@@ -222,6 +229,7 @@ class ModerationEvent(Base):
     """The audit log: every change of a comment's disposition, who made it, from what to what."""
 
     __tablename__ = "moderation_events"
+    __table_args__ = (NO_ID_REUSE,)
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     comment_id: Mapped[int] = mapped_column(ID, ForeignKey("comments.id", ondelete="CASCADE"), index=True)
@@ -239,7 +247,7 @@ class Label(Base):
     """A human-confirmed training label. A later label for the same comment supersedes the earlier one."""
 
     __tablename__ = "labels"
-    __table_args__ = (Index("ix_labels_comment_created", "comment_id", "created_at"),)
+    __table_args__ = (Index("ix_labels_comment_created", "comment_id", "created_at"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     comment_id: Mapped[int | None] = mapped_column(ID, ForeignKey("comments.id", ondelete="CASCADE"))
@@ -293,7 +301,7 @@ class CallbackDelivery(Base):
 
     __tablename__ = "callback_deliveries"
     # The retention purge finds finished deliveries by age without a scan.
-    __table_args__ = (Index("ix_callback_deliveries_status_created", "status", "created_at"),)
+    __table_args__ = (Index("ix_callback_deliveries_status_created", "status", "created_at"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     comment_id: Mapped[int] = mapped_column(ID, ForeignKey("comments.id", ondelete="CASCADE"), index=True)

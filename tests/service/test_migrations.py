@@ -11,10 +11,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, insert, inspect, make_url, text
+from sqlalchemy import create_engine, delete, func, insert, inspect, make_url, select, text
 from sqlalchemy.engine import URL
 
 from service.config import settings
+from service.db import make_engine
 from service.migrate import alembic_config, upgrade
 from service.models import Base
 
@@ -135,3 +136,155 @@ def test_ips_stored_before_service_ips_are_rewritten_canonical(scratch_database:
             assert note == "proxy; spam wave, March"
     finally:
         engine.dispose()
+
+
+def _schema(url: str) -> dict[str, Any]:
+    """Each table's indexes, unique constraints and foreign keys (with ON DELETE), as the database reports them."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*expression-based index.*")  # listed below instead
+            found = inspect(conn)
+            schema: dict[str, Any] = {}
+            for table in sorted(found.get_table_names()):
+                indexes = found.get_indexes(table)
+                fks = found.get_foreign_keys(table)
+                uniques = found.get_unique_constraints(table)
+                schema[table] = {
+                    "indexes": sorted((i["name"], tuple(map(str, i["column_names"])), i["unique"]) for i in indexes),
+                    "uniques": sorted(tuple(u["column_names"]) for u in uniques),
+                    "fks": sorted(
+                        (tuple(f["constrained_columns"]), f["referred_table"], f["options"].get("ondelete"))
+                        for f in fks
+                    ),
+                }
+            if conn.dialect.name == "sqlite":  # inspect() skips the index on lower(author_email) there
+                names = "SELECT tbl_name, name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+                schema["sqlite_index_names"] = sorted(conn.execute(text(names)).all())
+            return schema
+    finally:
+        engine.dispose()
+
+
+def _autoincrement_tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all()
+            return {name for name, sql in rows if "AUTOINCREMENT" in sql}
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_tables_take_autoincrement_ids_as_the_models_say(bouncer_env: dict[str, str]) -> None:
+    """Autogenerate does not compare sqlite_autoincrement: a model given it without a migration shows here."""
+    url = settings().database_url
+    if not url.startswith("sqlite"):
+        pytest.skip("AUTOINCREMENT is SQLite's; PostgreSQL's sequences never give a number twice")
+    wanted = {t.name for t in Base.metadata.sorted_tables if t.dialect_options["sqlite"]["autoincrement"]}
+    assert {"comments", "moderation_events", "labels", "callback_deliveries", "list_entries"} <= wanted
+    assert _autoincrement_tables(url) == wanted
+
+
+def test_0008_keeps_every_row_index_and_foreign_key_and_ids_of_deleted_rows_are_not_given_again(
+    scratch_database: str,
+) -> None:
+    """0008 rebuilds the tables whose rows get deleted (SQLite): before it, deleting the newest comment handed its
+    id to the next comment, its events and deliveries; after it, ids only rise, and ON DELETE CASCADE still works."""
+    from service.models import CallbackDelivery, Comment, Label, ListEntry, ModerationEvent, RetrainRun, Site
+
+    upgrade(scratch_database, "0007")
+    engine = make_engine(scratch_database)  # foreign keys on, as the service runs
+    # Core inserts: the models stand for 0007 too (0008 only changes how SQLite picks ids)
+    children = (ModerationEvent, Label, CallbackDelivery)
+
+    def add_comment(conn: Any, site_id: int, n: int) -> dict[str, int]:
+        ids = {
+            "comment": conn.execute(
+                insert(Comment).values(site_id=site_id, content=f"comment {n}")
+            ).inserted_primary_key[0]
+        }
+        values = {"comment_id": ids["comment"], "site_id": site_id}
+        ids["event"] = conn.execute(
+            insert(ModerationEvent).values(**values, actor="model", action="decide")
+        ).inserted_primary_key[0]
+        ids["label"] = conn.execute(
+            insert(Label).values(**values, label="spam", source="moderator")
+        ).inserted_primary_key[0]
+        ids["delivery"] = conn.execute(
+            insert(CallbackDelivery).values(**values, event_id=ids["event"])
+        ).inserted_primary_key[0]
+        return ids
+
+    def add_entry(conn: Any, site_id: int, ip: str) -> int:
+        stmt = insert(ListEntry).values(site_id=site_id, action="block", kind="ip", value=ip)
+        return int(conn.execute(stmt).inserted_primary_key[0])
+
+    def n_rows(conn: Any, model: Any, comment_id: int) -> int:
+        return int(conn.execute(select(func.count()).where(model.comment_id == comment_id)).scalar_one())
+
+    def rows(conn: Any) -> dict[str, list[Any]]:
+        return {
+            table: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2")).all()]
+            for table in ("comments", "moderation_events", "labels", "callback_deliveries", "list_entries", "sites")
+        }
+
+    try:
+        with engine.begin() as conn:
+            site_id = conn.execute(
+                insert(Site)
+                .values(
+                    name="old",
+                    url="https://old.example",
+                    api_key_hash="a" * 64,
+                    akismet_key_hash="b" * 64,
+                    callback_secret="s",
+                )
+                .returning(Site.id)
+            ).scalar_one()
+            made = [add_comment(conn, site_id, n) for n in range(5)]
+            entries = [add_entry(conn, site_id, f"192.0.2.{n}") for n in range(3)]
+            # the newest comment (its event, label, delivery) and list entry deleted, as the purge and an admin do
+            conn.execute(delete(Comment).where(Comment.id == made[-1]["comment"]))
+            conn.execute(delete(ListEntry).where(ListEntry.id == entries[-1]))
+            # a retrain read labels up to one that is gone now: new labels must still count as newer
+            conn.execute(insert(RetrainRun).values(kind="spam", last_label_id=made[-1]["label"]))
+        with engine.connect() as conn:
+            before_rows, before_schema = rows(conn), _schema(scratch_database)
+            assert sum(len(before_rows[t]) for t in ("moderation_events", "labels", "callback_deliveries")) == 12
+
+        upgrade(scratch_database, "0008")
+
+        assert _schema(scratch_database) == before_schema
+        with engine.begin() as conn:
+            assert rows(conn) == before_rows
+            if conn.dialect.name == "sqlite":
+                assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+            # Ids deleted before 0008 above the largest kept one are known nowhere, but the retrain's last label id.
+            new = add_comment(conn, site_id, 5)
+            assert new["label"] > made[-1]["label"]
+            # Deleted from now on, the newest rows' ids are not given again: on 0007 SQLite gave the next row each.
+            conn.execute(delete(Comment).where(Comment.id == new["comment"]))
+            newer = add_comment(conn, site_id, 6)
+            assert all(newer[kind] > new[kind] for kind in new), (new, newer)
+            entry = add_entry(conn, site_id, "192.0.2.8")
+            conn.execute(delete(ListEntry).where(ListEntry.id == entry))
+            assert add_entry(conn, site_id, "192.0.2.9") > entry
+            # deleting a comment still takes its event, label and delivery with it
+            conn.execute(delete(Comment).where(Comment.id == made[0]["comment"]))
+            for model in children:
+                assert [n_rows(conn, model, made[n]["comment"]) for n in (0, 1)] == [0, 1], model
+            kept = rows(conn)
+
+        command.downgrade(alembic_config(scratch_database), "0007")
+        with engine.connect() as conn:
+            assert _schema(scratch_database) == before_schema
+            assert rows(conn) == kept
+            if conn.dialect.name == "sqlite":
+                assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+    finally:
+        engine.dispose()
+    if scratch_database.startswith("sqlite"):
+        assert _autoincrement_tables(scratch_database) == set()
+        upgrade(scratch_database)
+        assert "comments" in _autoincrement_tables(scratch_database)

@@ -185,6 +185,27 @@ def test_old_automatic_rejects_go_with_their_events_and_deliveries_and_the_rest_
     assert again.counts == {"rejected_comments": 0, "personal_data": 0, "callback_deliveries": 0}
 
 
+def test_ids_of_purged_rows_are_not_given_to_new_ones() -> None:
+    """A purged comment's id is known outside (the blog's callbacks, API answers, Akismet, moderation URLs): the
+    next comment must not get it, nor its events, labels and deliveries theirs (SQLite reused them before 0008)."""
+    site = make_site()["id"]
+    add(site, 400, decision="hold")
+    newest = add(site, 31, label="ham", superseded=True)  # the newest of everything, and due for the purge
+    with session_scope() as session:
+        old = {
+            model: session.scalars(select(model.id).where(model.comment_id == newest)).one()
+            for model in (ModerationEvent, CallbackDelivery, Label)
+        }
+
+    assert purge(now=NOW).counts["rejected_comments"] == 1 and existing([newest]) == set()
+
+    after = add(site, 1, label="spam")
+    assert after > newest
+    with session_scope() as session:
+        for model, old_id in old.items():
+            assert session.scalars(select(model.id).where(model.comment_id == after)).one() > old_id, model
+
+
 def test_personal_data_of_old_comments_is_erased_and_the_author_is_still_recognised() -> None:
     from service.moderation.queries import author_history
     from service.retraining import collect_labels
