@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 
 from service.auth.session import CurrentUser
 from service.db import engine, session_scope
@@ -355,3 +355,77 @@ def test_blog_feedback_on_a_comment_the_worker_is_deciding_says_what_it_changed(
         assert comment is not None
         assert (comment.decision, comment.category, comment.decided_by) == ("reject", "spam", "blog")
     assert [tuple(e) for e in events] == [("decide", None, "hold"), ("feedback", "hold", "reject")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "seen", "after"),
+    [
+        # both approved, then erased: the erase waited for the moderator
+        ("personal_data", "hold", ("approve", "", True)),
+        # both approved and kept: a moderator's decision is a human's word, no automatic reject to delete any more
+        ("rejected_comments", "reject", ("approve", "203.0.113.7", False)),
+    ],
+)
+def test_the_purge_and_a_bulk_action_lock_comments_in_the_same_order(
+    kind: str, seen: str, after: tuple[str, str, bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The purge erases (or deletes) old comments a moderator is bulk-approving: both lock rows in id order, so one
+    waits for the other and both succeed. The purge's UPDATE (DELETE) locked rows in its plan's order (here the
+    older comment, which has the higher id and the earlier place in the table, first) and on PostgreSQL deadlocked
+    with the bulk action, which held the lower id and waited for the higher."""
+    from service.config import settings
+    from service.moderation.actions import moderate
+    from service.retention import purge
+
+    if engine().dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite has one write lock, and no order to get wrong")
+    site = make_site()["id"]
+    lower = add(site, decision=seen, days_old=40)
+    higher = add(site, decision=seen, days_old=50)  # received earlier: the purge's chunk order puts it first
+    with session_scope() as session:  # the lower id's row version last in the table: a scan meets it last
+        for cid in (higher, lower):
+            session.execute(update(Comment).where(Comment.id == cid).values(author_ip="203.0.113.7"))
+
+    reached, go = threading.Event(), threading.Event()
+    moderator_thread: list[int] = []
+    updates: list[str] = []
+
+    def pause_before_the_second_comment(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The bulk action has locked the lower id and is about to lock the higher: the purge runs into it here.
+        if threading.get_ident() in moderator_thread and statement.startswith("UPDATE comments SET status"):
+            updates.append(statement)
+            if len(updates) == 2:
+                reached.set()
+                assert go.wait(60), "the moderator was never let on"
+
+    def bulk() -> Any:
+        moderator_thread.append(threading.get_ident())
+        return moderate(admin(), [(lower, seen), (higher, seen)], "approve")
+
+    if kind == "personal_data":  # rejects go after 30 days here (the fixture); personal data stays in the session
+        monkeypatch.setenv("BOUNCER_RETAIN_PERSONAL_DATA_DAYS", "30")
+        settings.cache_clear()
+    event.listen(engine(), "before_cursor_execute", pause_before_the_second_comment)
+    try:
+        moderator, out = in_thread(bulk)
+        assert reached.wait(30), out
+        purger, purge_out = in_thread(lambda: purge(now=NOW))
+        time.sleep(SETTLE_SECONDS)  # the purge has locked what it could and waits for the moderator's row
+        go.set()
+        moderator.join(60)
+        purger.join(60)
+    finally:
+        go.set()
+        event.remove(engine(), "before_cursor_execute", pause_before_the_second_comment)
+
+    assert "error" not in out, f"the moderator's bulk action failed: {out['error']!r}"
+    assert "error" not in purge_out, f"the purge failed: {purge_out['error']!r}"
+    assert [r.applied for r in out["result"]] == [True, True], out["result"]
+    assert purge_out["result"].counts[kind] == (2 if kind == "personal_data" else 0)
+    with session_scope() as session:
+        rows = session.execute(
+            select(Comment.decision, Comment.author_ip, Comment.personal_data_erased_at).where(
+                Comment.id.in_([lower, higher])
+            )
+        ).all()
+    assert [(decision, ip, erased is not None) for decision, ip, erased in rows] == [after] * 2
