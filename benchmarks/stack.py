@@ -113,6 +113,7 @@ def _stack(
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "service.wsgi:app", "--bind", f"127.0.0.1:{port}",
+             "--config", "python:service.gunicorn_config",
              "--worker-class", "gthread", "--workers", str(web_workers), "--threads", str(web_threads)],
             env=env, cwd=REPO, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True,
         ),

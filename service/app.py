@@ -15,6 +15,7 @@ from service.config import settings
 from service.db import DATABASE_UNAVAILABLE, database_error_reason
 from service.errors import error_response
 from service.extensions import csrf, limiter, retry_after_seconds
+from service.metrics import init_request_metrics
 from service.models import parse_id
 from service.redis_bus import LIMITS_DB
 
@@ -114,6 +115,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Every <int:...> in a URL is an id (IdConverter): Werkzeug's own takes Unicode digits and numbers of any size.
     app.url_map.converters["int"] = IdConverter
+    init_request_metrics(app)  # its endpoint hook goes before every other, so refused requests are counted too
     # First of all the before-request hooks (they run in the order they are registered): CSRF and the rate limiter's
     # key function read the form, and the limiter takes any error there for its storage being down.
     app.before_request(_whole_body)

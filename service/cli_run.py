@@ -21,6 +21,8 @@ import click
 from service.config import Settings, settings, url_without_password
 
 WSGI_APP = "service.wsgi:app"
+# Its hooks give the workers one directory for the request metrics, so that a scrape sums every worker.
+GUNICORN_CONFIG = "python:service.gunicorn_config"
 CELERY_APP = "workers.celery_app:celery"
 # A plain `bouncer worker` consumes every queue. `bouncer up` splits them: retraining takes minutes of CPU and over a
 # gigabyte, so it gets a worker of its own, and scoring never waits behind it.
@@ -45,6 +47,7 @@ def web_argv(cfg: Settings, *, access_log: bool = False, extra: Sequence[str] = 
     """gunicorn with threaded workers; no preload, so every worker opens its own database and Redis pools."""
     argv = [
         sys.executable, "-m", "gunicorn",
+        "--config", GUNICORN_CONFIG,
         "--bind", cfg.bind,
         "--worker-class", "gthread",
         "--workers", str(cfg.web_workers),

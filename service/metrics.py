@@ -1,19 +1,27 @@
-"""Prometheus metrics at ``/metrics``: read from the database and Redis at scrape time, so every process agrees."""
+"""Prometheus metrics at ``/metrics``: row counts read from the database and Redis at scrape time, so every process
+agrees, and the request-duration histogram of every web process (prometheus_client's multiprocess mode under
+gunicorn: service.gunicorn_config)."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from flask import Blueprint, Flask, Response, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from service import redis_bus, retention
 from service.db import session_scope
 from service.models import CallbackDelivery, Comment, CommentStatus
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 bp = Blueprint("metrics", __name__)
 _CACHE_SECONDS = 5.0
@@ -90,9 +98,90 @@ class BouncerCollector(Collector):
         return [comments, decided, callbacks, queue, purged]
 
 
+# Set (by service.gunicorn_config) when several processes serve requests: each writes its samples to files there.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Most answers take milliseconds to a few tens of them (docs/performance.md: the webhook's p99 is about 0.1 s under
+# load); a comment waiting for its decision may take up to BOUNCER_WAIT_MAX_MS (10 s by default).
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNMATCHED = "unmatched"  # the endpoint label of a request no route matched (404, 405): never the path itself
+# The method label of any other method a client makes up, so that it cannot create series at will.
+OTHER_METHOD = "other"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_ENDPOINT_KEY = "bouncer.endpoint"  # the WSGI environ key under which the matched endpoint reaches the middleware
+
+REQUEST_DURATION = Histogram(
+    "bouncer_http_request_duration_seconds",
+    "Time to answer an HTTP request, by Flask endpoint, method and status code",
+    ["endpoint", "method", "status"],
+    buckets=REQUEST_BUCKETS,
+    registry=None,  # registered below on this module's registry only, never on prometheus_client's global one
+)
+
+
+class RequestMetrics:
+    """WSGI middleware around the Flask app: observes how long each request took, by endpoint, method and status.
+
+    It wraps the whole of Flask's handling (hooks, view, error handlers, teardown), so the figure is what the app
+    costs a client short of the network. The status is the one given to the server; an exception that escapes Flask
+    (gunicorn answers it) counts as a 500.
+    """
+
+    def __init__(self, wsgi_app: WSGIApplication) -> None:
+        self.wsgi_app = wsgi_app
+        # The histogram's child per label set, so a request pays a dict lookup, not labels()'s checks and lock.
+        # Bounded like the labels; a race makes two threads look up the same child, which is harmless.
+        self._children: dict[tuple[str, str, str], Any] = {}
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        status = "500"
+
+        def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            nonlocal status
+            status = status_line[:3]
+            return start_response(status_line, headers, exc_info)
+
+        try:
+            return self.wsgi_app(environ, recording_start_response)
+        finally:
+            method = environ.get("REQUEST_METHOD", "")
+            labels = (
+                environ.get(_ENDPOINT_KEY) or UNMATCHED,
+                method if method in _METHODS else OTHER_METHOD,
+                status,
+            )
+            child = self._children.get(labels)
+            if child is None:
+                child = self._children[labels] = REQUEST_DURATION.labels(*labels)
+            child.observe(time.perf_counter() - started)
+
+
+def _note_endpoint() -> None:
+    # Flask pops the request (its url_rule) before the middleware sees the answer: the endpoint goes in the environ.
+    request.environ[_ENDPOINT_KEY] = request.endpoint
+
+
+def init_request_metrics(app: Flask) -> None:
+    """Observe every request of ``app`` in ``bouncer_http_request_duration_seconds``."""
+    before: list[Callable[[], Any]] = app.before_request_funcs.setdefault(None, [])
+    before.insert(0, _note_endpoint)  # before any hook that may refuse the request (413, 429, CSRF)
+    app.wsgi_app = RequestMetrics(app.wsgi_app)  # type: ignore[method-assign]  # the middleware pattern Flask documents
+
+
+def _scrape_registry() -> CollectorRegistry:
+    """The row counts once, and the request histogram: summed from every process's files in multiprocess mode, else
+    this process's own (one process: Flask's test client, ``flask run``)."""
+    registry = CollectorRegistry()
+    registry.register(COLLECTOR)
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(REQUEST_DURATION)
+    return registry
+
+
 COLLECTOR = BouncerCollector()
-_registry = CollectorRegistry()
-_registry.register(COLLECTOR)
+_registry = _scrape_registry()
 
 
 @bp.get("/metrics")

@@ -258,6 +258,8 @@ class LiveServer:
                 "-m",
                 "gunicorn",
                 "service.wsgi:app",
+                "--config",  # as bouncer web: the request metrics of both workers summed
+                "python:service.gunicorn_config",
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--worker-class",

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, post_comment
+from tests.conftest import REPO, LiveServer, post_comment
+
+DURATION = "bouncer_http_request_duration_seconds"
+ROW_COUNTS = ("bouncer_comments", "bouncer_decided_comments", "bouncer_callbacks", "bouncer_queue_length")
 
 
 def test_metrics_are_valid_prometheus_text_with_one_content_type(client: Any, site: dict[str, Any]) -> None:
@@ -108,3 +118,130 @@ def test_ready_says_what_is_wrong_with_the_database(bouncer_env: dict[str, str],
         else:
             assert answer["status"] == 503 and answer["body"]["status"] == "not_ready"
             assert database.startswith("error: ") and reason in database, database
+
+
+def _request_counts(text: str) -> dict[tuple[str, str, str], float]:
+    """The histogram's ``_count`` per (endpoint, method, status) in a scrape; every family appears once."""
+    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), sorted(types)
+    assert {DURATION, *ROW_COUNTS} <= set(types)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = families[DURATION].samples
+    return {
+        (s.labels["endpoint"], s.labels["method"], s.labels["status"]): s.value
+        for s in samples
+        if s.name == f"{DURATION}_count"
+    }
+
+
+def test_request_durations_by_endpoint_method_and_status(client: Any, site: dict[str, Any]) -> None:
+    """Every answer is observed under its Flask endpoint; a path no route matches is ``unmatched``, never itself, and
+    a made-up method is ``other``: a client cannot create series. A refused request (413 in the first hook) counts."""
+    before = _request_counts(client.get("/metrics").get_data(as_text=True))
+    for _ in range(3):
+        assert client.get("/api/v1/health").status_code == 200
+    for n in range(2):
+        assert client.get(f"/no/such/page-{n}").status_code == 404
+    assert client.open("/api/v1/health", method="BREW").status_code == 405
+    assert post_comment(client, "not-a-key", {"content": "who am I"}).status_code == 401
+    assert post_comment(client, site["api_key"], {"content": "x" * 70_000}).status_code == 413
+    text = client.get("/metrics").get_data(as_text=True)
+    after = _request_counts(text)
+    moved = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert moved == {
+        ("api.health", "GET", "200"): 3,
+        ("unmatched", "GET", "404"): 2,
+        ("unmatched", "other", "405"): 1,
+        ("api.create_comment", "POST", "401"): 1,
+        ("api.create_comment", "POST", "413"): 1,
+        ("metrics.metrics", "GET", "200"): 1,  # the first scrape, observed once answered
+    }
+    assert "no/such" not in text and "BREW" not in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    buckets = {s.labels["le"] for s in families[DURATION].samples if s.name == f"{DURATION}_bucket"}
+    assert {"0.005", "0.1", "10.0", "+Inf"} <= buckets
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of a process's children (gunicorn's workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@contextmanager
+def _stopped(pid: int) -> Iterator[None]:
+    """A gunicorn worker stopped (SIGSTOP): meanwhile every new connection is accepted by the other one."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _scrape(url: str) -> dict[tuple[str, str, str], float]:
+    answer = httpx.get(url + "/metrics", timeout=30)
+    assert answer.status_code == 200
+    return _request_counts(answer.text)
+
+
+def test_a_scrape_sums_the_requests_of_every_gunicorn_worker(bouncer_env: dict[str, str], tmp_path: Path) -> None:
+    """Under gunicorn (2 workers, started as bouncer web starts it) the worker answering a scrape reports the
+    requests of both: each worker takes its share while the other is stopped, and each one's scrape shows the sum.
+    The metrics directory is the master's own (mode 0700, one file per worker) and goes when it stops."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    server = LiveServer({**bouncer_env, "TMPDIR": str(temp)}, tmp_path / "web.log")
+    server.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the default: no directory set by the operator
+    server.start()
+    try:
+        assert server.proc is not None
+        first, second = workers = _children(server.proc.pid)
+        assert len(workers) == 2, workers
+        key = ("unmatched", "GET", "404")
+        with _stopped(first):
+            for _ in range(3):
+                assert httpx.get(server.url + "/nowhere", timeout=30).status_code == 404
+        with _stopped(second):
+            for _ in range(4):
+                assert httpx.get(server.url + "/nowhere", timeout=30).status_code == 404
+            by_first = _scrape(server.url)
+        with _stopped(first):
+            by_second = _scrape(server.url)
+        assert by_first[key] == by_second[key] == 7
+        (directory,) = temp.glob("bouncer-metrics-*")
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert {p.name for p in directory.iterdir()} >= {f"histogram_{pid}.db" for pid in workers}
+    finally:
+        server.stop()
+    assert not directory.exists()
+
+
+def test_the_gunicorn_hooks_keep_an_operators_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set by the operator is used, created if missing, and neither emptied nor removed;
+    unset, the master makes a fresh directory of its own and removes it when it exits."""
+    from service import gunicorn_config
+
+    operators = tmp_path / "operator" / "metrics"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(operators))
+    monkeypatch.setattr(gunicorn_config, "_created", [])
+    gunicorn_config.on_starting(None)
+    (operators / "kept.db").write_bytes(b"")
+    gunicorn_config.on_starting(None)
+    gunicorn_config.on_exit(None)
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(operators) and (operators / "kept.db").exists()
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gunicorn_config.on_starting(None)
+    own = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert own.parent == tmp_path and own.name.startswith("bouncer-metrics-") and not any(own.iterdir())
+    gunicorn_config.on_exit(None)
+    assert not own.exists()
