@@ -4,6 +4,7 @@ gunicorn: service.gunicorn_config)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 bp = Blueprint("metrics", __name__)
+log = logging.getLogger(__name__)
 _CACHE_SECONDS = 5.0
 # Every Celery queue (service.celery_setup's routes): a backlog of retrains is worth an alert too.
 QUEUES = ("score", "callbacks", "default", "retrain")
@@ -150,10 +152,13 @@ class RequestMetrics:
                 method if method in _METHODS else OTHER_METHOD,
                 status,
             )
-            child = self._children.get(labels)
-            if child is None:
-                child = self._children[labels] = REQUEST_DURATION.labels(*labels)
-            child.observe(time.perf_counter() - started)
+            try:
+                child = self._children.get(labels)
+                if child is None:
+                    child = self._children[labels] = REQUEST_DURATION.labels(*labels)
+                child.observe(time.perf_counter() - started)
+            except Exception:  # a metric that cannot be written (a full disk) must not fail the request
+                log.exception("could not record the duration of %s %s", environ.get("REQUEST_METHOD"), labels[0])
 
 
 def _note_endpoint() -> None:

@@ -43,6 +43,10 @@ class Up:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")}
         self.env.update({"BOUNCER_DATA_DIR": str(data_dir), "BOUNCER_BIND": f"127.0.0.1:{self.port}"})
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # gunicorn's hooks make one of their own, under TMPDIR
+        self.tmp_dir = data_dir.parent / "tmp"
+        self.tmp_dir.mkdir(exist_ok=True)
+        self.env["TMPDIR"] = str(self.tmp_dir)
         self.log_path = data_dir.parent / "up.log"
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -135,8 +139,15 @@ def test_up_runs_everything_decides_a_comment_and_stops_cleanly(up: Up) -> None:
             k: body[k] for k in ("status", "decision", "scores", "reasons")
         }
 
+    # The request histogram sums the web's workers (prometheus_client's multiprocess mode, in a private directory).
+    scrape = httpx.get(f"{up.base}/metrics", timeout=15).text
+    webhook = 'bouncer_http_request_duration_seconds_count{endpoint="api.create_comment",method="POST",status="200"}'
+    assert f"{webhook} 2.0" in scrape.splitlines(), scrape
+    assert len(list(up.tmp_dir.glob("bouncer-metrics-*"))) == 1
+
     up.proc.send_signal(signal.SIGTERM)
     assert up.proc.wait(timeout=60) == 0, up.output()
+    assert not list(up.tmp_dir.glob("bouncer-metrics-*")), "gunicorn left its metrics directory behind"
     # Every part stopped within its grace period, none had to be killed (how long that takes is the machine's load).
     assert "did not stop in time" not in up.output(), up.output()
     _gone, alive = psutil.wait_procs(family, timeout=5)
