@@ -132,7 +132,7 @@ class RequestMetrics:
         self.wsgi_app = wsgi_app
         # The histogram's child per label set, so a request pays a dict lookup, not labels()'s checks and lock.
         # Bounded like the labels; a race makes two threads look up the same child, which is harmless.
-        self._children: dict[tuple[str, str, str], Any] = {}
+        self._children: dict[tuple[str, str, str], Histogram] = {}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
