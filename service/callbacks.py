@@ -1,5 +1,8 @@
 """Signed callbacks to the blog: one delivery per decision event, retried with backoff, given up after N tries.
 
+An inactive site gets none: no delivery is written for its decisions, its pending ones end when it is deactivated
+(``service.sites.set_active``), and one found pending at its attempt anyway is given up unsent.
+
 The delivery row is written in the same transaction as the decision (an outbox), so a callback is never lost
 between the commit and the queue; the HTTP call happens in a worker task.
 """
@@ -19,12 +22,13 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from service.config import settings
 from service.db import session_scope
 from service.models import CallbackDelivery, Comment, ModerationEvent
 from service.security import sign
+from service.sites import SITE_DEACTIVATED
 from service.views import comment_view
 
 log = logging.getLogger(__name__)
@@ -172,6 +176,12 @@ def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
         )
         comment = session.get(Comment, delivery.comment_id)
         event = session.get(ModerationEvent, delivery.event_id) if delivery.event_id else None
+        if comment is not None and not comment.site.active:
+            # Also a delivery written after the deactivation ended the site's pending ones (its decision's
+            # transaction read the site while it was still active): nothing goes out once the site is inactive.
+            delivery.status = "failed"
+            delivery.last_error = SITE_DEACTIVATED
+            return "gave_up", delivery.attempts
         if comment is None or not comment.site.callback_url:
             delivery.status = "failed"
             delivery.last_error = "the site has no callback URL any more"
@@ -214,12 +224,15 @@ def attempt_delivery(delivery_id: int) -> tuple[Attempt, int]:
         log.warning("callback %s given up after %s attempts: %s", delivery_id, attempts, error)
     else:
         values.update(next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)))
-    with session_scope() as session:
-        session.execute(
-            update(CallbackDelivery)
-            .where(CallbackDelivery.id == delivery_id, CallbackDelivery.status == "pending")
-            .values(**values)
+    still_ours = CallbackDelivery.status == "pending"
+    if outcome == "delivered":
+        # The site was deactivated while this attempt was on its way (which ended the delivery as not sent): the
+        # blog did get it, and the record says so.
+        still_ours = or_(
+            still_ours, and_(CallbackDelivery.status == "failed", CallbackDelivery.last_error == SITE_DEACTIVATED)
         )
+    with session_scope() as session:
+        session.execute(update(CallbackDelivery).where(CallbackDelivery.id == delivery_id, still_ours).values(**values))
     return outcome, attempts
 
 

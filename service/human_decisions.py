@@ -137,7 +137,7 @@ def apply_label(
     record_label(session, comment, label, source, actor)
     session.flush()
     delivery_id = None
-    if notify_blog and comment.site.callback_url:
+    if notify_blog and comment.site.sends_callbacks:
         delivery = CallbackDelivery(comment_id=comment.id, site_id=comment.site_id, event_id=event.id)
         session.add(delivery)
         session.flush()

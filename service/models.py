@@ -109,8 +109,14 @@ class Site(Base):
     akismet_hold_is_spam: Mapped[bool] = mapped_column(Boolean, default=True)
     # Per-site settings of the stream checks (campaign/velocity); empty means defaults.
     stream_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # An inactive site's keys stop working and it gets no callbacks: it may have been retired or changed hands.
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def sends_callbacks(self) -> bool:
+        """Whether decisions go back to the blog: the site has a callback URL and is active."""
+        return bool(self.callback_url) and bool(self.active)
 
 
 class ListEntry(Base):
@@ -308,7 +314,8 @@ class CallbackDelivery(Base):
     site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"))
     # Indexed: deleting a comment cascades to its events and from each event to here (the retention purge).
     event_id: Mapped[int | None] = mapped_column(ID, ForeignKey("moderation_events.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | delivered | failed
+    # pending | delivered | failed (given up: attempts ran out, no callback URL any more, or the site deactivated)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(String(1000), default="")
     # When the next try is due; the sweeper only re-enqueues deliveries well past it (a lost retry).

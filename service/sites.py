@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.models import Site
+from service.models import CallbackDelivery, Site
 from service.security import hash_key, new_akismet_key, new_api_key, new_callback_secret
 
 
@@ -21,6 +21,10 @@ class SiteKeys:
     api_key: str
     akismet_key: str
 
+
+# The reason a callback delivery of a deactivated site was given up unsent (service.callbacks gives up on one it
+# finds so at its attempt, too).
+SITE_DEACTIVATED = "site deactivated"
 
 MAX_NAME_CHARS = 200  # sites.name
 MAX_URL_CHARS = 2000  # sites.url, sites.callback_url
@@ -75,6 +79,28 @@ def create_site(session: Session, name: str, url: str, callback_url: str | None 
     session.add(site)
     session.flush()
     return site, keys
+
+
+def set_active(session: Session, site: Site, active: bool) -> int:
+    """Activate or deactivate a site; returns how many pending callback deliveries deactivating it ended.
+
+    An inactive site's keys stop working (within ``SITE_CACHE_SECONDS`` in every process) and it gets no callbacks:
+    it may have been retired or changed hands, so it must not receive comment data. Its pending deliveries (queued
+    or waiting for a retry) end here, given up with the reason "site deactivated", in the same transaction; no new
+    ones are written for its decisions. Reactivating the site does not send those again: decisions made after it
+    are delivered as usual, and the blog can read any comment's current state from the API.
+    """
+    site.active = active
+    session.flush()
+    _site_ids.clear()
+    if active:
+        return 0
+    ended = session.execute(
+        update(CallbackDelivery)
+        .where(CallbackDelivery.site_id == site.id, CallbackDelivery.status == "pending")
+        .values(status="failed", last_error=SITE_DEACTIVATED)
+    )
+    return int(ended.rowcount)  # type: ignore[attr-defined]  # CursorResult has rowcount
 
 
 def rotate_keys(session: Session, site: Site) -> SiteKeys:

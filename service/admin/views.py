@@ -19,7 +19,7 @@ from service.decisions.rules import domain_of
 from service.ips import ZoneIdError, canonical_entry
 from service.models import Comment, ListEntry, Role, Site, User, UserSite, parse_id
 from service.security import new_callback_secret
-from service.sites import SiteKeys, create_site, http_url, rotate_keys
+from service.sites import SiteKeys, create_site, http_url, rotate_keys, set_active
 from service.users import MIN_PASSWORD_LENGTH, create_user
 
 LIST_ACTIONS = ("allow", "block")
@@ -126,7 +126,7 @@ def site(site_id: int) -> ResponseReturnValue:
 @bp.route("/sites/<int:site_id>", methods=["POST"])
 @admin_required
 def site_update(site_id: int) -> ResponseReturnValue:
-    """Name, URL, callback URL, active."""
+    """Name, URL, callback URL, active. Deactivating ends the site's pending callbacks unsent (``set_active``)."""
     try:
         name = request.form.get("name", "").strip()
         if not name or len(name) > 200:
@@ -139,8 +139,10 @@ def site_update(site_id: int) -> ResponseReturnValue:
     with session_scope() as db:
         site = db.get(Site, site_id) or abort(404)
         site.name, site.url, site.callback_url = name, url, callback
-        site.active = request.form.get("active") == "on"
+        ended = set_active(db, site, request.form.get("active") == "on")
     flash("Site saved.", "success")
+    if ended:
+        flash(f"{ended} pending callback(s) to the deactivated site were cancelled, not sent.", "info")
     return redirect(url_for("admin.site", site_id=site_id))
 
 

@@ -245,7 +245,7 @@ def decide_pending(
     deliveries = [
         {"comment_id": c.id, "site_id": c.site_id, "event_id": None, "created_at": now}
         for c, _, _ in won
-        if c.site.callback_url
+        if c.site.sends_callbacks
     ]
     delivery_ids = []
     if deliveries:

@@ -222,7 +222,7 @@ def _revert(session: Session, comment: Comment, event: ModerationEvent, user: Cu
 
 
 def _delivery(session: Session, comment: Comment, event_id: int | None) -> int | None:
-    if not comment.site.callback_url or event_id is None:
+    if not comment.site.sends_callbacks or event_id is None:
         return None
     delivery = CallbackDelivery(comment_id=comment.id, site_id=comment.site_id, event_id=event_id)
     session.add(delivery)

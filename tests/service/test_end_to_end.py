@@ -490,6 +490,145 @@ def test_a_host_name_that_resolves_slowly_is_cut_off_at_the_deadline(
     assert elapsed < 2 + 2, f"the attempt took {elapsed:.1f} s"
 
 
+def _admin_saves_site(client: Any, token: str, site_id: int, url: str, *, active: bool) -> str:
+    """An admin saves the site's details form with "Active" ticked or not; returns the page it lands on."""
+    form = {"name": "Test blog", "url": "https://blog.example", "callback_url": url, "csrf_token": token}
+    answer = client.post(f"/admin/sites/{site_id}", data={**form, **({"active": "on"} if active else {})})
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:500]
+    return str(client.get(answer.headers["Location"]).get_data(as_text=True))
+
+
+def _deliveries(*ids: int) -> list[tuple[str, int, str]]:
+    """Status, attempts and last error of each delivery."""
+    with session_scope() as session:
+        rows = {d.id: d for d in session.scalars(select(CallbackDelivery).where(CallbackDelivery.id.in_(ids)))}
+        return [(rows[i].status, rows[i].attempts, rows[i].last_error) for i in ids]
+
+
+def test_a_deactivated_site_gets_no_callbacks_until_it_is_active_again(
+    client: Any, receiver: tuple[str, type[_Receiver]]
+) -> None:
+    """A deactivated site may have changed hands or been retired: it gets no comment data. Deliveries queued
+    before the deactivation, one waiting for its retry, a pending comment decided and held comments moderated
+    after it: none reaches its callback URL, and the pending ones end given up with the reason. Reactivated, it
+    gets the decisions made from then on, and not the ones skipped while it was inactive."""
+    from service.callbacks import attempt_delivery, overdue_deliveries
+    from service.decisions.engine import decide_pending
+    from service.human_decisions import apply_label
+    from tests.ui.helpers import login, make_user
+
+    url, handler = receiver
+    site = make_site(callback_url=url)
+    queued = _moderated_delivery(site["id"])  # due now, its task still in the queue
+    retrying = _moderated_delivery(site["id"])
+    handler.fail_first = 1
+    assert attempt_delivery(retrying) == ("retry", 1)  # the blog answered 500: it waits for its retry
+    with session_scope() as session:
+        pending = Comment(site_id=site["id"], content="written before the deactivation, not scored yet")
+        session.add(pending)
+        session.flush()
+        pending_id = pending.id
+
+    token = login(client, make_user("admin"))
+    page = _admin_saves_site(client, token, site["id"], url, active=False)
+    assert "2 pending callback(s) to the deactivated site were cancelled, not sent." in page
+    assert _deliveries(queued, retrying) == [
+        ("failed", 0, "site deactivated"),
+        ("failed", 1, "site deactivated"),
+    ]
+    with session_scope() as session:  # their tasks run: nothing to do
+        session.execute(
+            update(CallbackDelivery).where(CallbackDelivery.site_id == site["id"]).values(next_attempt_at=func.now())
+        )
+    assert attempt_delivery(queued) == ("nothing_to_do", 0)
+    assert attempt_delivery(retrying) == ("nothing_to_do", 1)
+
+    with session_scope() as session:  # a moderator decides a held comment, the scorer the pending one: no delivery
+        held = Comment(site_id=site["id"], content="held before the deactivation", status="decided", decision="hold")
+        session.add(held)
+        session.flush()
+        assert apply_label(session, held, "ham", source="moderator", actor="user:1").delivery_id is None
+    with session_scope() as session:
+        decided = decide_pending(session, [pending_id], hold_without_scoring="held for the test")
+        assert list(decided.comments) == [pending_id] and decided.delivery_ids == []
+    with session_scope() as session:  # one written by a decision that read the site while it was still active
+        late = CallbackDelivery(comment_id=pending_id, site_id=site["id"], event_id=None)
+        session.add(late)
+        session.flush()
+        late_id = late.id
+    assert attempt_delivery(late_id) == ("gave_up", 0)
+    assert _deliveries(late_id) == [("failed", 0, "site deactivated")]
+    assert handler.attempts == 1 and handler.received == []  # only the 500 before the deactivation
+
+    _admin_saves_site(client, token, site["id"], url, active=True)
+    assert not {queued, retrying, late_id} & set(overdue_deliveries())  # the skipped ones are not sent again
+    after = _moderated_delivery(site["id"])
+    assert attempt_delivery(after) == ("delivered", 1)
+    assert _deliveries(queued, retrying, late_id)[0][0] == "failed"
+    assert handler.attempts == 2 and len(handler.received) == 1
+    assert json.loads(handler.received[0][1])["delivery_id"] == after
+
+
+def test_a_callback_on_its_way_when_the_site_is_deactivated_is_recorded_as_delivered(
+    bouncer_env: dict[str, str], receiver: tuple[str, type[_Receiver]]
+) -> None:
+    """Deactivation ends the deliveries that are pending, one whose attempt is on its way among them: if the blog
+    answers 2xx to that attempt, the delivery says delivered (the blog did get it), not "site deactivated"."""
+    from service.callbacks import attempt_delivery
+    from service.models import Site
+    from service.sites import set_active
+
+    url, handler = receiver
+    site_id = make_site(callback_url=url)["id"]
+    delivery_id = _moderated_delivery(site_id)
+    real_post = handler.do_POST
+
+    def deactivated_meanwhile(self: _Receiver) -> None:
+        with session_scope() as session:
+            site = session.get(Site, site_id)
+            assert site is not None
+            assert set_active(session, site, False) == 1
+        real_post(self)
+
+    handler.do_POST = deactivated_meanwhile  # type: ignore[method-assign]
+    assert attempt_delivery(delivery_id) == ("delivered", 1)
+    assert _deliveries(delivery_id) == [("delivered", 1, "")]
+    assert len(handler.received) == 1
+
+
+def test_a_callback_retrying_when_the_site_is_deactivated_is_not_sent_again(
+    live_server: LiveServer, worker: WorkerProcess, receiver: tuple[str, type[_Receiver]]
+) -> None:
+    """The real worker retries a callback the blog keeps refusing; the site is deactivated between two tries: the
+    retry that comes finds the delivery ended and sends nothing, and the sweeper does not revive it."""
+    from service.models import Site
+    from service.sites import set_active
+
+    url, handler = receiver
+    handler.fail_first = 1000
+    site = make_site(callback_url=url)
+    comment_id = _post(live_server, site["api_key"], HAM, wait=10000).json()["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and handler.attempts < 2:  # the first try, and the retry 2 s later
+        time.sleep(0.1)
+    assert handler.attempts >= 2
+    with session_scope() as session:
+        found = session.get(Site, site["id"])
+        assert found is not None
+        set_active(session, found, False)
+    tried = handler.attempts
+    time.sleep(12)  # the retries at 4 and 8 s, and sweeps (every 2 s here) would have come
+    assert handler.attempts - tried <= 1, (
+        f"{handler.attempts - tried} attempts after the deactivation"
+    )  # one on its way
+    status, attempts = _delivery(comment_id)
+    with session_scope() as session:
+        error = session.scalars(
+            select(CallbackDelivery.last_error).where(CallbackDelivery.comment_id == comment_id)
+        ).one()
+    assert (status, error) == ("failed", "site deactivated") and attempts >= 1
+
+
 def test_comments_are_accepted_while_redis_is_down_and_decided_after(
     bouncer_env: dict[str, str], private_redis: dict[str, Any], tmp_path: Path
 ) -> None:
