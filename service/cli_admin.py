@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.db import session_scope
 from service.models import Site, parse_id
-from service.sites import create_site, rotate_keys
+from service.sites import KeysChanged, create_site, rotate_keys
 from service.users import create_user
 
 
@@ -104,12 +104,21 @@ def sites_list() -> None:
 @sites.command("rotate-keys")
 @click.argument("site_id", type=ROW_ID)
 def sites_rotate(site_id: int) -> None:
-    """Issue new API and Akismet keys for a site; the old ones stop working at once."""
+    """Issue new API and Akismet keys for a site; the old ones stop working at once.
+
+    Fails, changing nothing, if another admin rotates the site's keys at the same moment (theirs stand).
+    """
     with database_errors(), session_scope() as session:
         site = session.get(Site, site_id)
         if site is None:
             raise click.ClickException(f"no site with id {site_id}")
-        keys = rotate_keys(session, site)
+        try:
+            keys = rotate_keys(session, site)
+        except KeysChanged as exc:  # another admin's rotation came first: theirs stand, these were never stored
+            raise click.ClickException(
+                "the keys were rotated by someone else meanwhile; nothing was changed "
+                f"(`bouncer sites rotate-keys {site_id}` again replaces theirs)"
+            ) from exc
     click.echo(json.dumps({"id": site_id, "api_key": keys.api_key, "akismet_key": keys.akismet_key}, indent=2))
 
 

@@ -103,11 +103,42 @@ def set_active(session: Session, site: Site, active: bool) -> int:
     return int(ended.rowcount)  # type: ignore[attr-defined]  # CursorResult has rowcount
 
 
-def rotate_keys(session: Session, site: Site) -> SiteKeys:
+class KeysChanged(Exception):
+    """The site's keys were rotated by someone else since they were read (or shown): nothing was changed."""
+
+    def __init__(self) -> None:
+        super().__init__("the keys were rotated by someone else meanwhile; reload")
+
+
+def keys_version(site: Site) -> str:
+    """A short fingerprint of the site's current keys, which a rotation form carries (``rotate_keys(replacing=)``).
+
+    Derived from the stored hashes, so the page shows nothing that could help find a key.
+    """
+    return hash_key(f"keys-version:{site.api_key_hash}:{site.akismet_key_hash}")[:16]
+
+
+def rotate_keys(session: Session, site: Site, replacing: str | None = None) -> SiteKeys:
+    """New API and Akismet keys for ``site``, replacing the keys it was read with (and, with ``replacing``, only if
+    those are the keys whose ``keys_version`` the admin's page showed); KeysChanged otherwise.
+
+    The write is conditional (``UPDATE ... WHERE api_key_hash = <the hash read>``): of two admins rotating at once,
+    one wins and the other is told, instead of the later write replacing keys the first admin was just shown, so
+    nobody is shown keys that are not the stored ones.
+    """
+    api_key_hash, akismet_key_hash = site.api_key_hash, site.akismet_key_hash
+    if replacing is not None and replacing != keys_version(site):
+        raise KeysChanged
     keys = SiteKeys(new_api_key(), new_akismet_key())
-    site.api_key_hash = hash_key(keys.api_key)
-    site.akismet_key_hash = hash_key(keys.akismet_key)
-    session.flush()
+    rotated = session.execute(
+        update(Site)
+        .where(Site.id == site.id, Site.api_key_hash == api_key_hash, Site.akismet_key_hash == akismet_key_hash)
+        .values(api_key_hash=hash_key(keys.api_key), akismet_key_hash=hash_key(keys.akismet_key))
+        .execution_options(synchronize_session=False)
+    )
+    if rotated.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult has rowcount
+        raise KeysChanged
+    session.expire(site, ["api_key_hash", "akismet_key_hash"])
     _site_ids.clear()
     return keys
 

@@ -19,7 +19,7 @@ from service.decisions.rules import domain_of
 from service.ips import ZoneIdError, canonical_entry
 from service.models import Comment, ListEntry, Role, Site, User, UserSite, parse_id
 from service.security import new_callback_secret
-from service.sites import SiteKeys, create_site, http_url, rotate_keys, set_active
+from service.sites import KeysChanged, SiteKeys, create_site, http_url, keys_version, rotate_keys, set_active
 from service.users import MIN_PASSWORD_LENGTH, create_user
 
 LIST_ACTIONS = ("allow", "block")
@@ -110,6 +110,7 @@ def _site_page(site_id: int, keys: SiteKeys | None = None, status: int = 200) ->
                 entries=entries,
                 list_actions=LIST_ACTIONS,
                 list_kinds=LIST_KINDS,
+                keys_version=keys_version(site),
                 title=site.name,
             ),
             status,
@@ -149,10 +150,23 @@ def site_update(site_id: int) -> ResponseReturnValue:
 @bp.route("/sites/<int:site_id>/rotate-keys", methods=["POST"])
 @admin_required
 def site_rotate_keys(site_id: int) -> ResponseReturnValue:
-    """New API and Akismet keys; the old ones stop working at once. Shown in this answer only."""
-    with session_scope() as db:
-        site = db.get(Site, site_id) or abort(404)
-        keys = rotate_keys(db, site)
+    """New API and Akismet keys; the old ones stop working at once. Shown in this answer only.
+
+    The form names the keys it replaces (``keys_version``): if another admin rotated them since this page was shown,
+    or rotates them at the same moment, nothing changes and the admin is told to reload (409), never shown keys
+    that are not the stored ones.
+    """
+    replacing = request.form.get("replacing", "")
+    if not replacing:
+        flash("This page is out of date: reload it and rotate the keys again.", "warning")
+        return _site_page(site_id, status=400)
+    try:
+        with session_scope() as db:
+            site = db.get(Site, site_id) or abort(404)
+            keys = rotate_keys(db, site, replacing=replacing)
+    except KeysChanged as exc:
+        flash(f"Keys not rotated: {exc}.", "warning")
+        return _site_page(site_id, status=409)
     flash("New keys issued. The old keys no longer work.", "success")
     return _site_page(site_id, keys=keys)
 

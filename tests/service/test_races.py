@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -91,19 +92,28 @@ def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
 
 class HeldCommit:
     """Holds the first commit of the thread that calls ``arm()``: its writes are made (and their locks taken) but
-    not committed until ``release()``, so another actor runs into them, as it would at the worst moment."""
+    not committed until ``release()``, so another actor runs into them, as it would at the worst moment.
 
-    def __init__(self) -> None:
+    With ``after``, the first commit after a statement beginning so (a web request's reads before it commit too).
+    """
+
+    def __init__(self, after: str = "") -> None:
         self.reached, self.go = threading.Event(), threading.Event()
         self.thread: int | None = None
+        self.after, self.wrote = after.upper(), not after
         self.engine = engine()
         event.listen(self.engine, "commit", self._on_commit)
+        event.listen(self.engine, "before_cursor_execute", self._on_execute)
 
     def arm(self) -> None:
         self.thread = threading.get_ident()
 
+    def _on_execute(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if threading.get_ident() == self.thread and statement.lstrip().upper().startswith(self.after):
+            self.wrote = True
+
     def _on_commit(self, _conn: Any) -> None:
-        if threading.get_ident() == self.thread:
+        if threading.get_ident() == self.thread and self.wrote:
             self.thread = None  # the first commit only
             self.reached.set()
             assert self.go.wait(60), "the held commit was never released"
@@ -114,6 +124,7 @@ class HeldCommit:
     def remove(self) -> None:
         self.go.set()
         event.remove(self.engine, "commit", self._on_commit)
+        event.remove(self.engine, "before_cursor_execute", self._on_execute)
 
 
 @pytest.fixture
@@ -428,3 +439,142 @@ def test_the_purge_and_a_bulk_action_lock_comments_in_the_same_order(
             )
         ).all()
     assert [(decision, ip, erased is not None) for decision, ip, erased in rows] == [after] * 2
+
+
+# --- two admins rotating a site's keys ---------------------------------------------------------------------------
+
+
+def _admin_client(app: Any) -> tuple[Any, str]:
+    """A Flask client signed in as a new admin, and its CSRF token."""
+    from tests.ui.helpers import login, make_user
+
+    client = app.test_client()
+    return client, login(client, make_user("admin"))
+
+
+def _rotation_form(client: Any, token: str, site_id: int) -> dict[str, str]:
+    """The rotate-keys form of the site's page as the admin sees it now: it names the keys it replaces."""
+    page = client.get(f"/admin/sites/{site_id}").get_data(as_text=True)
+    replacing = re.search(r'name="replacing" value="([^"]+)"', page)
+    assert replacing, "no rotate-keys form naming the keys it replaces"
+    return {"csrf_token": token, "replacing": replacing.group(1)}
+
+
+def _shown_keys(html: str) -> tuple[str, str] | None:
+    api = re.search(r'data-role="api-key">([^<]+)<', html)
+    akismet = re.search(r'data-role="akismet-key">([^<]+)<', html)
+    return (api.group(1), akismet.group(1)) if api and akismet else None
+
+
+def _stored_key_hashes(site_id: int) -> tuple[str, str]:
+    from service.models import Site
+
+    with session_scope() as session:
+        site = session.get(Site, site_id)
+        assert site is not None
+        return site.api_key_hash, site.akismet_key_hash
+
+
+def _hashes(keys: tuple[str, str]) -> tuple[str, str]:
+    from service.security import hash_key
+
+    return hash_key(keys[0]), hash_key(keys[1])
+
+
+LOSER_MESSAGE = "the keys were rotated by someone else meanwhile; reload"
+
+
+def test_two_admins_rotating_a_sites_keys_at_once_one_is_told_to_reload(app: Any) -> None:
+    """Two admins press "Rotate API and Akismet keys" on the same site at the same moment: the first one's rotation
+    is written, its commit held; the second one's runs into it. It used to overwrite the first, both were shown
+    keys and the first admin's never worked. Now the second is told to reload (409) and shown no keys; the first
+    admin's keys are the stored ones."""
+    site_id = make_site()["id"]
+    (first, first_token), (second, second_token) = _admin_client(app), _admin_client(app)
+    forms = [_rotation_form(first, first_token, site_id), _rotation_form(second, second_token, site_id)]
+    url = f"/admin/sites/{site_id}/rotate-keys"
+    held = HeldCommit(after="UPDATE sites")
+    try:
+
+        def first_rotation() -> Any:
+            held.arm()
+            return first.post(url, data=forms[0])
+
+        winner, winner_out = in_thread(first_rotation)
+        assert held.reached.wait(30), f"the first rotation did not reach its commit: {winner_out}"
+        loser, loser_out = in_thread(lambda: second.post(url, data=forms[1]))
+        time.sleep(SETTLE_SECONDS)  # the second admin has read the site and waits on the first one's write
+        held.release()
+        winner.join(60)
+        loser.join(60)
+    finally:
+        held.remove()
+
+    assert "error" not in winner_out and "error" not in loser_out, (winner_out, loser_out)
+    won, lost = winner_out["result"].get_data(as_text=True), loser_out["result"].get_data(as_text=True)
+    assert (winner_out["result"].status_code, loser_out["result"].status_code) == (200, 409), lost[:2000]
+    assert LOSER_MESSAGE in lost and _shown_keys(lost) is None
+    shown = _shown_keys(won)
+    assert shown is not None and _hashes(shown) == _stored_key_hashes(site_id)
+
+
+def test_rotating_keys_from_a_page_shown_before_another_admins_rotation_is_refused(app: Any) -> None:
+    """The second admin's page was shown before the first admin rotated: its form names keys that no longer exist,
+    so it rotates nothing (the first admin's new keys stay), and after a reload it rotates the current ones."""
+    site_id = make_site()["id"]
+    (first, first_token), (second, second_token) = _admin_client(app), _admin_client(app)
+    stale = _rotation_form(second, second_token, site_id)
+    url = f"/admin/sites/{site_id}/rotate-keys"
+    rotated = first.post(url, data=_rotation_form(first, first_token, site_id))
+    first_keys = _shown_keys(rotated.get_data(as_text=True))
+    assert rotated.status_code == 200 and first_keys is not None
+
+    refused = second.post(url, data=stale)
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 409 and LOSER_MESSAGE in page and _shown_keys(page) is None
+    assert _stored_key_hashes(site_id) == _hashes(first_keys)
+
+    again = second.post(url, data=_rotation_form(second, second_token, site_id))  # reloaded
+    second_keys = _shown_keys(again.get_data(as_text=True))
+    assert again.status_code == 200 and second_keys is not None and second_keys != first_keys
+    assert _stored_key_hashes(site_id) == _hashes(second_keys)
+    assert second.post(url, data={"csrf_token": second_token}).status_code == 400  # a form naming no keys
+
+
+def test_rotating_keys_from_the_cli_while_another_admin_rotates_them_changes_nothing() -> None:
+    """``bouncer sites rotate-keys`` while another admin's rotation of the same site is being written: the command
+    fails with the reason and prints no keys, instead of replacing the keys the other admin was just shown."""
+    from click.testing import CliRunner
+
+    from service.cli_admin import sites
+    from service.models import Site
+    from service.sites import rotate_keys
+
+    site_id = make_site()["id"]
+    held = HeldCommit(after="UPDATE sites")
+    try:
+
+        def other_admin() -> Any:
+            held.arm()
+            with session_scope() as session:
+                site = session.get(Site, site_id)
+                assert site is not None
+                keys = rotate_keys(session, site)
+                return keys.api_key, keys.akismet_key
+
+        winner, winner_out = in_thread(other_admin)
+        assert held.reached.wait(30), f"the other rotation did not reach its commit: {winner_out}"
+        command, out = in_thread(lambda: CliRunner().invoke(sites, ["rotate-keys", str(site_id)]))
+        time.sleep(SETTLE_SECONDS)
+        held.release()
+        winner.join(60)
+        command.join(60)
+    finally:
+        held.remove()
+
+    assert "error" not in winner_out and "error" not in out, (winner_out, out)
+    result = out["result"]
+    assert result.exit_code == 1, result.output
+    assert "the keys were rotated by someone else meanwhile; nothing was changed" in result.output
+    assert "api_key" not in result.output
+    assert _stored_key_hashes(site_id) == _hashes(winner_out["result"])

@@ -914,8 +914,12 @@ def test_admin_site_keys_thresholds_lists(client: Any, admin: dict[str, Any]) ->
     with session_scope() as db:
         site = db.scalars(select(Site).where(Site.api_key_hash == hash_key(api_key))).one()
         site_id = site.id
-    assert api_key not in client.get(f"/admin/sites/{site_id}").get_data(as_text=True)  # shown once
-    rotated = client.post(f"/admin/sites/{site_id}/rotate-keys", data={"csrf_token": token}).get_data(as_text=True)
+    page = client.get(f"/admin/sites/{site_id}").get_data(as_text=True)
+    assert api_key not in page  # shown once
+    replacing = re.search(r'name="replacing" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    rotated = client.post(
+        f"/admin/sites/{site_id}/rotate-keys", data={"csrf_token": token, "replacing": replacing}
+    ).get_data(as_text=True)
     new_key = re.search(r'data-role="api-key">([^<]+)<', rotated).group(1)  # type: ignore[union-attr]
     assert new_key != api_key
     for spam in (0.1, 0.5, 0.95):
