@@ -7,7 +7,8 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, render_template, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from markupsafe import escape
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
 
 from service.celery_setup import celery_init_app
@@ -28,10 +29,18 @@ _MACHINE_PREFIXES = ("/api/", "/1.1/", "/1.2/")
 _AKISMET_PREFIXES = ("/1.1/", "/1.2/")
 DATABASE_RETRY_AFTER_SECONDS = 5
 _UNAVAILABLE_MESSAGE = "The database is unavailable; retry later."
-_UNAVAILABLE_PAGE = (
-    "<!doctype html>\n<html lang=en>\n<title>503 Service Unavailable</title>\n<h1>Service Unavailable</h1>\n"
-    f"<p>{_UNAVAILABLE_MESSAGE}</p>\n"
-)
+# What an error page of the UI says: our own words, never the exception's description (a view or an extension may
+# put request data in it) nor the request's path.
+_PAGE_MESSAGES = {
+    400: "The request could not be understood. Go back, reload the page and try again.",
+    401: "You need to sign in to see this page.",
+    403: "You are not allowed to see this page.",
+    404: "There is no page at this address.",
+    405: "This page cannot be used that way.",
+    413: "What was sent is too large.",
+    429: "Too many requests. Wait a moment and try again.",
+    500: "Something went wrong on our side; it has been logged.",
+}
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,26 @@ def _whole_body() -> None:
         raise RequestEntityTooLarge(f"The form has more than {request.max_form_parts} parts") from None
 
 
+def _plain_page(code: int, title: str, message: str) -> str:
+    """An error page without the layout, for when the layout itself fails (it asks the database who is signed in)."""
+    return (
+        f"<!doctype html>\n<html lang=en>\n<title>{code} {escape(title)}</title>\n<h1>{escape(title)}</h1>\n"
+        f"<p>{escape(message)}</p>\n"
+    )
+
+
+def error_page(code: int, title: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The UI's error page (error.html) with ``code`` as its status; a bare page if the layout cannot render."""
+    try:
+        page = render_template("error.html", code=code, message=message, title=title)
+    except DATABASE_UNAVAILABLE:  # an outage is logged where it is the error; one line per request, not two
+        page = _plain_page(code, title, message)
+    except Exception:
+        log.exception("the error page of a %d could not be rendered; answering a bare one", code)
+        page = _plain_page(code, title, message)
+    return Response(page, status=code, mimetype="text/html", headers=headers)
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: settings, extensions, Celery, blueprints, security headers and JSON errors."""
     cfg = settings()
@@ -136,25 +165,33 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        if not request.path.startswith("/static/"):
+        if not request.path.startswith("/static/") or response.status_code >= 400:
             # Pages and answers carry comments, API keys and one-time passwords: no copy in a browser or proxy cache.
+            # Nor of an error page under /static/: it is the layout with its session cookie and CSRF token.
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response | HTTPException:
+    def _http_error(exc: HTTPException) -> Response:
+        """JSON errors for the machine APIs, our own page (layout, CSP) for the UI; both keep the status."""
+        status = exc.code or 500
+        headers: dict[str, str] = {}
+        if status == 429:
+            headers["Retry-After"] = str(retry_after_seconds())
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            headers["Allow"] = ", ".join(exc.valid_methods)  # a 405 must say what the resource accepts
         if not request.path.startswith(_MACHINE_PREFIXES):
-            return exc
+            message = _PAGE_MESSAGES.get(status) or _PAGE_MESSAGES[500 if status >= 500 else 400]
+            return error_page(status, exc.name, message, headers)
         code = {
             404: "not_found",
             405: "method_not_allowed",
             413: "payload_too_large",
             429: "rate_limited",
             500: "internal_error",
-        }.get(exc.code or 500, "http_error")
-        response = error_response(exc.code or 500, code, exc.description or exc.name)
-        if exc.code == 429:
-            response.headers["Retry-After"] = str(retry_after_seconds())
+        }.get(status, "http_error")
+        response = error_response(status, code, exc.description or exc.name)
+        response.headers.update(headers)
         return response
 
     def _database_unavailable(exc: Exception) -> Response:
@@ -168,11 +205,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             response = error_response(503, "database_unavailable", _UNAVAILABLE_MESSAGE)
             response.headers.update(headers)
             return response
-        try:  # the page's layout asks the database who is logged in; it may fail again
-            page = render_template("error.html", code=503, message=_UNAVAILABLE_MESSAGE)
-        except Exception:
-            page = _UNAVAILABLE_PAGE
-        return Response(page, status=503, mimetype="text/html", headers=headers)
+        return error_page(503, "Service Unavailable", _UNAVAILABLE_MESSAGE, headers)
 
     for exc_class in DATABASE_UNAVAILABLE:
         app.register_error_handler(exc_class, _database_unavailable)

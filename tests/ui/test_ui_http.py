@@ -429,6 +429,61 @@ def test_security_headers(client: Any, moderator: dict[str, Any]) -> None:
     assert not re.search(r"\son[a-z]+=", html), "no inline event handlers"
 
 
+def _our_error_page(response: Any, status: int) -> str:
+    """The body of ``response`` after checking it is the UI's own error page (layout, headers) for ``status``."""
+    assert response.status_code == status
+    assert response.content_type == "text/html; charset=utf-8"
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Cache-Control"] == "no-store"
+    html = response.get_data(as_text=True)
+    assert '<header class="topbar">' in html and f"<h1>{status}</h1>" in html, html  # error.html, not Werkzeug's
+    return html
+
+
+@pytest.mark.parametrize("signed_in", [False, True], ids=["signed-out", "signed-in"])
+def test_ui_errors_are_our_own_page(client: Any, moderator: dict[str, Any], signed_in: bool) -> None:
+    """A 404 or 405 in the UI was Werkzeug's bare page; it is error.html with the status, the security headers and
+    nothing of the request's path."""
+    if signed_in:
+        login(client, moderator)
+    missing = _our_error_page(client.get("/moderation/nope/<script>alert(1)</script>?q=<img src=x>"), 404)
+    assert "There is no page at this address." in missing
+    assert "<script>alert" not in missing and "<img src=x" not in missing and "nope" not in missing
+    not_allowed = client.delete("/login")
+    html = _our_error_page(not_allowed, 405)
+    assert "This page cannot be used that way." in html
+    assert set(not_allowed.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    assert "<h1>404</h1>" in _our_error_page(client.get("/static/no-such-file.css"), 404)
+
+
+def test_ui_413_and_429_are_our_own_page(client: Any, login_limit: int) -> None:
+    from service.config import settings
+
+    too_large = client.post("/login", data={"email": "x" * (settings().max_body_bytes + 1)})
+    assert "What was sent is too large." in _our_error_page(too_large, 413)
+    client_ip = next(_OWN_CLIENT_IPS)
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    for _ in range(login_limit + 1):
+        answer = client.post(
+            "/login",
+            data={"email": "nobody@example.org", "password": "x", "csrf_token": token},
+            environ_base={"REMOTE_ADDR": client_ip},
+        )
+    assert "Too many requests." in _our_error_page(answer, 429)
+    assert int(answer.headers["Retry-After"]) > 0
+
+
+def test_api_errors_stay_json(client: Any) -> None:
+    """Only the UI gets the page: the machine APIs keep their JSON error shape, status and headers."""
+    missing = client.get("/api/v1/no-such-endpoint")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+    not_allowed = client.delete("/api/v1/comments")
+    assert not_allowed.status_code == 405 and not_allowed.get_json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in not_allowed.headers["Allow"]
+    akismet = client.get("/1.1/no-such-endpoint")
+    assert akismet.status_code == 404 and akismet.content_type == "application/json"
+
+
 @pytest.mark.parametrize("token", [None, "not-a-token"])
 def test_post_without_valid_csrf_is_refused(
     client: Any, moderator: dict[str, Any], ui_site: dict[str, Any], token: str | None
