@@ -25,6 +25,8 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
+# Browsers keep to HTTPS for a year once they saw this over HTTPS (ignored over HTTP, and never sent there).
+STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
 _MACHINE_PREFIXES = ("/api/", "/1.1/", "/1.2/")
 _AKISMET_PREFIXES = ("/1.1/", "/1.2/")
 DATABASE_RETRY_AFTER_SECONDS = 5
@@ -165,6 +167,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.is_secure:  # TLS to gunicorn, or X-Forwarded-Proto from a proxy gunicorn trusts (README: HTTPS)
+            response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
         if not request.path.startswith("/static/") or response.status_code >= 400:
             # Pages and answers carry comments, API keys and one-time passwords: no copy in a browser or proxy cache.
             # Nor of an error page under /static/: it is the layout with its session cookie and CSRF token.

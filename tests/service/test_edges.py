@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,17 +89,17 @@ def test_openapi_documents_the_outage_answer(client: Any) -> None:
         assert "503" in paths[path][method]["responses"], (path, method)
 
 
-def test_access_log_has_no_keys(bouncer_env: dict[str, str], site: dict[str, Any], tmp_path: Path) -> None:
-    """`bouncer web --access-log`: a key in the query string (Akismet clients may send theirs so, get-stats and
-    usage-limit are GETs) is not written to the log; the default format logged the whole request line."""
+@contextmanager
+def _bouncer_web(bouncer_env: dict[str, str], log_path: Path, *, extra: tuple[str, ...] = ()) -> Iterator[str]:
+    """`bouncer web` (gunicorn with our argv, access log on) on a free port; yields its base URL."""
     from service.cli_run import web_argv
     from service.config import load_settings
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")} | bouncer_env
+    env.pop("FORWARDED_ALLOW_IPS", None)  # gunicorn's default: trust X-Forwarded-* from 127.0.0.1 and ::1
     env["BOUNCER_BIND"] = f"127.0.0.1:{port}"
-    argv = web_argv(load_settings(env), access_log=True)
-    log_path = tmp_path / "web.log"
+    argv = web_argv(load_settings(env), access_log=True, extra=extra)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -110,6 +112,17 @@ def test_access_log_has_no_keys(bouncer_env: dict[str, str], site: dict[str, Any
             except httpx.HTTPError:
                 assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
                 time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_access_log_has_no_keys(bouncer_env: dict[str, str], site: dict[str, Any], tmp_path: Path) -> None:
+    """`bouncer web --access-log`: a key in the query string (Akismet clients may send theirs so, get-stats and
+    usage-limit are GETs) is not written to the log; the default format logged the whole request line."""
+    log_path = tmp_path / "web.log"
+    with _bouncer_web(bouncer_env, log_path) as base:
         akismet_key, api_key = site["akismet_key"], site["api_key"]
         form = {"blog": "https://blog.example", "user_ip": "203.0.113.7", "comment_content": "hello"}
         checked = httpx.post(f"{base}/1.1/comment-check?api_key={akismet_key}&is_test=1", data=form, timeout=30)
@@ -117,9 +130,6 @@ def test_access_log_has_no_keys(bouncer_env: dict[str, str], site: dict[str, Any
         httpx.get(f"{base}/1.1/get-stats?key={akismet_key}&blog=https://blog.example", timeout=30)
         httpx.get(f"{base}/api/v1/ready?token={api_key}&Password=pw-in-query", timeout=30)
         httpx.get(f"{base}/login", headers={"Referer": f"{base}/login?api_key={akismet_key}"}, timeout=30)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
     text = log_path.read_text()
     assert "POST /1.1/comment-check?api_key=***&is_test=1 HTTP/1.1" in text, text
     assert "GET /1.1/get-stats?key=***&blog=https://blog.example" in text
@@ -182,3 +192,28 @@ def test_a_crash_is_a_500_without_details(bouncer_env: dict[str, str]) -> None:
     for _, _, body in answers.values():
         assert "secret detail" not in body and "Traceback" not in body and "ZeroDivisionError" not in body
     assert "ZeroDivisionError: secret detail of the crash" in probe.stderr  # the operator sees it in the log
+
+
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def test_hsts_only_over_https(client: Any) -> None:
+    """Strict-Transport-Security on answers to HTTPS requests (pages, API, errors), never over plain HTTP; the app
+    does not read X-Forwarded-Proto itself (gunicorn decides whom to believe, next test)."""
+    for path in ("/login", "/api/v1/health", "/no-such-page", "/api/v1/no-such-endpoint"):
+        assert client.get(path, base_url="https://bouncer.example").headers["Strict-Transport-Security"] == HSTS
+        assert "Strict-Transport-Security" not in client.get(path).headers, path
+        spoofed = client.get(path, headers={"X-Forwarded-Proto": "https"})
+        assert "Strict-Transport-Security" not in spoofed.headers, path
+
+
+def test_hsts_behind_a_trusted_proxy(bouncer_env: dict[str, str], tmp_path: Path) -> None:
+    """Behind a TLS-terminating proxy, gunicorn turns X-Forwarded-Proto: https into an HTTPS request when the proxy's
+    address is in its forwarded_allow_ips (by default 127.0.0.1 and ::1); from anyone else the header is ignored."""
+    with _bouncer_web(bouncer_env, tmp_path / "trusted.log") as base:
+        proxied = httpx.get(f"{base}/login", headers={"X-Forwarded-Proto": "https"}, timeout=30)
+        assert proxied.headers["Strict-Transport-Security"] == HSTS
+        assert "strict-transport-security" not in httpx.get(f"{base}/login", timeout=30).headers
+    with _bouncer_web(bouncer_env, tmp_path / "untrusted.log", extra=("--forwarded-allow-ips", "192.0.2.1")) as base:
+        spoofed = httpx.get(f"{base}/login", headers={"X-Forwarded-Proto": "https"}, timeout=30)
+        assert spoofed.status_code == 200 and "strict-transport-security" not in spoofed.headers
