@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import threading
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -26,6 +28,7 @@ from service.sites import site_by_api_key, site_id_by_api_key
 from service.views import comment_view
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
 
 _Body = TypeVar("_Body", bound=BaseModel)
 # ASCII digits only: str.isdigit() also takes '²' or '٣', and a 5000-digit value makes int() raise.
@@ -271,16 +274,41 @@ def ready() -> Response:
         checks["database"] = f"error: {database_error_reason(exc)}"
     checks["redis"] = "ok" if redis_bus.ping() else "error: unreachable"
     checks["worker"] = "ok" if _scoring_worker_alive() else "error: no live worker on the score queue"
-    try:
-        from service.scoring import active_models
-
-        checks["models"] = {kind: m.version for kind, m in active_models().items()}
-    except Exception as exc:  # a missing or broken model makes the service not ready
-        checks["models"] = f"error: {type(exc).__name__}: {exc}"
-    ok = all(v == "ok" for k, v in checks.items() if k != "models") and isinstance(checks["models"], dict)
+    checks["models"] = _model_checks()
+    models_ok = not any(v.startswith("error: ") for v in checks["models"].values())
+    ok = all(v == "ok" for k, v in checks.items() if k != "models") and models_ok
     response = jsonify({"status": "ready" if ok else "not_ready", "checks": checks})
     response.status_code = 200 if ok else 503
     return response
+
+
+# The error last logged per model kind: load balancers poll /ready every few seconds, the log gets a failure once.
+_logged_model_errors: dict[str, str] = {}
+_logged_model_errors_lock = threading.Lock()
+
+
+def _model_checks() -> dict[str, str]:
+    """Each kind's active model version, or that it failed to load. The answer needs no key, so it says no more;
+    the exception (paths in the models directory, a manifest's contents) goes to the log, once until it changes."""
+    from classifiers import KINDS
+    from service.scoring import registry
+
+    checks: dict[str, str] = {}
+    for kind in KINDS:
+        try:
+            checks[kind] = registry().active(kind).version
+        except Exception as exc:  # a missing or broken model makes the service not ready
+            checks[kind] = f"error: {kind} model failed to load; see the log"
+            detail = f"{type(exc).__name__}: {exc}"
+            with _logged_model_errors_lock:
+                first = _logged_model_errors.get(kind) != detail
+                _logged_model_errors[kind] = detail
+            if first:
+                log.error("readiness: the active %s model failed to load: %s", kind, detail, exc_info=exc)
+        else:
+            with _logged_model_errors_lock:
+                _logged_model_errors.pop(kind, None)  # loads again: a new failure is logged anew
+    return checks
 
 
 def _scoring_worker_alive() -> bool:

@@ -85,6 +85,45 @@ print(json.dumps({"status": answer.status_code, "body": answer.get_json()}))
 """
 
 
+READY_TWICE_PROBE = """
+import json
+from service.app import create_app
+client = create_app({"TESTING": True}).test_client()
+answers = [client.get("/api/v1/ready") for _ in range(3)]  # a load balancer polls
+print(json.dumps([{"status": a.status_code, "body": a.get_data(as_text=True)} for a in answers]))
+"""
+
+
+def test_ready_names_a_broken_model_without_its_details(bouncer_env: dict[str, str], tmp_path: Path) -> None:
+    """/ready needs no key: it said "error: FileExistsError: [Errno 17] File exists: '/srv/…/models/spam'" (paths
+    of the host). It now says which model failed and no more; the log has the detail, once, not once per poll."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")} | bouncer_env
+    models_dir = tmp_path / "hidden-models-place"
+    models_dir.mkdir()
+    (models_dir / "spam").write_text("not a directory")  # the spam registry cannot be made; abuse seeds as usual
+    probe = subprocess.run(
+        [sys.executable, "-c", READY_TWICE_PROBE],
+        cwd=REPO,
+        env={**env, "BOUNCER_MODELS_DIR": str(models_dir), "BOUNCER_LOG_LEVEL": "INFO"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert probe.returncode == 0, probe.stderr
+    answers = json.loads(probe.stdout.strip().splitlines()[-1])
+    for answer in answers:
+        assert answer["status"] == 503, answer
+        assert "hidden-models-place" not in answer["body"] and "Errno" not in answer["body"]
+        body = json.loads(answer["body"])
+        assert body["status"] == "not_ready"
+        models = body["checks"]["models"]
+        assert models["spam"] == "error: spam model failed to load; see the log", models
+        assert models["abuse"].startswith("abuse-"), models  # the kind that loads is reported as before
+    logged = [line for line in probe.stderr.splitlines() if "the active spam model failed to load" in line]
+    assert len(logged) == 1, probe.stderr[-3000:]
+    assert "hidden-models-place" in logged[0]  # the operator sees where
+
+
 def test_ready_says_what_is_wrong_with_the_database(bouncer_env: dict[str, str], tmp_path: Path) -> None:
     """Readiness exists to say what is wrong: 'OperationalError' alone does not tell refused from a missing schema."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")} | bouncer_env
