@@ -6,7 +6,7 @@ import importlib
 import logging
 from typing import Any
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, current_app, g, render_template, request
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
@@ -30,6 +30,7 @@ STRICT_TRANSPORT_SECURITY = "max-age=31536000; includeSubDomains"
 _MACHINE_PREFIXES = ("/api/", "/1.1/", "/1.2/")
 _AKISMET_PREFIXES = ("/1.1/", "/1.2/")
 DATABASE_RETRY_AFTER_SECONDS = 5
+_RATE_LIMITED_BLUEPRINTS = "bouncer.rate_limited_blueprints"  # app.extensions key: names of the machine APIs
 _UNAVAILABLE_MESSAGE = "The database is unavailable; retry later."
 # What an error page of the UI says: our own words, never the exception's description (a view or an extension may
 # put request data in it) nor the request's path.
@@ -93,11 +94,32 @@ def _whole_body() -> None:
     except RequestEntityTooLarge:
         size = limit + 1
     if size > limit:
-        raise RequestEntityTooLarge(f"The request body is larger than {limit} bytes")
+        _refuse_body(RequestEntityTooLarge(f"The request body is larger than {limit} bytes"))
+        return
     try:
         _ = request.form  # parsed now, so that a form over Werkzeug's limits fails here and not in a later hook
     except RequestEntityTooLarge:  # more than MAX_FORM_PARTS parts in a multipart body
-        raise RequestEntityTooLarge(f"The form has more than {request.max_form_parts} parts") from None
+        _refuse_body(RequestEntityTooLarge(f"The form has more than {request.max_form_parts} parts"))
+
+
+def _refuse_body(exc: RequestEntityTooLarge) -> None:
+    """Raise the 413 now, or for a rate-limited machine API once the rate limiter has counted the request.
+
+    flask-limiter counts in its own before-request hook, which an error raised in an earlier hook skips: a client
+    sending only huge bodies was never limited. Such an API is CSRF-exempt and its key function reads no body marked
+    refused (``service.extensions.body_refused``), so nothing reads the body before the 413 all the same.
+    """
+    if request.blueprint in current_app.extensions[_RATE_LIMITED_BLUEPRINTS]:
+        g.refused_body = exc
+        return
+    raise exc
+
+
+def _refused_body_after_the_limiter() -> None:
+    """The 413 that ``_refuse_body`` held until the rate limiter had counted the request (and found it within)."""
+    exc = g.get("refused_body")
+    if exc is not None:
+        raise exc
 
 
 def _plain_page(code: int, title: str, message: str) -> str:
@@ -152,13 +174,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.before_request(_whole_body)
     csrf.init_app(app)
     limiter.init_app(app)
+    # Right after the limiter's hook: a machine API's oversized request is counted before it is refused.
+    app.before_request(_refused_body_after_the_limiter)
     celery_init_app(app)
 
+    rate_limited: set[str] = set()
+    app.extensions[_RATE_LIMITED_BLUEPRINTS] = rate_limited
     for module_name, machine_api in BLUEPRINTS:
         blueprint = importlib.import_module(module_name).bp
         if machine_api:  # called by blogs with keys, not by browsers with cookies: no CSRF, rate-limited
             limiter.limit(cfg.api_rate_limit)(blueprint)
             csrf.exempt(blueprint)
+            rate_limited.add(blueprint.name)
         app.register_blueprint(blueprint)
 
     @app.after_request

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 
-from flask import request
+from flask import g, request
 from flask_limiter import Limiter
 from flask_wtf import CSRFProtect
 
@@ -60,6 +60,12 @@ def _site_or_client_key() -> str:
         if known:
             return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
     return client_ip_key()
+
+
+def body_refused() -> bool:
+    """True while the request waits for its 413 (the body is over the limits) until the rate limiter has counted it
+    (``service.app._refuse_body``): nothing may read the body meanwhile, a streamed one is cut."""
+    return "refused_body" in g
 
 
 def retry_after_seconds() -> int:

@@ -20,7 +20,7 @@ from service.akismet.stats import DEFAULT_STATS_PERIOD, get_stats, usage_limit
 from service.comments import insert_comment, store_comment
 from service.config import settings
 from service.db import session_scope
-from service.extensions import retry_after_seconds
+from service.extensions import body_refused, retry_after_seconds
 from service.human_decisions import apply_label
 from service.models import Comment, Decision, Site, parse_id
 from service.sites import site_by_akismet_key
@@ -93,9 +93,13 @@ def host_key(host: str) -> str:
 
 
 def request_key() -> str:
-    """The Akismet key: form or query ``api_key``, then ``key``, then the Host header's first label."""
+    """The Akismet key: form or query ``api_key``, then ``key``, then the Host header's first label.
+
+    Not the form of a body refused as too large (the rate limiter asks before the 413): the query and Host only.
+    """
+    form = {} if body_refused() else request.form
     for name in ("api_key", "key"):
-        value = str(request.form.get(name) or request.args.get(name) or "").strip()
+        value = str(form.get(name) or request.args.get(name) or "").strip()
         if value:
             return value
     return host_key(request.host)

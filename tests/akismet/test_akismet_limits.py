@@ -1,11 +1,12 @@
 """Rate limiting on the Akismet API: per key, 429 with Retry-After, and Akismet clients see an error.
 
 Also what made-up keys do to the limits (of every API and of the login page): nothing; and that an oversized request
-is refused before the limiter (or CSRF) reads it.
+is refused before the limiter (or CSRF) reads it, and counted by the limiter all the same.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -104,6 +105,39 @@ def test_made_up_keys_do_not_escape_the_login_limit(limited_server: LiveServer) 
     assert statuses == [401] * LIMIT + [429]
 
 
+def test_oversized_requests_count_against_the_limit(limited_server: LiveServer) -> None:
+    """A 413 was raised before flask-limiter counted the request: a client sending only huge bodies was never
+    limited. Now each counts in the bucket its key (header, query, Host) or address gives, and the next is a 429."""
+    noisy = make_site(name="Huge bodies blog")
+    api = {"Authorization": f"Bearer {noisy['api_key']}", "Content-Type": "application/json"}
+    huge_json = b'{"content": "' + b"y" * 70_000 + b'"}'
+    form = {"blog": BLOG, "user_ip": "203.0.113.9", "comment_content": "y" * 70_000}
+    huge_form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with httpx.Client(base_url=limited_server.url, timeout=30) as http:
+        native = [http.post("/api/v1/comments", content=huge_json, headers=api) for _ in range(LIMIT + 1)]
+        same_key = http.post("/api/v1/comments?wait=0", json={"content": "small"}, headers=api)  # the key's bucket
+        # The key in the query string picks the key's bucket; in the refused body it is not read: the address's.
+        by_key = [
+            http.post(f"/1.1/comment-check?api_key={noisy['akismet_key']}", content=urlencode(form), headers=huge_form)
+            for _ in range(LIMIT + 1)
+        ]
+        in_body = urlencode({"api_key": noisy["akismet_key"], **form})
+        by_address = [http.post("/1.1/submit-ham", content=in_body, headers=huge_form) for _ in range(LIMIT + 1)]
+    assert [r.status_code for r in native] == [413] * LIMIT + [429]
+    assert native[0].json()["error"]["code"] == "payload_too_large"
+    assert native[-1].json()["error"]["code"] == "rate_limited" and int(native[-1].headers["Retry-After"]) > 0
+    assert same_key.status_code == 429
+    for answers in (by_key, by_address):
+        assert [r.status_code for r in answers] == [200] * LIMIT + [429]
+        assert answers[0].text == "invalid" and "larger than 65536 bytes" in answers[0].headers["X-akismet-debug-help"]
+    limits = redis.Redis.from_url(settings().redis_url_for(LIMITS_DB))
+    digest = hashlib.sha256(noisy["api_key"].encode()).hexdigest()[:32]
+    assert list(limits.scan_iter(f"*key:{digest}*")), "counted in Redis, in the key's bucket"
+    log = limited_server.log_path.read_text()
+    assert "falling back to in-memory storage" not in log
+    assert "could not tell the site" not in log  # the key function did not try the refused body's form
+
+
 def _multipart(fields: list[tuple[str, str]]) -> bytes:
     parts = (f'--B\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields)
     return ("".join(parts) + "--B--\r\n").encode()
@@ -142,7 +176,7 @@ def test_an_oversized_request_is_refused_before_the_rate_limiter_reads_it(
 
 
 def test_an_oversized_native_request_is_413_before_anything_else(client: Any, caplog: pytest.LogCaptureFixture) -> None:
-    # Not even authentication: the size is the first thing looked at.
+    # Not even authentication: the size is the first thing looked at (the rate limiter counts it, reading no body).
     with caplog.at_level(logging.DEBUG, logger="flask-limiter"):
         response = client.post("/api/v1/comments", data=b"x" * 70_000, content_type="application/json")
     assert response.status_code == 413
