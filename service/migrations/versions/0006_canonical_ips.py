@@ -1,4 +1,4 @@
-"""stored IP addresses in one spelling: comments' author_ip and IP list entries rewritten as service.ips writes them
+"""stored IP addresses in one spelling: comments' author_ip and IP list entries rewritten as service.ips wrote them
 
 Revision ID: 0006
 Revises: 0005
@@ -7,10 +7,10 @@ Create Date: 2026-12-06 20:00:00
 
 from __future__ import annotations
 
+import ipaddress
+
 import sqlalchemy as sa
 from alembic import op
-
-from service.ips import canonical_entry, canonical_ip
 
 revision = "0006"
 down_revision = "0005"
@@ -32,20 +32,41 @@ _entries = sa.table(
 NOTE_LENGTH = 500  # list_entries.note
 
 
+# A frozen copy of service.ips.canonical_ip and canonical_entry as they were when this revision was written: a
+# migration must rewrite rows the same way whatever service.ips becomes later. Do not "update" it; a new spelling
+# needs a new revision.
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 def _ip(value: str) -> str:
     """The canonical spelling, or the value as it is when it is no address (or has a zone ID): left for a human."""
     try:
-        return canonical_ip(value)
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
         return value
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            return value
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _entry(value: str) -> str:
-    """The entry as service.admin.views.list_value stores it now; as it is when it is no address or network."""
+    """The entry as service.admin.views.list_value stored it then; as it is when it is no address or network."""
     try:
-        return canonical_entry(value)
+        network: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
         return value
+    if isinstance(network, ipaddress.IPv6Network):
+        if network.network_address.scope_id is not None:
+            return value
+        if network.subnet_of(_IPV4_MAPPED):
+            mapped = network.network_address.ipv4_mapped
+            assert mapped is not None  # every address of ::ffff:0:0/96 is a mapped one
+            network = ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    single = network.num_addresses == 1 and "/" not in value
+    return str(network.network_address) if single else str(network)
 
 
 def upgrade() -> None:
