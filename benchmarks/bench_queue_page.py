@@ -4,7 +4,10 @@ Builds a fresh database (SQLite in a temp dir, or BENCH_DATABASE_URL for Postgre
 (plus 10,000 decided ones, as a queue lives beside history) over 5 sites, then renders the queue page in-process
 through the full Flask stack (routing, session, queries, Jinja) and prints the median and p95 per page variant.
 
-    python benchmarks/bench_queue_page.py [--held 10000] [--runs 30]
+    python benchmarks/bench_queue_page.py [--held 10000] [--runs 30] [--redis-url redis://127.0.0.1:6379/8]
+
+Without ``--redis-url`` it starts a private Redis for the run (as the other benchmarks do); with one, the 4
+databases from its number are flushed: point it at a scratch Redis base, never at production.
 
 Exit status 1 when the default queue page's median is over the 300 ms budget.
 """
@@ -25,14 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 BUDGET_MS = 300.0
 
 
-def _setup_env(tmp: str) -> None:
+def _setup_env(tmp: str, redis_url: str) -> None:
     os.environ["BOUNCER_DATA_DIR"] = tmp
     os.environ["BOUNCER_MODELS_DIR"] = str(Path(tmp) / "models")
     os.environ["BOUNCER_LOG_LEVEL"] = "WARNING"
     if os.environ.get("BENCH_DATABASE_URL"):
         os.environ["BOUNCER_DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
-    # Redis is not needed to render pages (rate limits fall back to memory); point it at a local default.
-    os.environ.setdefault("BOUNCER_REDIS_URL", "redis://127.0.0.1:6379/12")
+    # Not the environment's BOUNCER_REDIS_URL: a benchmark never writes to a Redis somebody else uses.
+    os.environ["BOUNCER_REDIS_URL"] = redis_url
 
 
 def _seed(held: int) -> tuple[int, int]:
@@ -123,9 +126,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--held", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--redis-url", help="a scratch Redis base (4 dbs are flushed); default: a private Redis")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bouncer-bench-") as tmp:
-        _setup_env(tmp)
+    from benchmarks.stack import redis_for_benchmark
+
+    with tempfile.TemporaryDirectory(prefix="bouncer-bench-") as tmp, redis_for_benchmark(args.redis_url) as redis_url:
+        _setup_env(tmp, redis_url)
+        print(f"Redis {redis_url}")
         from service.app import create_app
         from service.migrate import upgrade
 

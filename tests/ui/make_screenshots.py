@@ -2,7 +2,10 @@
 
 Runs the real app in-process against a throw-away SQLite database and drives Debian's Chromium:
 
-    python tests/ui/make_screenshots.py [--out docs/screenshots]
+    python tests/ui/make_screenshots.py [--out docs/screenshots] [--redis-url redis://127.0.0.1:6379/8]
+
+Without ``--redis-url`` it starts a private Redis for the run (benchmarks/stack.py, as the benchmarks do); with
+one, the 4 databases from its number are flushed: point it at a scratch Redis base.
 
 The models page shows the real model registry when it has versions; otherwise a demo registry with two
 versions per kind, so the page can be seen before any model was trained.
@@ -233,14 +236,23 @@ def _use_demo_registry_if_empty() -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Make the UI screenshots.")
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+    parser.add_argument("--redis-url", help="a scratch Redis base (4 dbs are flushed); default: a private Redis")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bouncer-shots-") as tmp:
+    from benchmarks.stack import redis_for_benchmark
+
+    with tempfile.TemporaryDirectory(prefix="bouncer-shots-") as tmp, redis_for_benchmark(args.redis_url) as redis_url:
+        print(f"Redis {redis_url}")
         os.environ.update(
-            {"BOUNCER_DATA_DIR": tmp, "BOUNCER_MODELS_DIR": str(Path(tmp) / "models"), "BOUNCER_LOG_LEVEL": "ERROR"}
+            {
+                "BOUNCER_DATA_DIR": tmp,
+                "BOUNCER_MODELS_DIR": str(Path(tmp) / "models"),
+                "BOUNCER_LOG_LEVEL": "ERROR",
+                # Not the environment's BOUNCER_REDIS_URL: demo data never goes to a Redis somebody else uses.
+                "BOUNCER_REDIS_URL": redis_url,
+            }
         )
-        os.environ.setdefault("BOUNCER_REDIS_URL", "redis://127.0.0.1:6379/12")
         from playwright.sync_api import sync_playwright
         from werkzeug.serving import make_server
 
