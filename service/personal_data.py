@@ -71,11 +71,15 @@ def export_page(session: Session, site_id: int, email: str, page: int) -> tuple[
 
 def erase(session: Session, site_id: int, email: str) -> int:
     """Erase the author's personal data from their comments on the site; how many comments had it."""
-    # Locked in id order first, as bulk moderation locks them: two statements that lock the same rows in different
-    # orders can deadlock on PostgreSQL (SQLite has one writer and ignores FOR UPDATE).
+    # Locked in id order first, as bulk moderation and the retention purge lock them: statements that lock the same
+    # rows in different orders can deadlock on PostgreSQL. FOR NO KEY UPDATE (key_share), what an UPDATE keeping the
+    # id takes: events and labels referencing the comment may still be written meanwhile. SQLite ignores it.
     ids = list(
         session.scalars(
-            select(Comment.id).where(*_authors_comments(site_id, email)).order_by(Comment.id).with_for_update()
+            select(Comment.id)
+            .where(*_authors_comments(site_id, email))
+            .order_by(Comment.id)
+            .with_for_update(key_share=True)
         )
     )
     if ids:
