@@ -92,7 +92,7 @@ def test_revisions_import_no_application_code() -> None:
 def test_ips_stored_before_service_ips_are_rewritten_canonical(scratch_database: str) -> None:
     """0006: the lookups that compare author_ip exactly (other comments of an IP, Akismet submit-spam/ham) find
     rows stored before as the ones stored since; values that are no address are left as they were."""
-    from service.models import Comment, ListEntry, Site
+    from service.models import Comment, ListEntry
 
     upgrade(scratch_database, "0005")
     # The models' tables stand for revision 0005 here (nothing was added to them since); a column added later must
@@ -119,17 +119,7 @@ def test_ips_stored_before_service_ips_are_rewritten_canonical(scratch_database:
     }
     try:
         with engine.begin() as conn:
-            site_id = conn.execute(
-                insert(Site)
-                .values(
-                    name="old",
-                    url="https://old.example",
-                    api_key_hash="a" * 64,
-                    akismet_key_hash="b" * 64,
-                    callback_secret="s",
-                )
-                .returning(Site.id)
-            ).scalar_one()
+            site_id = _old_site(conn)
             conn.execute(
                 insert(Comment), [{"site_id": site_id, "content": f"from {ip!r}", "author_ip": ip} for ip in old_ips]
             )
@@ -185,6 +175,25 @@ def _schema(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
+def _old_site(conn: Any) -> int:
+    """A site inserted with Core, as any revision's schema takes it (the models stand for the newest)."""
+    from service.models import Site
+
+    return int(
+        conn.execute(
+            insert(Site)
+            .values(
+                name="old",
+                url="https://old.example",
+                api_key_hash="a" * 64,
+                akismet_key_hash="b" * 64,
+                callback_secret="s",
+            )
+            .returning(Site.id)
+        ).scalar_one()
+    )
+
+
 def _tables_that_never_give_an_id_twice(url: str) -> set[str]:
     """SQLite: the tables declared AUTOINCREMENT. PostgreSQL: those whose id comes from a sequence (serial or
     identity), which never gives a number twice."""
@@ -220,7 +229,7 @@ def test_0008_keeps_every_row_index_and_foreign_key_and_ids_of_deleted_rows_are_
 ) -> None:
     """0008 rebuilds the tables whose rows get deleted (SQLite): before it, deleting the newest comment handed its
     id to the next comment, its events and deliveries; after it, ids only rise, and ON DELETE CASCADE still works."""
-    from service.models import CallbackDelivery, Comment, Label, ListEntry, ModerationEvent, RetrainRun, Site
+    from service.models import CallbackDelivery, Comment, Label, ListEntry, ModerationEvent, RetrainRun
 
     upgrade(scratch_database, "0007")
     engine = make_engine(scratch_database)  # foreign keys on, as the service runs
@@ -260,17 +269,7 @@ def test_0008_keeps_every_row_index_and_foreign_key_and_ids_of_deleted_rows_are_
 
     try:
         with engine.begin() as conn:
-            site_id = conn.execute(
-                insert(Site)
-                .values(
-                    name="old",
-                    url="https://old.example",
-                    api_key_hash="a" * 64,
-                    akismet_key_hash="b" * 64,
-                    callback_secret="s",
-                )
-                .returning(Site.id)
-            ).scalar_one()
+            site_id = _old_site(conn)
             made = [add_comment(conn, site_id, n) for n in range(5)]
             entries = [add_entry(conn, site_id, f"192.0.2.{n}") for n in range(3)]
             # the newest comment (its event, label, delivery) and list entry deleted, as the purge and an admin do
