@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, render_template, request
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter, ValidationError
 
 from service.celery_setup import celery_init_app
@@ -168,6 +169,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Every <int:...> in a URL is an id (IdConverter): Werkzeug's own takes Unicode digits and numbers of any size.
     app.url_map.converters["int"] = IdConverter
+    if cfg.trusted_proxies:
+        # The client's address as the proxy it connected to saw it, for the limits per client (login, requests
+        # without a key): behind a proxy every client had the proxy's address, and one client's failed logins
+        # locked out everyone. Only X-Forwarded-For, and only as many hops as there are proxies: an address the
+        # client wrote in front of theirs is not taken. HTTPS stays gunicorn's to tell (--forwarded-allow-ips).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg.trusted_proxies, x_proto=0)  # type: ignore[method-assign]
     init_request_metrics(app)  # its endpoint hook goes before every other, so refused requests are counted too
     # First of all the before-request hooks (they run in the order they are registered): CSRF and the rate limiter's
     # key function read the form, and the limiter takes any error there for its storage being down.

@@ -195,6 +195,8 @@ class Settings:
     max_body_bytes: int = field(default=64 * 1024, metadata={"coerce": _positive_int})
     max_content_chars: int = field(default=32_000, metadata={"coerce": _positive_int})
     secure_cookies: bool = field(default=False, metadata={"coerce": _bool})
+    # Reverse proxies in front of the web that append the client's address to X-Forwarded-For (0: none; app.py).
+    trusted_proxies: int = field(default=0, metadata={"coerce": _non_negative_int})
     retrain_min_new_labels: int = field(default=50, metadata={"coerce": _non_negative_int})
     # Data retention in days (service.retention); 0 keeps for ever.
     retain_rejected_days: int = field(default=30, metadata={"coerce": _non_negative_int})

@@ -217,3 +217,55 @@ def test_hsts_behind_a_trusted_proxy(bouncer_env: dict[str, str], tmp_path: Path
     with _bouncer_web(bouncer_env, tmp_path / "untrusted.log", extra=("--forwarded-allow-ips", "192.0.2.1")) as base:
         spoofed = httpx.get(f"{base}/login", headers={"X-Forwarded-Proto": "https"}, timeout=30)
         assert spoofed.status_code == 200 and "strict-transport-security" not in spoofed.headers
+
+
+PROXY_PROBE = """
+import json, re, sys
+from service.app import create_app
+client = create_app().test_client()
+login = client.get("/login").get_data(as_text=True)
+token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+statuses = []
+for forwarded in json.loads(sys.argv[1]):
+    answer = client.post(
+        "/login",
+        data={"email": "nobody@example.test", "password": "wrong", "csrf_token": token},
+        headers={"X-Forwarded-For": forwarded, "X-Forwarded-Proto": "https"},
+        environ_base={"REMOTE_ADDR": sys.argv[2]},  # every request comes from the proxy
+    )
+    statuses.append([answer.status_code, "Strict-Transport-Security" in answer.headers])
+print(json.dumps(statuses))
+"""
+
+
+def _logins_through_a_proxy(bouncer_env: dict[str, str], proxies: str, proxy: str, forwarded: list[str]) -> list:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNCER_")} | bouncer_env
+    env |= {"BOUNCER_LOGIN_RATE_LIMIT": "2/minute", "BOUNCER_TRUSTED_PROXIES": proxies}
+    probe = subprocess.run(
+        [sys.executable, "-c", PROXY_PROBE, json.dumps(forwarded), proxy],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr
+    return [tuple(answer) for answer in json.loads(probe.stdout.strip().splitlines()[-1])]
+
+
+def test_login_limit_per_client_behind_a_trusted_proxy(bouncer_env: dict[str, str]) -> None:
+    """Behind a proxy every login came from the proxy's address: one client's failed logins used up the limit of
+    all. With BOUNCER_TRUSTED_PROXIES=1 the client is the last X-Forwarded-For address, the one the proxy appended:
+    an address the client put in front of it does not get it a fresh bucket. X-Forwarded-Proto stays gunicorn's to
+    believe or not (no HSTS here: the test client speaks plain HTTP)."""
+    mallory, alice = "192.0.2.11", "192.0.2.12"
+    answers = _logins_through_a_proxy(
+        bouncer_env, "1", "10.0.0.5", [mallory, mallory, mallory, alice, f"203.0.113.9, {mallory}"]
+    )
+    assert answers == [(401, False), (401, False), (429, False), (401, False), (429, False)]
+
+
+def test_forwarded_for_is_ignored_without_trusted_proxies(bouncer_env: dict[str, str]) -> None:
+    """Clients reaching Bouncer directly: an X-Forwarded-For of their own choosing must not give them a new bucket."""
+    answers = _logins_through_a_proxy(bouncer_env, "0", "10.0.0.6", ["192.0.2.21", "192.0.2.22", "192.0.2.23"])
+    assert [status for status, _hsts in answers] == [401, 401, 429]
