@@ -34,7 +34,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.stack import local_stack  # noqa: E402 - after the path setup
+from benchmarks.stack import local_stack, percentile  # noqa: E402 - after the path setup
 
 
 def comment_rows(limit: int = 2000) -> list[dict[str, str]]:
@@ -85,13 +85,6 @@ async def client_loop(
                 continue
             discard = response.headers.get("X-akismet-pro-tip") == "discard"
             answers["discard" if discard else ("spam" if response.text == "true" else "ham")] += 1
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
 
 
 async def run(url: str, key: str, clients: int, duration: float, timeout: float) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import csv
 import itertools
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from sqlalchemy import create_engine, func, select, text
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.stack import local_stack  # noqa: E402 - after the path setup
+from benchmarks.stack import local_stack, percentile  # noqa: E402 - after the path setup
 
 
 def cpu_by_component() -> dict[str, float]:
@@ -160,7 +159,6 @@ def main() -> None:
             ).scalar()
         engine.dispose()
 
-    ordered = sorted(latencies)
     decided = statuses.get(200, 0)
     database = "postgresql" if args.database_url else "sqlite"
     print(
@@ -170,8 +168,8 @@ def main() -> None:
     print(f"requests={len(latencies)} statuses={dict(sorted(statuses.items()))}")
     print(f"decided within the request: {decided / elapsed:.0f}/s; all answers: {len(latencies) / elapsed:.0f}/s")
     print(
-        f"latency ms: p50={statistics.median(ordered) * 1000:.1f} p90={ordered[int(len(ordered) * 0.9)] * 1000:.1f} "
-        f"p99={ordered[int(len(ordered) * 0.99)] * 1000:.1f} max={ordered[-1] * 1000:.1f}"
+        f"latency ms: p50={percentile(latencies, 50) * 1000:.1f} p90={percentile(latencies, 90) * 1000:.1f} "
+        f"p99={percentile(latencies, 99) * 1000:.1f} max={percentile(latencies, 100) * 1000:.1f}"
     )
     print(f"persisted: {stored} of {len(ids)} accepted; after draining: {rows}")
     per = ", ".join(f"{k} {v * 1000 / max(1, len(latencies)):.2f}" for k, v in sorted(cpu_used.items()))

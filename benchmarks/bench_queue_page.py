@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +24,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.stack import percentile, redis_for_benchmark  # noqa: E402 - after the path setup
+
 BUDGET_MS = 300.0
 
 
@@ -128,8 +130,6 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--redis-url", help="a scratch Redis base (4 dbs are flushed); default: a private Redis")
     args = parser.parse_args()
-    from benchmarks.stack import redis_for_benchmark
-
     with tempfile.TemporaryDirectory(prefix="bouncer-bench-") as tmp, redis_for_benchmark(args.redis_url) as redis_url:
         _setup_env(tmp, redis_url)
         print(f"Redis {redis_url}")
@@ -161,8 +161,7 @@ def main() -> int:
                 response = client.get(path)  # type: ignore[attr-defined]
                 times.append((time.perf_counter() - t0) * 1000)
                 assert response.status_code == 200
-            median = statistics.median(times)
-            p95 = sorted(times)[int(len(times) * 0.95) - 1]
+            median, p95 = percentile(times, 50), percentile(times, 95)
             headline = headline or median
             print(f"{name:40s} median {median:6.1f} ms   p95 {p95:6.1f} ms   ({len(response.data) // 1024} KiB)")
         verdict = "OK" if headline < BUDGET_MS else "OVER BUDGET"

@@ -14,7 +14,6 @@ import argparse
 import csv
 import os
 import random
-import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,12 +22,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.stack import percentile, private_redis  # noqa: E402 - after the path setup
+
 
 def _percentiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p50 = statistics.median(ordered)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return f"p50 {p50 * 1000:.3f} ms  p99 {p99 * 1000:.3f} ms  max {ordered[-1] * 1000:.3f} ms  (n={len(ordered)})"
+    p50, p99, top = (percentile(samples, p) for p in (50, 99, 100))
+    return f"p50 {p50 * 1000:.3f} ms  p99 {p99 * 1000:.3f} ms  max {top * 1000:.3f} ms  (n={len(samples)})"
 
 
 def main() -> None:
@@ -38,8 +37,6 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "spam")
     args = parser.parse_args()
     if args.redis_url is None:
-        from benchmarks.stack import private_redis
-
         with private_redis() as args.redis_url:
             run(args)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -17,6 +18,15 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile of ``samples`` (any order): the smallest value that at least ``p`` % of
+    them do not exceed, so a p95 of ten runs is the tenth (the slowest), never one below the median."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
 @contextmanager
