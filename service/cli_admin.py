@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.db import session_scope
 from service.models import Site, parse_id
-from service.sites import KeysChanged, create_site, rotate_keys
+from service.sites import KeysChanged, create_site, rotate_keys, set_active
 from service.users import create_user
 
 
@@ -120,6 +120,30 @@ def sites_rotate(site_id: int) -> None:
                 f"(`bouncer sites rotate-keys {site_id}` again replaces theirs)"
             ) from exc
     click.echo(json.dumps({"id": site_id, "api_key": keys.api_key, "akismet_key": keys.akismet_key}, indent=2))
+
+
+def _set_site_active(site_id: int, active: bool) -> None:
+    with database_errors(), session_scope() as session:
+        site = session.get(Site, site_id)
+        if site is None:
+            raise click.ClickException(f"no site with id {site_id}")
+        cancelled = set_active(session, site, active)
+    click.echo(json.dumps({"id": site_id, "active": active, "callbacks_cancelled": cancelled}))
+
+
+@sites.command("deactivate")
+@click.argument("site_id", type=ROW_ID)
+def sites_deactivate(site_id: int) -> None:
+    """Stop a site: its keys stop working (within seconds in every process) and its pending callbacks are cancelled;
+    its comments and labels stay."""
+    _set_site_active(site_id, False)
+
+
+@sites.command("activate")
+@click.argument("site_id", type=ROW_ID)
+def sites_activate(site_id: int) -> None:
+    """Let a deactivated site's keys work again; callbacks cancelled meanwhile are not sent."""
+    _set_site_active(site_id, True)
 
 
 @click.group()

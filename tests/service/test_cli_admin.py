@@ -101,6 +101,32 @@ def test_sites_create_checks_what_the_admin_console_checks(bouncer: Bouncer) -> 
     assert site["api_key"] not in stored[0] and site["akismet_key"] not in stored[0]  # keys are stored hashed
 
 
+def test_sites_deactivate_and_activate(bouncer: Bouncer) -> None:
+    """An operator without the admin console stops a site: its pending callbacks are cancelled, not sent."""
+    from sqlalchemy import create_engine, insert
+
+    from service.models import CallbackDelivery, Comment
+
+    assert bouncer("db", "upgrade").returncode == 0
+    site = json.loads(bouncer("sites", "create", "--name", "Blog", "--url", "https://blog.example").stdout)
+    engine = create_engine(f"sqlite:///{bouncer.data_dir / 'bouncer.db'}")
+    with engine.begin() as conn:  # a held comment whose callback waits for its next try
+        comment = conn.execute(insert(Comment).values(site_id=site["id"], content="hi").returning(Comment.id)).scalar()
+        conn.execute(insert(CallbackDelivery).values(comment_id=comment, site_id=site["id"]))
+    engine.dispose()
+    off = bouncer("sites", "deactivate", str(site["id"]))
+    assert off.returncode == 0, off.stderr
+    assert json.loads(off.stdout) == {"id": site["id"], "active": False, "callbacks_cancelled": 1}
+    assert bouncer.rows("SELECT status, last_error FROM callback_deliveries") == [("failed", "site deactivated")]
+    assert json.loads(bouncer("sites", "list").stdout)["active"] is False
+    on = bouncer("sites", "activate", str(site["id"]))
+    assert json.loads(on.stdout) == {"id": site["id"], "active": True, "callbacks_cancelled": 0}
+    assert bouncer.rows("SELECT active FROM sites") == [(1,)]
+    assert bouncer.rows("SELECT status FROM callback_deliveries") == [("failed",)]  # not sent after all
+    missing = bouncer("sites", "deactivate", "424242")
+    assert missing.returncode == 1 and "no site with id 424242" in missing.stderr
+
+
 def test_users_create_password_from_stdin_or_generated_once(bouncer: Bouncer) -> None:
     assert bouncer("db", "upgrade").returncode == 0
     result = bouncer("users", "create", "--email", "Mod@Example.org", "--role", "moderator", "--password-stdin",
