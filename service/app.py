@@ -237,7 +237,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         log.error("database unavailable for %s %s: %s", request.method, request.path, database_error_reason(exc))
         headers = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
         if request.path.startswith(_AKISMET_PREFIXES) or request.path == "/metrics":
-            # Akismet clients read text (any non-200 is "try later"); Prometheus marks the scrape failed
+            # Akismet clients read text (any non-200 is "try later"). /metrics leaves an outage out of its answer
+            # (bouncer_database_up 0); should anything else there fail so, Prometheus marks the scrape failed.
             return Response(_UNAVAILABLE_MESSAGE, status=503, mimetype="text/plain", headers=headers)
         if request.path.startswith(_MACHINE_PREFIXES):
             response = error_response(503, "database_unavailable", _UNAVAILABLE_MESSAGE)

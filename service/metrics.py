@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from service import redis_bus, retention
-from service.db import session_scope
+from service.db import DATABASE_UNAVAILABLE, database_error_reason, session_scope
 from service.models import CallbackDelivery, Comment, CommentStatus
 
 if TYPE_CHECKING:
@@ -69,6 +69,32 @@ class BouncerCollector(Collector):
         purged = CounterMetricFamily(
             "bouncer_purged_rows", "Rows the retention purge deleted or erased, by kind", labels=["kind"]
         )
+        database = GaugeMetricFamily(
+            "bouncer_database_up", "1 if the database answered this scrape, 0 if not (its row counts are then left out)"
+        )
+        try:
+            self._read_rows(comments, decided, callbacks)
+        except DATABASE_UNAVAILABLE as exc:
+            # The scrape still answers: the request histogram (5xx, latency) matters most during an outage.
+            log.warning("metrics: the database is unavailable, row counts left out: %s", database_error_reason(exc))
+            database.add_metric([], 0)
+            rows: list[Metric] = [database]
+        else:
+            database.add_metric([], 1)
+            rows = [database, comments, decided, callbacks]
+        try:
+            broker = redis_bus.client(redis_bus.BROKER_DB, socket_timeout=1.0)
+            for name in QUEUES:
+                queue.add_metric([name], int(broker.llen(name)))  # type: ignore[arg-type]  # sync client
+            totals = redis_bus.purged_totals()
+            for kind in retention.KINDS:
+                purged.add_metric([kind], totals.get(kind, 0))
+        except Exception:  # Redis down: report what the database knows
+            return [*rows, queue]
+        return [*rows, queue, purged]
+
+    @staticmethod
+    def _read_rows(comments: GaugeMetricFamily, decided: GaugeMetricFamily, callbacks: GaugeMetricFamily) -> None:
         with session_scope() as session:
             for status, decision, count in session.execute(
                 select(Comment.status, Comment.decision, func.count()).group_by(Comment.status, Comment.decision)
@@ -88,16 +114,6 @@ class BouncerCollector(Collector):
                 select(CallbackDelivery.status, func.count()).group_by(CallbackDelivery.status)
             ):
                 callbacks.add_metric([state], count)
-        try:
-            broker = redis_bus.client(redis_bus.BROKER_DB, socket_timeout=1.0)
-            for name in QUEUES:
-                queue.add_metric([name], int(broker.llen(name)))  # type: ignore[arg-type]  # sync client
-            totals = redis_bus.purged_totals()
-            for kind in retention.KINDS:
-                purged.add_metric([kind], totals.get(kind, 0))
-        except Exception:  # Redis down: report what the database knows
-            return [comments, decided, callbacks, queue]
-        return [comments, decided, callbacks, queue, purged]
 
 
 # Set (by service.gunicorn_config) when several processes serve requests: each writes its samples to files there.

@@ -63,11 +63,17 @@ def test_database_outage_is_a_clean_503(bouncer_env: dict[str, str], tmp_path: P
         assert answer["headers"]["Content-Type"] == "application/json"
         assert json.loads(answer["body"])["error"]["code"] == "database_unavailable"
         assert int(answer["headers"]["Retry-After"]) > 0
-    for name in ("check", "verify", "metrics"):
+    for name in ("check", "verify"):
         answer = answers[name]
         assert answer["status"] == 503, answer
         assert answer["headers"]["Content-Type"].startswith("text/plain")
         assert "database is unavailable" in answer["body"]
+    # The scrape still answers, without the row counts: the request histogram (the 503s above) matters most now.
+    metrics = answers["metrics"]
+    assert metrics["status"] == 200 and metrics["headers"]["Content-Type"].startswith("text/plain"), metrics
+    assert "bouncer_database_up 0.0" in metrics["body"] and "bouncer_comments{" not in metrics["body"]
+    refused = 'bouncer_http_request_duration_seconds_count{endpoint="api.create_comment",method="POST",status="503"}'
+    assert f"{refused} 1.0" in metrics["body"]
     queue = answers["queue"]
     assert queue["status"] == 503 and queue["headers"]["Content-Type"].startswith("text/html"), queue
     assert "database is unavailable" in queue["body"] and "Traceback" not in queue["body"]
@@ -79,6 +85,7 @@ def test_database_outage_is_a_clean_503(bouncer_env: dict[str, str], tmp_path: P
         assert "hunter2pw" not in answer["body"]
     # the log says what failed in one line per request: no traceback, no password
     assert "database unavailable for POST /api/v1/comments: OperationalError: connection failed" in probe.stderr
+    assert "metrics: the database is unavailable, row counts left out: OperationalError" in probe.stderr
     assert "Traceback" not in probe.stderr, probe.stderr[:3000]
     assert "hunter2pw" not in probe.stderr
 

@@ -36,6 +36,7 @@ def test_metrics_are_valid_prometheus_text_with_one_content_type(client: Any, si
     assert content_type.startswith("text/plain; version=") and content_type.lower().count("charset=") == 1
     families = {f.name: f for f in text_string_to_metric_families(answer.get_data(as_text=True))}
     assert {"bouncer_comments", "bouncer_callbacks", "bouncer_queue_length"} <= set(families)
+    assert [s.value for s in families["bouncer_database_up"].samples] == [1.0]
     pending = [s for s in families["bouncer_comments"].samples if s.labels == {"status": "pending", "decision": ""}]
     assert pending and pending[0].value >= 1
     queues = {s.labels["queue"] for s in families["bouncer_queue_length"].samples}
