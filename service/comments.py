@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import ColumnElement, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
@@ -87,3 +87,17 @@ def store_comment(
     comment = session.get(Comment, comment_id)
     assert comment is not None
     return comment, created
+
+
+def lock_in_id_order(session: Session, where: list[ColumnElement[bool]], *, key_share: bool) -> list[int]:
+    """Lock the comments matching ``where`` in ascending id order, and return their ids.
+
+    A bulk moderation locks comments in id order (service.moderation.actions.moderate). An UPDATE or DELETE of many
+    rows locks them in its plan's order instead (table or index order), so it could hold a row a moderator waits for
+    while waiting for one the moderator holds, and PostgreSQL aborts one of them as a deadlock: the retention purge
+    and the personal-data erase lock first, with this. ``key_share``: FOR NO KEY UPDATE, the lock an UPDATE that
+    keeps the id takes, which lets others insert rows referencing the comment meanwhile; a DELETE needs FOR UPDATE.
+    SQLite ignores it all: its one write lock is taken whole.
+    """
+    stmt = select(Comment.id).where(*where).order_by(Comment.id)
+    return list(session.scalars(stmt.with_for_update(key_share=key_share)))

@@ -22,6 +22,7 @@ import redis
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
+from service.comments import lock_in_id_order
 from service.decisions import stream
 from service.models import Comment, author_email_in
 from service.views import utc_iso
@@ -71,17 +72,8 @@ def export_page(session: Session, site_id: int, email: str, page: int) -> tuple[
 
 def erase(session: Session, site_id: int, email: str) -> int:
     """Erase the author's personal data from their comments on the site; how many comments had it."""
-    # Locked in id order first, as bulk moderation and the retention purge lock them: statements that lock the same
-    # rows in different orders can deadlock on PostgreSQL. FOR NO KEY UPDATE (key_share), what an UPDATE keeping the
-    # id takes: events and labels referencing the comment may still be written meanwhile. SQLite ignores it.
-    ids = list(
-        session.scalars(
-            select(Comment.id)
-            .where(*_authors_comments(site_id, email))
-            .order_by(Comment.id)
-            .with_for_update(key_share=True)
-        )
-    )
+    # Locked in id order first, as bulk moderation and the retention purge lock them (lock_in_id_order).
+    ids = lock_in_id_order(session, _authors_comments(site_id, email), key_share=True)
     if ids:
         session.execute(
             update(Comment)

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from service import redis_bus
+from service.comments import lock_in_id_order
 from service.config import settings
 from service.db import session_scope
 from service.models import (
@@ -175,7 +176,7 @@ def _delete_rejected_chunk(cutoff: datetime, chunk_size: int) -> tuple[int, int]
                 break
         if not ids:
             return 0, 0
-        locked = _lock_in_id_order(session, ids, where, key_share=False)
+        locked = lock_in_id_order(session, [Comment.id.in_(ids), *where], key_share=False)
         # ON DELETE CASCADE takes their events, superseded labels and finished deliveries (all by indexed keys).
         deleted = session.execute(
             delete(Comment)
@@ -187,22 +188,6 @@ def _delete_rejected_chunk(cutoff: datetime, chunk_size: int) -> tuple[int, int]
         tally = Counter((site_id, _utc_day(at)) for site_id, at, is_test, auto in deleted if auto and not is_test)
         _add_to_deleted_counts(session, tally)
         return len(deleted), len(ids)
-
-
-def _lock_in_id_order(
-    session: Session, ids: list[int], where: list[ColumnElement[bool]], *, key_share: bool
-) -> list[int]:
-    """Lock the comments of ``ids`` that still qualify, in ascending id order, and return their ids.
-
-    A bulk moderation locks comments in id order (service.moderation.actions.moderate). An UPDATE or DELETE of many
-    rows locks them in its plan's order instead (table or index order: the chunk is in received_at order), so the
-    purge could hold a row the moderator waits for while waiting for one the moderator holds, and PostgreSQL aborts
-    one of them as a deadlock. ``key_share``: FOR NO KEY UPDATE, the lock an UPDATE that keeps the id takes, which
-    lets others insert rows referencing the comment meanwhile; a DELETE needs FOR UPDATE. SQLite ignores it all:
-    its one write lock is taken whole.
-    """
-    stmt = select(Comment.id).where(Comment.id.in_(ids), *where).order_by(Comment.id)
-    return list(session.scalars(stmt.with_for_update(key_share=key_share)))
 
 
 def _utc_day(at: datetime) -> str:
@@ -258,7 +243,7 @@ def _erase_chunk(cutoff: datetime, chunk_size: int) -> tuple[int, int]:
         )
         if not ids:
             return 0, 0
-        locked = _lock_in_id_order(session, ids, where, key_share=True)
+        locked = lock_in_id_order(session, [Comment.id.in_(ids), *where], key_share=True)
         # The UPDATE claims the rows (erased_at IS NULL): of two purges at once, each row goes to one of them.
         claimed = session.execute(
             update(Comment)
