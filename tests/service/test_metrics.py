@@ -282,6 +282,57 @@ def test_the_gunicorn_hooks_keep_an_operators_directory(monkeypatch: pytest.Monk
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gunicorn_config.on_starting(None)
     own = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    assert own.parent == tmp_path and own.name.startswith("bouncer-metrics-") and not any(own.iterdir())
+    assert own.parent == tmp_path and own.name.startswith("bouncer-metrics-")
+    assert [p.name for p in own.iterdir()] == [gunicorn_config.LOCK_NAME]  # nothing counted yet
     gunicorn_config.on_exit(None)
     assert not own.exists()
+
+
+_MASTER = """
+import sys, time
+from service import gunicorn_config
+gunicorn_config.on_starting(None)
+print(gunicorn_config._created[0], flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_master_removes_the_directories_of_killed_masters(tmp_path: Path) -> None:
+    """A SIGKILLed master never runs on_exit; the next master to start removes its directory, and only such: a
+    running master's stays, as does a directory without a lock file (not one a master made)."""
+    from service.gunicorn_config import LOCK_NAME
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": ""}
+    masters = [
+        subprocess.Popen([sys.executable, "-c", _MASTER], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        killed, running = (Path(m.stdout.readline().strip()) for m in masters if m.stdout)
+        (killed / "histogram_1.db").write_bytes(b"x")
+        other = tmp_path / "bouncer-metrics-other"
+        other.mkdir()
+        masters[0].kill()
+        masters[0].wait(timeout=30)
+        assert killed.is_dir() and running.is_dir()
+
+        result = subprocess.run(
+            [sys.executable, "-c", _MASTER.replace("time.sleep(120)", "")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        started = Path(result.stdout.strip())
+        assert not killed.exists()
+        assert running.is_dir() and (running / LOCK_NAME).exists()
+        assert other.is_dir()
+        assert started.is_dir()  # it exited without on_exit too (a kill), so it is now the abandoned one
+    finally:
+        for master in masters:
+            master.kill()
+            master.wait(timeout=30)
+            if master.stdout:
+                master.stdout.close()
