@@ -24,6 +24,7 @@ from service.admin import bp
 from service.auth.session import admin_required
 from service.db import session_scope
 from service.models import Comment, ModerationEvent, Site, User, parse_id
+from service.moderation.queries import parse_date
 
 PAGE_SIZE = 50
 CSV_MAX_ROWS = 10_000
@@ -55,13 +56,6 @@ ACTOR_WORDS = {
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _date(raw: str | None) -> date | None:
-    try:
-        return date.fromisoformat(raw) if raw else None
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class ActivityFilters:
     """The filters of the activity log, parsed leniently from the query string (bad values are ignored)."""
@@ -88,8 +82,8 @@ class ActivityFilters:
             site_id=parse_id(args.get("site")),
             action=action if action in ACTIONS else None,
             status=status if status in STATUSES else None,
-            since=_date(args.get("since")),
-            until=_date(args.get("until")),
+            since=parse_date(args.get("since")),
+            until=parse_date(args.get("until")),
             before=parse_id(args.get("before")),
             after=parse_id(args.get("after")),
         )

@@ -34,7 +34,8 @@ def _float(raw: str | None, low: float = 0.0, high: float = 1.0) -> float | None
     return None if value is None else min(high, max(low, value))
 
 
-def _date(raw: str | None) -> date | None:
+def parse_date(raw: str | None) -> date | None:
+    """An ISO date from a query string; ``None`` when missing or no date."""
     try:
         return date.fromisoformat(raw) if raw else None
     except ValueError:
@@ -72,8 +73,8 @@ class ListFilters:
             category=category if category in ("spam", "abuse") else None,
             score_min=_float(args.get("score_min")),
             score_max=_float(args.get("score_max")),
-            since=_date(args.get("since")),
-            until=_date(args.get("until")),
+            since=parse_date(args.get("since")),
+            until=parse_date(args.get("until")),
             q=(args.get("q") or "").strip()[:200],
             sort=sort if sort in SORTS else "newest",
             page=parse_id(args.get("page")) or 1,
