@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -256,16 +255,11 @@ def _site_and_address(session: Session, site_id: int, email: str) -> str:
 @click.option("--email", required=True, help="The commenter's e-mail address (any case).")
 def personal_data_export(site_id: int, email: str) -> None:
     """Print what the site's comments from this address hold about their author, a JSON line per comment."""
-    from service.personal_data import export_page
+    from service.personal_data import export_all
 
     with database_errors(), session_scope() as session:
-        address = _site_and_address(session, site_id, email)
-        for page in itertools.count(1):
-            records, done = export_page(session, site_id, address, page)
-            for record in records:
-                click.echo(json.dumps(record))
-            if done:
-                break
+        for record in export_all(session, site_id, _site_and_address(session, site_id, email)):
+            click.echo(json.dumps(record))
 
 
 @personal_data.command("erase")

@@ -14,12 +14,14 @@ without a history; the stream checks forget the address too (``stream.forget_aut
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from service.comments import lock_in_id_order
@@ -68,6 +70,20 @@ def export_page(session: Session, site_id: int, email: str, page: int) -> tuple[
         .limit(EXPORT_PAGE_SIZE + 1)
     ).all()
     return [personal_record(c) for c in rows[:EXPORT_PAGE_SIZE]], len(rows) <= EXPORT_PAGE_SIZE
+
+
+def export_all(session: Session, site_id: int, email: str) -> Iterator[dict[str, Any]]:
+    """Every page of the export in turn: the whole of what the site keeps about the author (a download, the CLI)."""
+    for page in itertools.count(1):
+        records, done = export_page(session, site_id, email, page)
+        yield from records
+        if done:
+            return
+
+
+def comment_count(session: Session, site_id: int, email: str) -> int:
+    """How many of the site's comments the export finds for the address (all its pages)."""
+    return session.scalar(select(func.count()).select_from(Comment).where(*_authors_comments(site_id, email))) or 0
 
 
 def erase(session: Session, site_id: int, email: str) -> int:
