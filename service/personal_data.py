@@ -1,9 +1,10 @@
 """A commenter's personal data on request: the rights of access and erasure (GDPR articles 15 and 17).
 
 A blog passes on its commenters' requests -- WordPress's personal data exporter and eraser tools ask by e-mail
-address -- through the API (``/api/v1/personal-data/export`` and ``/erase``) or an operator runs ``bouncer
-personal-data``. An author is found by e-mail address within one site, whatever its case, also where the retention
-purge already pseudonymised it (``author_email_in``).
+address -- through the API (``/api/v1/personal-data/export`` and ``/erase``), an admin uses the site's page in the
+admin console (``service.admin.personal_data_page``) or an operator runs ``bouncer personal-data``. An author is
+found by e-mail address within one site, whatever its case, also where the retention purge already pseudonymised it
+(``author_email_in``).
 
 Erasure empties what identifies the author -- name, e-mail, website, IP, user agent, referrer -- and ``meta`` (free-
 form: the blog may have put anything there). The text, the post, the decision, the scores and the labels stay, as

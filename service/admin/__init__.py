@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-from service.admin import activity, retraining, views  # noqa: E402,F401  # registers the routes on bp
+from service.admin import activity, personal_data_page, retraining, views  # noqa: E402,F401  # registers the routes on bp

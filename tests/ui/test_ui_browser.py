@@ -19,6 +19,7 @@ from tests.ui.helpers import (
     events_of,
     make_ui_site,
     make_user,
+    unique,
 )
 
 pytestmark = pytest.mark.browser
@@ -581,3 +582,56 @@ def test_a_bulk_approval_counts_only_the_comments_it_changed(browser_session: Se
     assert comment_state(approved) == ("approve", None) and events_of(approved) == []
     assert counts() == {"hold": "1", "approve": "1"}
     assert s.dialogs == [] and s.errors == [], (s.dialogs, s.errors)
+
+
+def test_an_admin_erases_a_commenters_personal_data_with_a_confirmation(browser_session: Sessions) -> None:
+    """From the site page to the personal-data page: look up, download the export, a wrong confirmation erases
+    nothing, the right one erases and says how many; under the CSP, with no script error."""
+    import json
+    from pathlib import Path
+
+    from service.db import session_scope
+    from service.models import Comment
+
+    site = make_ui_site()
+    email = f"{unique('forget')}@example.org"
+    cid = add_comment(site["id"], author_email=email.upper(), content="<script>window.__pwned = 1;</script> Hello.")
+    s = browser_session()
+    s.login(make_user("admin"))
+    page = s.page
+    page.goto(f"/admin/sites/{site['id']}")
+    page.click("#personal-data-link")
+    page.wait_for_url(re.compile(rf".*/admin/sites/{site['id']}/personal-data$"))
+    page.fill("#lookup-form input[name=email]", email)
+    page.click("#lookup-form button[type=submit]")
+    page.locator(f"#records tr[data-id='{cid}']").wait_for()
+    assert page.locator("[data-role=count]").inner_text() == "1"
+    assert "<script>window.__pwned = 1;</script> Hello." in page.locator("#records").inner_text()
+    assert page.evaluate("window.__pwned") is None
+
+    with page.expect_download() as download_info:
+        page.click("#export-form button[type=submit]")
+    download = download_info.value
+    assert download.suggested_filename.endswith(".json")
+    exported = json.loads(Path(download.path()).read_text(encoding="utf-8"))
+    assert [c["id"] for c in exported["comments"]] == [cid]
+
+    page.fill("#erase-form input[name=confirm]", "someone-else@example.org")
+    page.click("#erase-form button[type=submit]")
+    page.locator("#confirm-error").wait_for()
+    with session_scope() as db:
+        kept = db.get(Comment, cid)
+        assert kept is not None and kept.author_email == email.upper()
+
+    page.fill("#erase-form input[name=confirm]", email)
+    page.click("#erase-form button[type=submit]")
+    page.locator("#erased").wait_for()
+    assert page.locator("[data-role=erased-count]").inner_text() == "1"
+    with session_scope() as db:
+        row = db.get(Comment, cid)
+        assert row is not None
+        assert (row.author_name, row.author_email, row.author_ip) == ("", "", "")
+        assert row.personal_data_erased_at is not None
+    # The refused confirmation answers 400 on purpose; nothing else may fail.
+    assert len(s.errors) == 1 and "status of 400" in s.errors[0], s.errors
+    assert s.dialogs == [], s.dialogs
