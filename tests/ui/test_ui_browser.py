@@ -440,17 +440,22 @@ def test_pagination_cursors_walk_both_ways(browser_session: Sessions) -> None:
     def shown() -> list[int]:
         return [int(x) for x in page.locator("article.comment").evaluate_all("els => els.map(e => e.dataset.id)")]
 
+    def follow(rel: str) -> None:
+        # The whole next page before reading it: right after the click the new document may still be parsing.
+        with page.expect_navigation(wait_until="load"):
+            page.click(f"a[rel={rel}]")
+
     newest_first = ids[::-1]
     assert shown() == newest_first[:PAGE_SIZE]
-    page.click("a[rel=next]")
+    follow("next")
     assert shown() == newest_first[PAGE_SIZE : 2 * PAGE_SIZE]
     assert f"Page 2 of 3 · {len(ids)} comments" in page.locator(".pagination").inner_text()
-    page.click("a[rel=next]")
+    follow("next")
     assert shown() == newest_first[2 * PAGE_SIZE :]
     assert page.locator("a[rel=next]").count() == 0
-    page.click("a[rel=prev]")
+    follow("prev")
     assert shown() == newest_first[PAGE_SIZE : 2 * PAGE_SIZE]
-    page.click("a[rel=prev]")
+    follow("prev")
     assert shown() == newest_first[:PAGE_SIZE] and page.locator("a[rel=prev]").count() == 0
     assert s.errors == [], s.errors
 
