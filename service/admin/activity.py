@@ -24,7 +24,7 @@ from service.admin import bp
 from service.auth.session import admin_required
 from service.db import session_scope
 from service.models import Comment, ModerationEvent, Site, User, parse_id
-from service.moderation.queries import parse_date
+from service.moderation.queries import PEOPLE_PREFIXES, actor_names, parse_date
 
 PAGE_SIZE = 50
 CSV_MAX_ROWS = 10_000
@@ -34,8 +34,6 @@ ACTIONS = ("decide", "approve", "reject", "undo", "feedback", "import")
 STATUSES = ("approve", "hold", "reject")
 # Actors that are no person: the scorer (worker, or the web fallback of Akismet's comment-check) and "system".
 MACHINE_ACTORS = ("model", "web", "system")
-# Signed-in users of the UI: user:<id>, and moderator:<id> of earlier versions.
-PEOPLE_PREFIXES = ("user:", "moderator:")
 # The actor filter's fixed choices (besides one user): value -> label.
 ACTOR_GROUPS = {
     "people": "People (moderators and admins)",
@@ -43,14 +41,6 @@ ACTOR_GROUPS = {
     "blog": "The blog's feedback API",
     "akismet": "Akismet reports",
     "import": "History imports",
-}
-ACTOR_WORDS = {
-    "model": "the model",
-    "web": "the model (at submission)",
-    "system": "the system",
-    "blog": "the blog (feedback API)",
-    "akismet": "the blog (Akismet report)",
-    "import": "history import",
 }
 # A spreadsheet runs a cell that starts so as a formula (CSV injection): such cells get a leading apostrophe.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -193,27 +183,8 @@ def note_of(event: ModerationEvent) -> str:
     return "; ".join(parts)
 
 
-def actor_words(session: Session, actors: Sequence[str]) -> dict[str, str]:
-    """Each actor as the page shows it: a user's e-mail, or the machine / blog / import actor in words."""
-    names = {a: ACTOR_WORDS.get(a, a) for a in actors}
-    ids = {}
-    for a in actors:
-        prefix = next((p for p in PEOPLE_PREFIXES if a.startswith(p)), None)
-        if prefix is not None and (uid := parse_id(a[len(prefix) :])) is not None:
-            ids[a] = uid
-            names[a] = f"user #{uid}"  # a user since deleted
-    if ids:
-        emails = dict(
-            session.execute(select(User.id, User.email).where(User.id.in_(sorted(set(ids.values()))))).tuples().all()
-        )
-        for a, uid in ids.items():
-            if uid in emails:
-                names[a] = emails[uid]
-    return names
-
-
 def _rows(session: Session, found: Sequence[Any], site_names: Mapping[int, str]) -> list[Row]:
-    names = actor_words(session, sorted({e.actor for e, _, _ in found}))
+    names = actor_names(session, {e.actor for e, _, _ in found})
     return [
         Row(
             id=e.id,

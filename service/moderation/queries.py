@@ -7,7 +7,7 @@ size of the queue.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -326,11 +326,35 @@ def visible_sites(session: Session, user: CurrentUser) -> list[Site]:
     return list(session.scalars(stmt))
 
 
-def actor_names(session: Session, events: Sequence[ModerationEvent]) -> dict[str, str]:
-    """Readable names for audit actors: ``user:<id>`` becomes the user's e-mail, ``model`` stays."""
-    ids = {uid for e in events if e.actor.startswith("user:") and (uid := parse_id(e.actor[5:])) is not None}
-    names = {"model": "the model", "worker": "the model"}
+# Who an audit event or a decision names (``ModerationEvent.actor``, ``Comment.decided_by``), in words; a user is
+# shown by e-mail address.
+ACTOR_WORDS = {
+    "model": "the model",
+    "worker": "the model",
+    "web": "the model (at submission)",
+    "system": "the system",
+    "blog": "the blog (feedback API)",
+    "akismet": "the blog (Akismet report)",
+    "import": "history import",
+}
+# Signed-in users of the UI: user:<id>, and moderator:<id> of earlier versions.
+PEOPLE_PREFIXES = ("user:", "moderator:")
+
+
+def actor_names(session: Session, actors: Iterable[str]) -> dict[str, str]:
+    """Each actor in words: a user's e-mail address ("user #N" once deleted), the model, the blog, an import."""
+    names = {a: ACTOR_WORDS.get(a, a) for a in actors}
+    ids = {}
+    for a in names:
+        prefix = next((p for p in PEOPLE_PREFIXES if a.startswith(p)), None)
+        if prefix is not None and (uid := parse_id(a[len(prefix) :])) is not None:
+            ids[a] = uid
+            names[a] = f"user #{uid}"
     if ids:
-        for uid, email in session.execute(select(User.id, User.email).where(User.id.in_(sorted(ids)))):
-            names[f"user:{uid}"] = email
+        emails = dict(
+            session.execute(select(User.id, User.email).where(User.id.in_(sorted(set(ids.values()))))).tuples().all()
+        )
+        for a, uid in ids.items():
+            if uid in emails:
+                names[a] = emails[uid]
     return names

@@ -81,7 +81,7 @@ def detail(comment_id: int) -> ResponseReturnValue:
             "moderation/detail.html",
             c=comment,
             events=events,
-            actor_names=queries.actor_names(db, events),
+            actor_names=queries.actor_names(db, {e.actor for e in events} | {comment.decided_by or ""}),
             others=others,
             history=queries.author_history(db, [comment]).get(comment.id),
             campaign_size=queries.campaign_sizes(db, user, [comment]).get(comment.campaign_key or "", 0),

@@ -329,3 +329,23 @@ def test_the_activity_page_in_a_browser_filters_and_links_to_the_comment(browser
     page.wait_for_url(re.compile(rf".*/moderation/comments/{approved}$"))
     assert page.get_by_role("heading", name=f"Comment #{approved}").is_visible()
     assert s.dialogs == [] and s.errors == [] and mod.errors == []
+
+
+def test_a_comments_page_names_its_actors_as_the_activity_log_does(app: Any) -> None:
+    """One set of words for who acted: the comment's history said "blog" where the log says the feedback API."""
+    site = make_ui_site()
+    admin = make_user("admin")
+    cid = add_comment(site["id"], content="Cheap watches at discount prices here.")
+    feedback = app.test_client().post(
+        f"/api/v1/comments/{cid}/feedback",
+        data=json.dumps({"label": "spam"}),
+        headers={"Authorization": f"Bearer {site['api_key']}", "Content-Type": "application/json"},
+    )
+    assert feedback.status_code == 200, feedback.get_data(as_text=True)
+    admins = app.test_client()
+    login(admins, admin)
+    detail = admins.get(f"/moderation/comments/{cid}").get_data(as_text=True)
+    log = get_page(admins, f"site={site['id']}")
+    for page in (detail, log):
+        assert "the blog (feedback API)" in page
+    assert 'data-role="decided-by"' in detail and "the blog (feedback API)</span>" in detail
