@@ -248,7 +248,7 @@ class ModerationEvent(Base):
     id: Mapped[int] = mapped_column(ID, primary_key=True)
     comment_id: Mapped[int] = mapped_column(ID, ForeignKey("comments.id", ondelete="CASCADE"), index=True)
     site_id: Mapped[int] = mapped_column(ID, ForeignKey("sites.id", ondelete="CASCADE"))
-    actor: Mapped[str] = mapped_column(String(200))  # "model", "user:<id>", "blog", "akismet", "system"
+    actor: Mapped[str] = mapped_column(String(200))  # "model", "web", "user:<id>", "blog", "akismet", "import"
     action: Mapped[str] = mapped_column(String(40))  # decide | approve | reject | undo | feedback | import
     from_decision: Mapped[str | None] = mapped_column(String(20))
     to_decision: Mapped[str | None] = mapped_column(String(20))

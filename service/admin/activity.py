@@ -32,8 +32,8 @@ EXCERPT_CHARS = 140
 # What ModerationEvent.action holds (service.human_decisions, moderation.actions, decisions.engine, history_import).
 ACTIONS = ("decide", "approve", "reject", "undo", "feedback", "import")
 STATUSES = ("approve", "hold", "reject")
-# Actors that are no person: the scorer (worker, or the web fallback of Akismet's comment-check) and "system".
-MACHINE_ACTORS = ("model", "web", "system")
+# Actors that are no person: the scorer (worker, or the web fallback of Akismet's comment-check).
+MACHINE_ACTORS = ("model", "web")
 # The actor filter's fixed choices (besides one user): value -> label.
 ACTOR_GROUPS = {
     "people": "People (moderators and admins)",

@@ -332,7 +332,6 @@ ACTOR_WORDS = {
     "model": "the model",
     "worker": "the model",
     "web": "the model (at submission)",
-    "system": "the system",
     "blog": "the blog (feedback API)",
     "akismet": "the blog (Akismet report)",
     "import": "history import",
