@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from classifiers import NothingToRollBack
 from service.admin import bp, models_page
 from service.admin.thresholds import KINDS, Thresholds, model_defaults, preview
-from service.auth.session import admin_required, end_user_sessions, keep_this_session, require_user, this_session_token
+from service.auth.session import admin_required, end_user_sessions, require_user, set_password
 from service.db import session_scope
 from service.decisions.rules import domain_of
 from service.ips import ZoneIdError, canonical_entry
@@ -395,8 +395,6 @@ def user_password(user_id: int) -> ResponseReturnValue:
     ends their other sessions and stays signed in here)."""
     import secrets
 
-    from werkzeug.security import generate_password_hash
-
     typed = request.form.get("password", "")
     password = typed or secrets.token_urlsafe(12)
     if len(password) < MIN_PASSWORD_LENGTH:
@@ -405,12 +403,8 @@ def user_password(user_id: int) -> ResponseReturnValue:
     own = user_id == require_user().id
     with session_scope() as db:
         found = db.get(User, user_id) or abort(404)
-        found.password_hash = generate_password_hash(password)
-        found.failed_logins, found.locked_until = 0, None
-        end_user_sessions(db, user_id, keep_token=this_session_token() if own else None)
-        email, password_hash = found.email, found.password_hash
-    if own:
-        keep_this_session(password_hash)
+        set_password(db, found, password, own=own)
+        email = found.email
     created = {"email": email, "password": None if typed else password}
     flash(f"New password set for {email}.", "success")
     return _users_page(created=created)

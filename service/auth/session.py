@@ -113,6 +113,21 @@ def keep_this_session(password_hash: str) -> None:
     session["pw"] = password_fingerprint(password_hash)
 
 
+def set_password(db: Session, user: User, password: str, *, own: bool) -> None:
+    """Give ``user`` a new password (the caller checked its length): the failure count and any lock are cleared and
+    every session of the user ends, but this browser's when ``own`` (the user changed their own password here: it
+    stays signed in under the new one). Used by the admin's reset and by the user's own change on /account."""
+    from werkzeug.security import generate_password_hash
+
+    user.password_hash = generate_password_hash(password)
+    user.failed_logins, user.locked_until = 0, None
+    end_user_sessions(db, user.id, keep_token=this_session_token() if own else None)
+    if own:
+        # Set in the cookie before the transaction commits: should the commit fail, this browser is signed out
+        # (the old hash no longer matches the cookie), never signed in under a password that was not stored.
+        keep_this_session(user.password_hash)
+
+
 def current_user() -> CurrentUser | None:
     """The signed-in user of this request, read once per request; None when logged out or no longer valid."""
     if "bouncer_user" in g:
