@@ -15,3 +15,5 @@ from service.auth.session import (  # noqa: E402  # re-exported: the decorators 
 )
 
 __all__ = ["CurrentUser", "admin_required", "bp", "current_user", "login_required"]
+
+from service.auth import account  # noqa: E402,F401  # registers the account page's routes on bp

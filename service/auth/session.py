@@ -3,7 +3,7 @@
 The session cookie holds the user id, a fingerprint of the password hash and a random session token. The token
 names a ``UserSession`` row: signing out ends that row, so a copy of the cookie (another tab's, a stolen one) is
 dead on the server too. A session ends by itself ``SESSION_LIFETIME`` after sign-in. Changing a password or
-deactivating a user ends every session of that user at the next request: the admin pages end the rows
+deactivating a user ends every session of that user at the next request: the admin pages and /account end the rows
 (``end_user_sessions``), so they stay ended if the user is reactivated; the password fingerprint also catches a
 password changed outside them.
 """
