@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from service.db import session_scope
-from service.models import Site, parse_id
+from service.models import Site, User, parse_id
 from service.sites import KeysChanged, create_site, rotate_keys, set_active
 from service.users import create_user
 
@@ -171,6 +171,24 @@ def users_create(email: str, role: str, password_stdin: bool, site_ids: tuple[in
         out = {"id": user.id, "email": user.email, "role": user.role}
     if generated:
         out["password"] = generated
+    click.echo(json.dumps(out, indent=2))
+
+
+@users.command("disable-2fa")
+@click.argument("email")
+def users_disable_2fa(email: str) -> None:
+    """Turn a user's two-factor sign-in off (a lost phone and lost recovery codes); the user's sessions end."""
+    from service.auth.session import end_user_sessions
+    from service.auth.two_factor import disable, is_enabled
+
+    with database_errors(), session_scope() as session:
+        user = session.scalars(select(User).where(User.email == email.strip().lower())).first()
+        if user is None:
+            raise click.ClickException(f"no user with e-mail {email}")
+        was_on = is_enabled(user)
+        disable(session, user)
+        end_user_sessions(session, user.id)
+        out = {"id": user.id, "email": user.email, "two_factor": "turned off" if was_on else "was off"}
     click.echo(json.dumps(out, indent=2))
 
 

@@ -284,8 +284,27 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Two-factor sign-in (service.auth.two_factor): the TOTP secret, encrypted (Fernet, keyed from the secret key);
+    # the one being enrolled until a code confirms it; when it was turned on; and the last time step a code was
+    # accepted for, so that no code signs in twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(300))
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(300))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column()
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     sites: Mapped[list[Site]] = relationship(secondary="user_sites", lazy="selectin")
+
+
+class RecoveryCode(Base):
+    """A single-use code that stands in for a TOTP code (a lost phone); only its sha256 is stored, and it is deleted
+    when used."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class UserSite(Base):

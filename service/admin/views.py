@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from classifiers import NothingToRollBack
 from service.admin import bp, models_page
 from service.admin.thresholds import KINDS, Thresholds, model_defaults, preview
-from service.auth.session import admin_required, end_user_sessions, require_user, set_password
+from service.auth import two_factor
+from service.auth.session import admin_required, end_user_sessions, require_user, set_password, this_session_token
 from service.db import session_scope
 from service.decisions.rules import domain_of
 from service.ips import ZoneIdError, canonical_entry
@@ -408,6 +409,21 @@ def user_password(user_id: int) -> ResponseReturnValue:
     created = {"email": email, "password": None if typed else password}
     flash(f"New password set for {email}.", "success")
     return _users_page(created=created)
+
+
+@bp.route("/users/<int:user_id>/two-factor/off", methods=["POST"])
+@admin_required
+def user_two_factor_off(user_id: int) -> ResponseReturnValue:
+    """Turn a user's two-factor sign-in off (a lost phone and lost recovery codes); the user's sessions end (an admin
+    doing it for themselves stays signed in here)."""
+    own = user_id == require_user().id
+    with session_scope() as db:
+        found = db.get(User, user_id) or abort(404)
+        two_factor.disable(db, found)
+        end_user_sessions(db, user_id, keep_token=this_session_token() if own else None)
+        email = found.email
+    flash(f"Two-factor sign-in turned off for {email}.", "success")
+    return redirect(url_for("admin.user", user_id=user_id))
 
 
 # --- models --------------------------------------------------------------------------------------------------

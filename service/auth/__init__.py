@@ -6,7 +6,7 @@ from flask import Blueprint
 
 bp = Blueprint("auth", __name__)
 
-from service.auth import views  # noqa: E402,F401  # registers the routes on bp
+from service.auth import two_factor, views  # noqa: E402,F401  # register the routes on bp
 from service.auth.session import (  # noqa: E402  # re-exported: the decorators other blueprints use
     CurrentUser,
     admin_required,

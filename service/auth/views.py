@@ -5,16 +5,17 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
 
 from service import redis_bus
-from service.auth import bp
-from service.auth.session import _safe_next, current_user, end_session, start_session
+from service.auth import bp, two_factor
+from service.auth.session import _safe_next, current_user, end_session, password_fingerprint, start_session
 from service.config import settings
 from service.db import session_scope
 from service.extensions import client_ip_key, limiter
@@ -28,6 +29,11 @@ MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
 LOGIN_FAILED = "Wrong e-mail or password."
 LOCKED = "Too many failed attempts. This account is locked for a few minutes."
+CODE_FAILED = "Wrong code."
+SECOND_STEP_EXPIRED = "The sign-in took too long: enter your e-mail and password again."
+# How long the code may take after the password: an authenticator app is at hand, or the sign-in starts again.
+SECOND_STEP_LIFETIME = timedelta(minutes=5)
+_SECOND_STEP = "two_factor"  # the Flask session's key of a sign-in waiting for its code
 # Checked against for unknown e-mails, so a wrong address costs as much time as a wrong password.
 _DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
 
@@ -134,6 +140,11 @@ def login_post() -> ResponseReturnValue:
                 check_password_hash(_DUMMY_HASH, password)  # as long as a real check: the lock is not timed either
                 error = LOCKED
             elif password_matches(user, password):
+                if two_factor.is_enabled(user):
+                    # Not signed in yet, and the failure count stays: it counts wrong codes too, so the password
+                    # alone cannot reset it between guesses of the code.
+                    _begin_second_step(user, target, now)
+                    return redirect(url_for("auth.login_two_factor"))
                 if clear_failed_logins(db, user.id, now):
                     start_session(db, user)
                     return redirect(target)
@@ -141,6 +152,80 @@ def login_post() -> ResponseReturnValue:
             elif count_failed_login(db, user.id, now):
                 error = LOCKED
     return render_template("auth/login.html", next=request.form.get("next", ""), email=email, error=error), 401
+
+
+def _begin_second_step(user: User, target: str, now: datetime) -> None:
+    """The password was right and the user has two-factor sign-in on: this browser (its signed session cookie, not
+    a server-side session) may send a code for this user until SECOND_STEP_LIFETIME has passed. The password's
+    fingerprint goes along, so a password changed meanwhile ends the step."""
+    session.clear()  # nobody stays signed in here, whoever it was
+    session[_SECOND_STEP] = {
+        "uid": user.id,
+        "pw": password_fingerprint(user.password_hash),
+        "at": now.timestamp(),
+        "next": target,
+    }
+
+
+def _second_step() -> dict[str, Any] | None:
+    """This browser's sign-in waiting for a code, unless there is none or it ran out."""
+    pending = session.get(_SECOND_STEP)
+    if not isinstance(pending, dict) or not isinstance(pending.get("uid"), int):
+        return None
+    at = pending.get("at")
+    if not isinstance(at, int | float) or datetime.now(UTC).timestamp() - at > SECOND_STEP_LIFETIME.total_seconds():
+        session.pop(_SECOND_STEP, None)
+        return None
+    return pending
+
+
+@bp.route("/login/two-factor", methods=["GET"])
+def login_two_factor() -> ResponseReturnValue:
+    """The second step of a sign-in: the code from the authenticator app, or a recovery code."""
+    if _second_step() is None:
+        flash(SECOND_STEP_EXPIRED, "warning")
+        return redirect(url_for("auth.login"))
+    return render_template("auth/login_two_factor.html", title="Sign in")
+
+
+@bp.route("/login/two-factor", methods=["POST"])
+@limiter.limit(lambda: settings().login_rate_limit, key_func=client_ip_key)
+def login_two_factor_post() -> ResponseReturnValue:
+    """Check the code; a wrong one counts as a failed login of the account (the same lockout as wrong passwords)."""
+    pending = _second_step()
+    if pending is None:
+        flash(SECOND_STEP_EXPIRED, "warning")
+        return redirect(url_for("auth.login"))
+    code = request.form.get("code", "")
+    now = datetime.now(UTC)
+    error = CODE_FAILED
+    with session_scope() as db:
+        user = db.get(User, pending["uid"])
+        if (
+            user is None
+            or not user.active
+            or not two_factor.is_enabled(user)
+            or pending.get("pw") != password_fingerprint(user.password_hash)
+        ):
+            session.pop(_SECOND_STEP, None)  # the account changed since the password was checked: start again
+            flash(SECOND_STEP_EXPIRED, "warning")
+            return redirect(url_for("auth.login"))
+        locked_until = _aware(user.locked_until)
+        if locked_until is not None and locked_until > now:
+            error = LOCKED
+        elif two_factor.verify_second_factor(db, user, code):
+            if clear_failed_logins(db, user.id, now):
+                target = _safe_next(pending.get("next")) or url_for("moderation.queue")
+                start_session(db, user)  # clears the Flask session, the pending step with it
+                return redirect(target)
+            error = LOCKED
+        elif count_failed_login(db, user.id, now):
+            error = LOCKED
+        if error == LOCKED:
+            session.pop(_SECOND_STEP, None)
+    if error == LOCKED:
+        return render_template("auth/login.html", next=pending.get("next", ""), email="", error=error), 401
+    return render_template("auth/login_two_factor.html", title="Sign in", error=error), 401
 
 
 @bp.route("/logout", methods=["POST"])
