@@ -35,7 +35,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.auth import bp
-from service.auth.session import login_required, require_user
+from service.auth.session import end_user_sessions, login_required, require_user, this_session_token
 from service.config import settings
 from service.db import session_scope
 from service.models import RecoveryCode, User
@@ -218,7 +218,8 @@ def two_factor_start() -> ResponseReturnValue:
 @bp.route("/account/two-factor/enable", methods=["POST"])
 @login_required
 def two_factor_enable() -> ResponseReturnValue:
-    """A current code of the pending secret and the password turn it on; the recovery codes are in this answer only."""
+    """A current code of the pending secret and the password turn it on; the recovery codes are in this answer only.
+    The user's other sessions end."""
     code = request.form.get("code", "")
     password = request.form.get("password", "")
     with session_scope() as db:
@@ -246,6 +247,8 @@ def two_factor_enable() -> ResponseReturnValue:
             RecoveryCode(user_id=user.id, code_hash=hash_key(normalize_recovery_code(c)), created_at=now) for c in codes
         )
         db.flush()
+        # Whoever signed in elsewhere with the password alone (a leaked one) is signed out; this browser stays.
+        end_user_sessions(db, user.id, keep_token=this_session_token())
         flash(
             "Two-factor sign-in is on. Keep the recovery codes below somewhere safe: they are shown only now.",
             "success",

@@ -125,9 +125,11 @@ def start_enrolment(client: Any, token: str) -> str:
 
 
 def test_enrolment_refuses_a_wrong_code_then_a_right_one_turns_it_on_and_shows_recovery_codes_once(
-    client: Any, bouncer_env: dict[str, str]
+    app: Any, client: Any, bouncer_env: dict[str, str]
 ) -> None:
     user = make_user("moderator")
+    elsewhere = app.test_client()  # signed in with the password before two-factor sign-in was on
+    login(elsewhere, user)
     token = login(client, user)
     page = client.get("/account/two-factor")
     assert page.status_code == 200 and b"Set up two-factor sign-in" in page.data
@@ -165,6 +167,9 @@ def test_enrolment_refuses_a_wrong_code_then_a_right_one_turns_it_on_and_shows_r
     assert row["secret"] is not None and row["enabled_at"] is not None and row["pending"] is None
     assert secret not in row["secret"]  # stored encrypted
     assert row["recovery_codes"] == 10 and row["last_step"] is not None
+    # Turning it on signs the user out everywhere else (a leaked password's session too); this browser stays.
+    assert not signed_in(elsewhere)
+    assert signed_in(client)
 
     # Shown once: the page afterwards says it is on and shows neither codes nor the secret.
     after = client.get("/account/two-factor").get_data(as_text=True)
