@@ -263,9 +263,12 @@ def test_next_stays_on_the_site_through_the_second_step(client: Any, bouncer_env
 
 def test_users_without_two_factor_sign_in_with_the_password(client: Any, bouncer_env: dict[str, str]) -> None:
     user = make_user("moderator")
+    assert _user_row(user["id"])["secret"] is None
     response = login_password(client, user, next_="/moderation/all")
     assert response.status_code == 302 and response.headers["Location"] == "/moderation/all"
     assert signed_in(client)
+    # No second step was started for them: its page sends back to the login page.
+    assert client.get("/login/two-factor").status_code == 302
 
 
 def test_a_code_is_not_accepted_twice(app: Any, bouncer_env: dict[str, str]) -> None:
