@@ -1,7 +1,7 @@
 """The account page of the signed-in user: change their own password, see their sessions and sign out the others.
 
 The password form asks for the current password, and a wrong one counts towards the same lockout as the login
-form (``count_failed_login``): a stolen session cookie must not become a way to guess the password behind it. The
+form (``lockout.guarded_check``): a stolen session cookie must not become a way to guess the password behind it. The
 POST is rate-limited per client like the login.
 """
 
@@ -14,7 +14,8 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from service.auth import bp
+from service.auth import bp, two_factor
+from service.auth.lockout import LOCKED, Check, guarded_check
 from service.auth.session import (
     SESSION_LIFETIME,
     end_user_sessions,
@@ -23,7 +24,6 @@ from service.auth.session import (
     set_password,
     this_session_token,
 )
-from service.auth.views import LOCKED, _aware, clear_failed_logins, count_failed_login
 from service.config import settings
 from service.db import session_scope
 from service.extensions import client_ip_key, limiter
@@ -62,10 +62,13 @@ def _live_sessions(user_id: int) -> list[dict[str, Any]]:
 
 def _page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
     user = require_user()
+    with session_scope() as db:
+        two_factor_on = two_factor.is_enabled(db.get(User, user.id) or abort(404))
     return (
         render_template(
             "auth/account.html",
             title="Account",
+            two_factor_on=two_factor_on,
             sessions=_live_sessions(user.id),
             min_password=MIN_PASSWORD_LENGTH,
             lifetime_hours=int(SESSION_LIFETIME.total_seconds() // 3600),
@@ -97,25 +100,13 @@ def account_password() -> ResponseReturnValue:
     if new == current:
         return _page(SAME, 400)
     now = datetime.now(UTC)
-    uid = require_user().id
     with session_scope() as db:
-        user = db.get(User, uid) or abort(404)
-        locked_until = _aware(user.locked_until)
-        if locked_until is not None and locked_until > now:
-            password_matches(user, current)  # as long as a real check; the answer is the same either way
-            error = LOCKED
-        elif password_matches(user, current):
-            if clear_failed_logins(db, uid, now):
-                set_password(db, user, new, own=True)
-                error = None
-            else:
-                error = LOCKED  # a wrong guess sent at the same moment locked the account since it was read
-        elif count_failed_login(db, uid, now):
-            error = LOCKED
-        else:
-            error = WRONG_CURRENT
-    if error is not None:
-        return _page(error, 403)
+        user = db.get(User, require_user().id) or abort(404)
+        result = guarded_check(db, user, lambda: password_matches(user, current), now)
+        if result is Check.PASSED:
+            set_password(db, user, new, own=True)
+    if result is not Check.PASSED:
+        return _page(LOCKED if result is Check.LOCKED else WRONG_CURRENT, 403)
     flash(CHANGED, "success")
     return redirect(url_for("auth.account"))
 

@@ -35,9 +35,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.auth import bp
+from service.auth.lockout import LOCKED, Check, guarded_check
 from service.auth.session import end_user_sessions, login_required, require_user, this_session_token
 from service.config import settings
 from service.db import session_scope
+from service.extensions import client_ip_key, limiter
 from service.models import RecoveryCode, User
 from service.security import hash_key
 from service.users import password_matches
@@ -217,6 +219,7 @@ def two_factor_start() -> ResponseReturnValue:
 
 @bp.route("/account/two-factor/enable", methods=["POST"])
 @login_required
+@limiter.limit(lambda: settings().login_rate_limit, key_func=client_ip_key)
 def two_factor_enable() -> ResponseReturnValue:
     """A current code of the pending secret and the password turn it on; the recovery codes are in this answer only.
     The user's other sessions end."""
@@ -231,8 +234,9 @@ def two_factor_enable() -> ResponseReturnValue:
         if pending is None:
             flash("The setup ran out of time: start again.", "warning")
             return _page(db, user, status=400)
-        if not password_matches(user, password):
-            flash("Wrong password.", "warning")
+        checked = guarded_check(db, user, lambda: password_matches(user, password), datetime.now(UTC))
+        if checked is not Check.PASSED:
+            flash(LOCKED if checked is Check.LOCKED else "Wrong password.", "warning")
             return _page(db, user, status=400)
         step = matching_step(pending, code)
         if step is None:
@@ -258,6 +262,7 @@ def two_factor_enable() -> ResponseReturnValue:
 
 @bp.route("/account/two-factor/disable", methods=["POST"])
 @login_required
+@limiter.limit(lambda: settings().login_rate_limit, key_func=client_ip_key)
 def two_factor_disable() -> ResponseReturnValue:
     """The password and a current code (or a recovery code) turn it off."""
     code = request.form.get("code", "")
@@ -266,8 +271,14 @@ def two_factor_disable() -> ResponseReturnValue:
         user = _own_user(db)
         if not is_enabled(user):
             return redirect(url_for("auth.two_factor"))
-        if not password_matches(user, password) or not verify_second_factor(db, user, code):
-            flash("Wrong password or code.", "warning")
+        checked = guarded_check(
+            db,
+            user,
+            lambda: password_matches(user, password) and verify_second_factor(db, user, code),
+            datetime.now(UTC),
+        )
+        if checked is not Check.PASSED:
+            flash(LOCKED if checked is Check.LOCKED else "Wrong password or code.", "warning")
             return _page(db, user, status=400)
         disable(db, user)
     flash("Two-factor sign-in is off.", "success")

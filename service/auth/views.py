@@ -9,12 +9,21 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import case, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
 from service import redis_bus
 from service.auth import bp, two_factor
+from service.auth.lockout import (
+    LOCKED,
+    LOCKOUT,
+    MAX_FAILED_LOGINS,
+    Check,
+    aware,
+    clear_failed_logins,
+    count_failed_login,
+    guarded_check,
+)
 from service.auth.session import _safe_next, current_user, end_session, password_fingerprint, start_session
 from service.config import settings
 from service.db import session_scope
@@ -25,10 +34,7 @@ from service.users import password_matches
 
 log = logging.getLogger(__name__)
 
-MAX_FAILED_LOGINS = 5
-LOCKOUT = timedelta(minutes=15)
 LOGIN_FAILED = "Wrong e-mail or password."
-LOCKED = "Too many failed attempts. This account is locked for a few minutes."
 CODE_FAILED = "Wrong code."
 SECOND_STEP_EXPIRED = "The sign-in took too long: enter your e-mail and password again."
 # How long the code may take after the password: an authenticator app is at hand, or the sign-in starts again.
@@ -36,12 +42,6 @@ SECOND_STEP_LIFETIME = timedelta(minutes=5)
 _SECOND_STEP = "two_factor"  # the Flask session's key of a sign-in waiting for its code
 # Checked against for unknown e-mails, so a wrong address costs as much time as a wrong password.
 _DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _count_unknown_failure(email: str) -> int:
@@ -59,46 +59,6 @@ def _count_unknown_failure(email: str) -> int:
     except Exception:
         log.warning("could not count a failed login in Redis", exc_info=True)
         return 0
-
-
-def count_failed_login(db: Session, user_id: int, now: datetime) -> bool:
-    """Count a wrong password for an account in one UPDATE, and lock it at the MAX_FAILED_LOGINS-th; True when this
-    failure locked it (or a concurrent one just did).
-
-    Read-modify-write would let wrong guesses made at the same moment count as one. A lock that has run out starts
-    a new count; a lock still running is kept as it is (a concurrent guess does not extend it).
-    """
-    expired = User.locked_until.is_not(None) & (User.locked_until <= now)
-    failed = case((expired, 1), else_=User.failed_logins + 1)
-    locked_until = case(
-        (User.locked_until > now, User.locked_until),
-        (failed >= MAX_FAILED_LOGINS, now + LOCKOUT),
-        else_=None,
-    )
-    row = db.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(failed_logins=failed, locked_until=locked_until)
-        .returning(User.locked_until)
-        .execution_options(synchronize_session=False)  # the loaded User is not used after this
-    ).one()
-    return row.locked_until is not None
-
-
-def clear_failed_logins(db: Session, user_id: int, now: datetime) -> bool:
-    """Reset the failure count of an account that is not locked, in one conditional UPDATE; False when it is locked.
-
-    The lock read at the start of a login is not enough: a wrong guess sent at the same moment may lock the account
-    after that read, and the right password must not then sign in past the lock.
-    """
-    unlocked = User.locked_until.is_(None) | (User.locked_until <= now)
-    result = db.execute(
-        update(User)
-        .where(User.id == user_id, unlocked)
-        .values(failed_logins=0, locked_until=None)
-        .execution_options(synchronize_session=False)  # start_session reads only the id and the password hash
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]  # an UPDATE answers a CursorResult
 
 
 @bp.app_context_processor
@@ -135,7 +95,7 @@ def login_post() -> ResponseReturnValue:
             if email and _count_unknown_failure(email) >= MAX_FAILED_LOGINS:
                 error = LOCKED
         else:
-            locked_until = _aware(user.locked_until)
+            locked_until = aware(user.locked_until)
             if locked_until is not None and locked_until > now:
                 check_password_hash(_DUMMY_HASH, password)  # as long as a real check: the lock is not timed either
                 error = LOCKED
@@ -210,18 +170,13 @@ def login_two_factor_post() -> ResponseReturnValue:
             session.pop(_SECOND_STEP, None)  # the account changed since the password was checked: start again
             flash(SECOND_STEP_EXPIRED, "warning")
             return redirect(url_for("auth.login"))
-        locked_until = _aware(user.locked_until)
-        if locked_until is not None and locked_until > now:
+        result = guarded_check(db, user, lambda: two_factor.verify_second_factor(db, user, code), now)
+        if result is Check.PASSED:
+            target = _safe_next(pending.get("next")) or url_for("moderation.queue")
+            start_session(db, user)  # clears the Flask session, the pending step with it
+            return redirect(target)
+        if result is Check.LOCKED:
             error = LOCKED
-        elif two_factor.verify_second_factor(db, user, code):
-            if clear_failed_logins(db, user.id, now):
-                target = _safe_next(pending.get("next")) or url_for("moderation.queue")
-                start_session(db, user)  # clears the Flask session, the pending step with it
-                return redirect(target)
-            error = LOCKED
-        elif count_failed_login(db, user.id, now):
-            error = LOCKED
-        if error == LOCKED:
             session.pop(_SECOND_STEP, None)
     if error == LOCKED:
         return render_template("auth/login.html", next=pending.get("next", ""), email="", error=error), 401

@@ -99,7 +99,7 @@ def test_changing_the_password_signs_out_the_other_sessions_only(app: Any, user:
 
 
 def test_a_wrong_current_password_is_refused_and_counts_towards_the_lockout(app: Any, user: dict[str, Any]) -> None:
-    from service.auth.views import MAX_FAILED_LOGINS
+    from service.auth.lockout import MAX_FAILED_LOGINS
 
     client = app.test_client()
     token = login(client, user)
@@ -119,7 +119,7 @@ def test_a_wrong_current_password_is_refused_and_counts_towards_the_lockout(app:
 
 
 def test_wrong_current_passwords_on_the_page_alone_lock_the_account(app: Any, user: dict[str, Any]) -> None:
-    from service.auth.views import MAX_FAILED_LOGINS
+    from service.auth.lockout import MAX_FAILED_LOGINS
 
     client = app.test_client()
     token = login(client, user)

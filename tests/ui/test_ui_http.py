@@ -250,7 +250,7 @@ def _failed_logins(user_id: int) -> tuple[int, Any]:
 def test_wrong_passwords_sent_at_once_are_all_counted(app: Any, moderator: dict[str, Any], extra: int) -> None:
     """Wrong passwords sent at the same moment from several browsers each count (a read-modify-write of the counter
     lost some, so a burst of guesses never locked the account); the one that reaches the limit locks it."""
-    from service.auth.views import MAX_FAILED_LOGINS
+    from service.auth.lockout import MAX_FAILED_LOGINS
 
     attempts = MAX_FAILED_LOGINS + extra
     clients = [app.test_client() for _ in range(attempts)]
@@ -282,7 +282,7 @@ def test_failed_login_count_is_one_update_under_contention(bouncer_env: dict[str
     made while locked does not move it."""
     from datetime import UTC, datetime
 
-    from service.auth.views import LOCKOUT, MAX_FAILED_LOGINS, count_failed_login
+    from service.auth.lockout import LOCKOUT, MAX_FAILED_LOGINS, count_failed_login
     from service.db import session_scope
 
     user = make_user("moderator")
@@ -309,7 +309,7 @@ def test_a_lockout_that_ran_out_starts_a_new_count(client: Any, moderator: dict[
 
     from sqlalchemy import update
 
-    from service.auth.views import MAX_FAILED_LOGINS
+    from service.auth.lockout import MAX_FAILED_LOGINS
     from service.db import session_scope
     from service.models import User
 

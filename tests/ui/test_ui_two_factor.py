@@ -131,6 +131,8 @@ def test_enrolment_refuses_a_wrong_code_then_a_right_one_turns_it_on_and_shows_r
     elsewhere = app.test_client()  # signed in with the password before two-factor sign-in was on
     login(elsewhere, user)
     token = login(client, user)
+    account = client.get("/account").get_data(as_text=True)
+    assert '<strong data-role="two-factor-state">off</strong>' in account
     page = client.get("/account/two-factor")
     assert page.status_code == 200 and b"Set up two-factor sign-in" in page.data
     secret = start_enrolment(client, token)
@@ -170,6 +172,9 @@ def test_enrolment_refuses_a_wrong_code_then_a_right_one_turns_it_on_and_shows_r
     # Turning it on signs the user out everywhere else (a leaked password's session too); this browser stays.
     assert not signed_in(elsewhere)
     assert signed_in(client)
+
+    account = client.get("/account").get_data(as_text=True)
+    assert '<strong data-role="two-factor-state">on</strong>' in account and 'href="/account/two-factor"' in account
 
     # Shown once: the page afterwards says it is on and shows neither codes nor the secret.
     after = client.get("/account/two-factor").get_data(as_text=True)
@@ -310,7 +315,7 @@ def test_codes_of_neighbouring_steps_are_accepted(app: Any, bouncer_env: dict[st
 
 
 def test_wrong_codes_count_towards_the_lockout(client: Any, bouncer_env: dict[str, str]) -> None:
-    from service.auth.views import MAX_FAILED_LOGINS
+    from service.auth.lockout import MAX_FAILED_LOGINS
 
     user = make_user("moderator")
     secret, codes = enable_in_db(user["id"])
@@ -566,7 +571,9 @@ def test_enrol_sign_out_and_sign_in_with_a_code_in_a_browser(browser_session: Ca
     s.login(user)
     page = s.page
     with page.expect_navigation():
-        page.click("header a:has-text('Two-factor')")
+        page.click('header a[href="/account"]')
+    with page.expect_navigation():
+        page.click("#two-factor-link")
     page.wait_for_url(re.compile(r".*/account/two-factor$"))
     with page.expect_navigation():
         page.click("button:has-text('Set up two-factor sign-in')")
@@ -597,3 +604,44 @@ def test_enrol_sign_out_and_sign_in_with_a_code_in_a_browser(browser_session: Ca
     page.wait_for_url(re.compile(r".*/moderation/.*"))
     assert page.locator("header .whoami").is_visible()
     assert s.errors == [] and s.dialogs == []
+
+
+def test_a_signed_in_session_cannot_guess_the_password_through_the_two_factor_forms(
+    app: Any, bouncer_env: dict[str, str]
+) -> None:
+    """Turning two-factor sign-in on or off asks for the password: wrong ones count towards the login's lockout, as
+    on the account page, so a stolen session cookie is no way to guess the password (or the code) behind it."""
+    from service.auth.lockout import MAX_FAILED_LOGINS
+
+    user = make_user("moderator")
+    client = app.test_client()
+    token = login(client, user)
+    secret = start_enrolment(client, token)
+    for _ in range(MAX_FAILED_LOGINS - 1):
+        response = client.post(
+            "/account/two-factor/enable",
+            data={"code": pyotp.TOTP(secret).now(), "password": "a guess of the password", "csrf_token": token},
+        )
+        assert response.status_code == 400 and b"Wrong password" in response.data
+    assert _user_row(user["id"])["failed"] == MAX_FAILED_LOGINS - 1
+    # The right password clears the count (the user is signed in), and two-factor sign-in is on.
+    response = client.post(
+        "/account/two-factor/enable", data={"code": pyotp.TOTP(secret).now(), "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code == 200 and _user_row(user["id"])["failed"] == 0
+
+    # Turning it off: a wrong password or a wrong code counts; at the limit the account is locked, and then even
+    # the right password and code are refused (and the code is not used up).
+    for n in range(MAX_FAILED_LOGINS):
+        wrong = {"password": "a guess", "code": fresh_code(user["id"], secret)} if n % 2 else {}
+        data = {"password": PASSWORD, "code": wrong_code(secret)} | wrong
+        response = client.post("/account/two-factor/disable", data=data | {"csrf_token": token})
+        assert response.status_code == 400
+    assert b"locked" in response.data and _user_row(user["id"])["locked_until"] is not None
+    last_step = _user_row(user["id"])["last_step"]
+    data = {"password": PASSWORD, "code": fresh_code(user["id"], secret), "csrf_token": token}
+    response = client.post("/account/two-factor/disable", data=data)
+    assert response.status_code == 400 and b"locked" in response.data
+    row = _user_row(user["id"])
+    assert row["secret"] is not None and row["last_step"] == last_step
+    assert login_password(app.test_client(), user).status_code == 401  # the login is locked too
