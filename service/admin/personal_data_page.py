@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, abort, render_template, request
+from flask import Response, abort, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 
@@ -54,6 +54,16 @@ def _page(site: dict[str, Any], status: int = 200, **shown: Any) -> ResponseRetu
     return render_template("admin/personal_data.html", site=site, title=title, **shown), status
 
 
+def _site_and_address(site_id: int) -> tuple[dict[str, Any], str]:
+    """The site (404 if none) and the address the form sent; the page with the form's error (400) if it is none."""
+    site = _site_or_404(site_id)
+    raw = request.form.get("email", "")
+    try:
+        return site, _address(raw)
+    except ValueError as exc:
+        abort(make_response(_page(site, 400, email=raw, error=str(exc))))
+
+
 def _found(site: dict[str, Any], address: str, page: int = 1, status: int = 200, **shown: Any) -> ResponseReturnValue:
     """The page with a page of the address's records (as the export gives them), their count and the erase form."""
     with session_scope() as db:
@@ -74,12 +84,7 @@ def site_personal_data(site_id: int) -> ResponseReturnValue:
 @admin_required
 def site_personal_data_lookup(site_id: int) -> ResponseReturnValue:
     """The site's comments from the address, a page of the export at a time, with their count."""
-    site = _site_or_404(site_id)
-    raw = request.form.get("email", "")
-    try:
-        address = _address(raw)
-    except ValueError as exc:
-        return _page(site, 400, email=raw, error=str(exc))
+    site, address = _site_and_address(site_id)
     page = min(parse_id(request.form.get("page", "1")) or 1, MAX_PAGE)
     return _found(site, address, page)
 
@@ -88,12 +93,7 @@ def site_personal_data_lookup(site_id: int) -> ResponseReturnValue:
 @admin_required
 def site_personal_data_export(site_id: int) -> ResponseReturnValue:
     """Download everything the export finds for the address (all its pages) as one JSON file."""
-    site = _site_or_404(site_id)
-    raw = request.form.get("email", "")
-    try:
-        address = _address(raw)
-    except ValueError as exc:
-        return _page(site, 400, email=raw, error=str(exc))
+    _, address = _site_and_address(site_id)  # 404 for no site
     with session_scope() as db:
         comments = list(export_all(db, site_id, address))
     body = {"site": site_id, "email": address, "exported_at": datetime.now(UTC).isoformat(), "comments": comments}
@@ -110,12 +110,7 @@ def site_personal_data_export(site_id: int) -> ResponseReturnValue:
 @admin_required
 def site_personal_data_erase(site_id: int) -> ResponseReturnValue:
     """Erase the address's personal data from the site's comments, once the admin typed the address again."""
-    site = _site_or_404(site_id)
-    raw = request.form.get("email", "")
-    try:
-        address = _address(raw)
-    except ValueError as exc:
-        return _page(site, 400, email=raw, error=str(exc))
+    site, address = _site_and_address(site_id)
     if request.form.get("confirm", "").strip().lower() != address.lower():
         confirm_error = "Nothing was erased: type the same e-mail address again to confirm."
         return _found(site, address, status=400, confirm_error=confirm_error)
