@@ -182,3 +182,26 @@ def test_site_ids_that_cannot_name_a_row_are_usage_errors(bouncer: Bouncer, bad:
         "Error: no site with id 7\n"
     )
     assert bouncer.rows("SELECT count(*) FROM users") == [(0,)]
+
+
+def test_commands_import_only_their_own_module() -> None:
+    """`bouncer sites …` does not import scikit-learn (the model commands' module): it cost every admin command
+    about three seconds before it started. The model commands still load, and --help still lists every command."""
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from service.cli import main\n"
+        "runner = CliRunner()\n"
+        "assert runner.invoke(main, ['sites', '--help']).exit_code == 0\n"
+        "print('sites', 'sklearn' in sys.modules)\n"
+        "assert runner.invoke(main, ['models', '--help']).exit_code == 0\n"
+        "print('models', 'sklearn' in sys.modules)\n"
+        "print(runner.invoke(main, ['--help']).output)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["sites False", "models True"], result.stdout
+    listed = {line.split()[0] for line in lines[2:] if line.startswith("  ") and line.split()}
+    assert listed >= {"up", "web", "sites", "users", "personal-data", "train", "evaluate", "models"}, listed
