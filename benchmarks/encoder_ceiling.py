@@ -3,7 +3,7 @@
 Not part of Bouncer, and nothing here ships: the data README allows only its "yes" files to train a shipped model,
 and an encoder's weights were trained on other text. This script measures what that rule costs, so the decision
 can be made on figures. It trains an encoder on the kind's recipe (``classifiers.base_data``, the same
-source, class and category weights as ``train_model``; no misspelt copies, no de-duplication) in two ways:
+source, class and category weights and the same rows as ``train_model``; no misspelt copies) in two ways:
 
 - **frozen**: the encoder's sentence embeddings, a logistic regression on top;
 - **fine-tuned**: the encoder with a linear head on mean-pooled tokens, trained for one pass over ``--rows`` train
@@ -36,10 +36,11 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.stack import percentile  # noqa: E402
 from classifiers import Dataset, load_csv  # noqa: E402
 from classifiers.base_data import BASE_TRAINING, load_base_training  # noqa: E402
 from classifiers.registry import load_version_dir, newest_starter  # noqa: E402
-from classifiers.training import training_weights  # noqa: E402
+from classifiers.training import training_rows, training_weights  # noqa: E402
 
 # Files measured per kind: (path, splits); "all" is every row (files no shipped model trains on, or test-only ones).
 MEASURED: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -69,9 +70,9 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def recipe_train(kind: str, data_dir: Path) -> tuple[Dataset, np.ndarray]:
-    """The recipe's train rows and their training weights, as ``train_model`` weighs them (``train_model`` also drops
-    the ~500 texts jigsaw-categories shares with jigsaw, which count twice here)."""
-    train = Dataset.concat(load_base_training(kind, data_dir)).split("train")
+    """The recipe's train rows and their training weights, as ``train_model`` takes and weighs them."""
+    data = Dataset.concat(load_base_training(kind, data_dir))
+    train = data.subset(training_rows(data))
     return train, training_weights(kind, train)[0]
 
 
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         one.append(time.perf_counter() - started)
     print(
         f"\nencoder on one thread: {len(texts) / batch:.0f} comments/s in batches of 64; one comment p50"
-        f" {np.percentile(one, 50) * 1000:.1f} ms, p99 {np.percentile(one, 99) * 1000:.1f} ms"
+        f" {percentile(one, 50) * 1000:.1f} ms, p99 {percentile(one, 99) * 1000:.1f} ms"
     )
 
 

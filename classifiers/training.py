@@ -322,11 +322,9 @@ def train_model(
     extra = np.ones(len(data)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if extra.shape != (len(data),):
         raise ValueError("sample_weight must have one value per row of the datasets")
-    is_train = np.array([s == "train" for s in data.splits])
-    all_train = data.subset(is_train)
-    kept = _kept_indices(all_train)
-    train = all_train.subset(np.isin(np.arange(len(all_train)), kept))
-    extra_train = extra[is_train][kept]
+    is_train = training_rows(data)
+    train = data.subset(is_train)
+    extra_train = extra[is_train]
     dev = data.split("dev")
     if len(train) == 0 or len(set(train.labels.tolist())) < 2:
         raise ValueError("training needs train rows of both classes")
@@ -422,13 +420,15 @@ def _with_misspelt_copies(
     )
 
 
-def _kept_indices(data: Dataset) -> np.ndarray:
-    """First occurrence of each normalised text (jigsaw-categories overlaps jigsaw: no double counting)."""
+def training_rows(data: Dataset) -> np.ndarray:
+    """Which rows train a model: the ``train`` rows, each normalised text once (its first row; jigsaw-categories
+    overlaps jigsaw, and a text must not count twice)."""
     seen: set[str] = set()
-    keep = []
-    for i, c in enumerate(data.comments):
+    keep = np.zeros(len(data), dtype=bool)
+    for i, (c, split) in enumerate(zip(data.comments, data.splits, strict=True)):
+        if split != "train":
+            continue
         key = normalize_text(c.text)
-        if key not in seen:
-            keep.append(i)
+        keep[i] = key not in seen
         seen.add(key)
-    return np.asarray(keep, dtype=np.int64)
+    return keep

@@ -27,6 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared labelled data (../shared/data); required, so its absence fails the run rather than skipping."""
+    if not (SHARED_DATA / "spam" / "youtube.csv").is_file():
+        raise RuntimeError(f"shared data not found at {SHARED_DATA}: the classifier tests need ../shared/data")
+    return SHARED_DATA
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

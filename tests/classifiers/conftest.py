@@ -1,4 +1,4 @@
-"""Fixtures: the shared data (required, never skipped) and tiny models trained on small slices of it."""
+"""Fixtures: tiny models trained on small slices of the shared data (tests/conftest.py: ``data_dir``)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,6 @@ from pathlib import Path
 import pytest
 
 from classifiers import Dataset, load_csv, train_model
-
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def _require_data() -> Path:
-    if not (DATA_DIR / "spam" / "youtube.csv").is_file():
-        raise RuntimeError(f"shared data not found at {DATA_DIR}: the classifier tests need ../shared/data")
-    return DATA_DIR
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    return _require_data()
 
 
 def take(data: Dataset, per_split: dict[str, int]) -> Dataset:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss
@@ -20,7 +22,7 @@ from classifiers import (
 from classifiers.misspell import misspelt
 from classifiers.model import ModerationClassifier, fold_ids
 from classifiers.registry import LoadedModel
-from classifiers.training import category_boost
+from classifiers.training import category_boost, training_rows
 
 
 def test_build_pipeline_rejects_unknown_kind() -> None:
@@ -197,6 +199,21 @@ def test_category_boost_weighs_up_the_labelled_categories() -> None:
     boost = category_boost(categories, 5, {"hate": 8.0, "threat": 3.0, "identity_hate": 2.0})
     assert boost.tolist() == [8.0, 1.0, 3.0, 1.0, 1.0]
     assert category_boost({}, 3, {"hate": 8.0}).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_text_in_two_training_files_trains_once(data_dir, slicer) -> None:
+    """jigsaw-categories shares ~500 texts with jigsaw: ``train_model`` and the encoder measurement take each text's
+    first train row only, and never a dev or test row."""
+    jigsaw = slicer.take(load_csv(data_dir / "abuse" / "jigsaw.csv"), {"train": 40, "dev": 10})
+    again = jigsaw.subset(np.arange(len(jigsaw)) < 5)
+    again.comments = [replace(c, text=c.text.upper()) for c in again.comments]  # the same normalised text
+    data = Dataset.concat([jigsaw, again])
+    rows = training_rows(data)
+    assert rows.dtype == bool and rows.shape == (len(data),)
+    first = np.array([s == "train" for s in jigsaw.splits])
+    assert (rows[: len(jigsaw)] == first).all()
+    assert not rows[len(jigsaw) :].any()  # the repeats are not taken again, whatever their split
+    assert training_rows(jigsaw).sum() == first.sum() == 40
 
 
 def test_category_weights_teach_the_model_more_about_hate(data_dir, slicer, monkeypatch) -> None:

@@ -21,8 +21,8 @@ from service.config import settings
 from service.decisions import stream
 from service.decisions.hits import RuleHit
 from service.models import Comment, Site
+from tests.conftest import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 # The test Redis (BOUNCER_TEST_REDIS_URL, as in conftest), 8 databases past its own: clear of the four it flushes.
 _TEST_REDIS, _, _BASE_DB = os.environ.get("BOUNCER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0").rpartition("/")
 REDIS_URL = f"{_TEST_REDIS}/{int(_BASE_DB or 0) + 8}"
@@ -75,7 +75,7 @@ def verdicts(result: stream.StreamResult) -> list[RuleHit]:
 def ham_texts() -> list[str]:
     texts = []
     for name in ("youtube.csv", "sms.csv"):
-        with open(DATA / "spam" / name, newline="", encoding="utf-8") as fh:
+        with open(SHARED_DATA / "spam" / name, newline="", encoding="utf-8") as fh:
             texts += [row["text"] for row in csv.DictReader(fh) if row["label"] == "0"]
     return texts
 
