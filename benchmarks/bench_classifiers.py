@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.stack import percentile  # noqa: E402
 from classifiers import CommentInput, Dataset, LoadedModel, load_csv, train_model  # noqa: E402
 from classifiers.base_data import BASE_TRAINING, load_base_training  # noqa: E402
 from classifiers.features import _prepare_cached  # noqa: E402
@@ -52,14 +53,14 @@ def _rate(fn: Callable[[list[CommentInput]], object], comments: list[CommentInpu
     return len(comments) / (time.perf_counter() - t0)
 
 
-def _latencies_ms(model: LoadedModel, comments: list[CommentInput]) -> np.ndarray:
+def _latencies_ms(model: LoadedModel, comments: list[CommentInput]) -> list[float]:
     _prepare_cached.cache_clear()
     lat = []
     for c in comments:
         t0 = time.perf_counter()
         model.score([c])
-        lat.append(time.perf_counter() - t0)
-    return np.asarray(lat) * 1000
+        lat.append((time.perf_counter() - t0) * 1000)
+    return lat
 
 
 def _summary(values: list[float], digits: int = 0) -> object:
@@ -97,8 +98,8 @@ def main() -> None:
         p50, p99, proba, proba_all, score = [], [], [], [], []
         for _ in range(args.repeat):
             ms = _latencies_ms(model, comments[:2000])
-            p50.append(float(np.percentile(ms, 50)))
-            p99.append(float(np.percentile(ms, 99)))
+            p50.append(percentile(ms, 50))
+            p99.append(percentile(ms, 99))
             proba.append(_rate(model.predict_proba, comments, BATCH))
             proba_all.append(_rate(model.predict_proba, comments, len(comments)))
             score.append(_rate(model.score, comments, BATCH))
