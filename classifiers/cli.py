@@ -120,9 +120,14 @@ def evaluate(
         model = registry.load(kind, version) if version else registry.active(kind)
     except (LookupError, ValueError) as exc:  # LookupError: no such version; ValueError: corrupt or refused
         raise click.ClickException(_registry_message(exc)) from exc
-    dataset = _load(data, split)
+    rows = _load(data)
+    dataset = rows.split(split)
     if len(dataset) == 0:
-        raise click.ClickException(f"no rows in split {split!r}")
+        found = ", ".join(f"{rows.splits.count(s)} {s}" for s in SPLITS if s in rows.splits) or "no rows"
+        raise click.ClickException(
+            f"no rows in split {split!r} (found {found}; rows without a split are split 80/10/10 by a hash of their"
+            " text); --split all evaluates every row"
+        )
     result: dict[str, Any] = {"kind": kind, "model": model.version, "split": split, "data": list(data)}
     if misspell_rate is not None:
         dataset.comments = [replace(c, text=misspelt(c.text, misspell_rate)) for c in dataset.comments]

@@ -206,6 +206,22 @@ def test_cli_evaluate_refuses_an_unknown_split(tmp_path: Path, split: str) -> No
     assert f"Invalid value for '--split': '{split}' is not one of 'train', 'dev', 'test', 'all'" in result.output
 
 
+def test_cli_evaluate_says_what_the_file_holds_when_a_split_is_empty(tmp_path: Path) -> None:
+    """A file without a split column is split by a hash of each text, so a small one may have no test rows: the
+    error said only "no rows in split 'test'", as if the file were empty."""
+    data = tmp_path / "rows.csv"
+    data.write_text("text,label\nBuy cheap pills now,1\nGreat article,0\nVisit my casino,1\n", encoding="utf-8")
+    args = ["evaluate", "--kind", "spam", "--data", str(data), "--json"]
+    obj = {"models_dir": str(tmp_path / "models")}
+    result = CliRunner().invoke(cli, args, obj=obj)
+    assert result.exit_code == 1, result.output
+    assert "no rows in split 'test' (found 2 train, 1 dev; rows without a split" in result.output
+    assert "--split all evaluates every row" in result.output
+    result = CliRunner().invoke(cli, [*args, "--split", "all"], obj=obj)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n"] == 3
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_cli_help_says_data_may_be_repeated(command: str) -> None:
     """Both take several files (`--data FILE...`); evaluate's help said nothing about --data."""
