@@ -23,6 +23,7 @@ import click
 
 from classifiers.base_data import BASE_TRAINING
 from classifiers.data import DEFAULT_DATA_DIR, load_csv
+from classifiers.normalize import fold_styles
 
 WORDS_FILE = Path(__file__).with_name("common_words.txt")
 MIN_COUNT = 3  # lower-case occurrences: fewer says nothing about a word
@@ -37,7 +38,7 @@ def build_common_words(data_dir: Path) -> list[str]:
     capitalised: collections.Counter[str] = collections.Counter()
     for name in LIST_FILES:
         for comment in load_csv(data_dir / name).split("train").comments:
-            for word in _LETTERS.findall(comment.text):
+            for word in _LETTERS.findall(fold_styles(comment.text)):  # names are read folded (features)
                 if word.islower():
                     lower[word] += 1
                 elif word[0].isupper() and word[1:].islower():

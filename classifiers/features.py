@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from classifiers.comment import CommentInput
 from classifiers.common_words import common_words
-from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
+from classifiers.normalize import MAX_CHARS, fold_styles, normalize_text, strip_surrogates
 
 # What a model sees of a comment: normalisation, metadata tokens and numeric signals. Bump it whenever a change reads
 # comments differently; a model fitted under another version is not the model that was measured (the registry
@@ -31,8 +31,8 @@ from classifiers.normalize import MAX_CHARS, normalize_text, strip_surrogates
 # token, quoted handles read as handles; 3: capitals count only in words written in capitals (shouting); 4: handles
 # and hashtags are not counted as capitals; 5: an author name made of ordinary words reads as keywords; 6: the "www"
 # of a link is not folded to "ww"; 7: no Title Case shape of the author name; 8: the link mark is a word of its
-# own after a bracket or quote.
-FEATURES_VERSION = 8
+# own after a bracket or quote; 9: "fancy text" letter styles, accents of Latin letters and stacked marks folded.
+FEATURES_VERSION = 9
 
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
 _TLDS = (
@@ -175,7 +175,7 @@ def _author_tokens(name: str) -> list[str]:
     with capitals ("Jane Doe" 0.10 against "jane" 0.07 on the same comment); without it the spam dev ROC-AUC is the
     same (.9916 / .9917).
     """
-    name = unicodedata.normalize("NFKC", name)[:200].strip()
+    name = unicodedata.normalize("NFKC", fold_styles(name))[:200].strip()
     if not name:
         return []
     words = _WORD.findall(name)
@@ -253,7 +253,7 @@ def prepare_many(comments: Iterable[CommentInput | str | dict[str, Any]]) -> lis
 
 
 def _prepare(comment: CommentInput) -> PreparedComment:
-    raw = strip_surrogates((comment.text or "")[:MAX_CHARS])
+    raw = fold_styles(strip_surrogates((comment.text or "")[:MAX_CHARS]))
     lower = raw.lower()
     if "dot" in lower:
         raw = _SPELLED_DOT.sub(".", raw)  # removes brackets and "dot" only: `lower` still answers "www?" below

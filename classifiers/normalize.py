@@ -1,9 +1,9 @@
 """Text normalisation that undoes the usual obfuscations before n-grams are counted.
 
-Order matters: Unicode compatibility folding first, then invisible characters, then per-token
-homoglyph and leetspeak folding (only inside tokens that mix scripts or mix letters with
-look-alike digits, so real Cyrillic text and real numbers survive), then case, repeats and
-s p a c e d letters.
+Order matters: the letter styles of "fancy text" generators first, then Unicode compatibility folding, then
+invisible characters and stacked marks, then per-token homoglyph and leetspeak folding (only inside tokens that
+mix scripts or mix letters with look-alike digits, so real Cyrillic text and real numbers survive), then case,
+repeats and s p a c e d letters.
 """
 
 from __future__ import annotations
@@ -20,18 +20,45 @@ _HOMOGLYPHS = {
     "т": "t", "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "ɡ": "g", "һ": "h",
     "ӏ": "l", "ԛ": "q", "ԝ": "w", "ү": "y", "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k",
     "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ı": "i", "ℓ": "l", "ց": "g",
-    "օ": "o", "ս": "u", "ѵ": "v", "ɑ": "a", "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g",
-    "ʜ": "h", "ɪ": "i", "ᴊ": "j", "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r",
-    "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
+    "օ": "o", "ս": "u", "ѵ": "v",
 }  # fmt: skip
 _HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
+
+
+def _alphabet_from(first: int) -> dict[str, str]:
+    """The 26 code points from ``first`` on, as a to z."""
+    return {chr(first + i): chr(ord("a") + i) for i in range(26)}
+
+
+# Letters that only ever write Latin in a style, which NFKC leaves as they are (or turns into "(a)"): the "fancy
+# text" of generators that dodge filters. Always folded, in any word: no language writes words in them.
+_STYLED = str.maketrans(
+    {
+        **_alphabet_from(0x249C),  # ⒜ parenthesized small (NFKC would give "(a)")
+        **_alphabet_from(0x1F110),  # 🄐 parenthesized capital
+        **_alphabet_from(0x1F150),  # 🅐 negative circled
+        **_alphabet_from(0x1F170),  # 🅰 negative squared
+        # small capitals and their superscripts (ᶦ: NFKC would give ɪ), and Latin alpha and script g
+        "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ꜰ": "f", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j",
+        "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ꞯ": "q", "ʀ": "r", "ꜱ": "s", "ᴛ": "t",
+        "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z", "ᶦ": "i", "ᶫ": "l", "ᶰ": "n", "ᶸ": "u", "ɑ": "a",
+        "ɡ": "g",
+    }
+)  # fmt: skip
 _LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _LEET_CHARS = frozenset("013457@$")
 
-# Zero-width, bidi controls, soft hyphen, word joiner, BOM, variation selectors, tag characters.
+# Combining marks of the Latin, Greek and Cyrillic scripts and of symbols (other scripts' marks are their own blocks).
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+# Accents of Latin letters ("ídíót" reads "idiot", "café" "cafe": accents are easy to add and often left out), and
+# three or more marks on any character ("Zalgo" text: no language stacks more than two), in the decomposed text.
+_ACCENTS = re.compile(f"(?<=[A-Za-z])[{_MARKS}]+|[{_MARKS}]{{3,}}")
+# Zero-width, bidi controls, soft hyphen, word joiner, BOM, variation selectors, tag characters; and the combining
+# marks left after NFKC, which composes every accented letter that has a form of its own ("e" + U+0301 is "é"):
+# what remains is strike-through and underline marks put on letters to break up their n-grams.
 _INVISIBLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f"
-    "\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f]"
+    f"\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f{_MARKS}]"
 )
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -125,6 +152,15 @@ def strip_surrogates(text: str) -> str:
     return _SURROGATE.sub("", text) if not text.isascii() else text
 
 
+def fold_styles(text: str) -> str:
+    """Letters in the styles of "fancy text" generators as plain letters, without the accents and marks put on them:
+    "ɪᴅɪᴏᴛ", "🅘🅓🅘🅞🅣", "i̶d̶i̶o̶t̶" and "ídíót" read "idiot". The comment's counts (letters, symbols, capitals) are
+    taken on this text too, so that a styled comment is not a comment full of symbols."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFC", _ACCENTS.sub("", unicodedata.normalize("NFD", text.translate(_STYLED))))
+
+
 def normalize_text(text: str, max_chars: int = MAX_CHARS) -> str:
     """Return the canonical form of ``text`` that the n-gram features see."""
     if not text:
@@ -133,7 +169,7 @@ def normalize_text(text: str, max_chars: int = MAX_CHARS) -> str:
     if "&" in text or "<" in text:
         # Comments arrive as HTML: entities are letters, tags are markup (their links are counted elsewhere).
         text = html.unescape(_TAG.sub(" ", text))
-    text = unicodedata.normalize("NFKC", text)[:max_chars]
+    text = unicodedata.normalize("NFKC", fold_styles(text))[:max_chars]
     if not text.isascii():
         text = _INVISIBLE.sub("", text)
     text = _CONTROL.sub(" ", text)

@@ -34,6 +34,20 @@ from classifiers.normalize import MAX_CHARS, normalize_text
         ("h.e.l.l.o there, f-r-e-e", "hello there, free"),
         ("ＦＵＬＬＷＩＤＴＨ", "fullwidth"),  # NFKC
         ("it&#39;s <b>bold</b>", "it's  bold "),
+        # the letter styles of "fancy text" generators, which NFKC leaves alone (or makes "(a)" of)
+        ("ʏᴏᴜ ᴀʀᴇ ᴀɴ ɪᴅɪᴏᴛ", "you are an idiot"),  # small capitals
+        ("ᶦᵈᶦᵒᵗ", "idiot"),  # superscripts (ᶦ is a small capital once NFKC has read it)
+        ("🅘🅓🅘🅞🅣 🆂🅿🅰🅼", "idiot spam"),  # negative circled and squared
+        ("⒤⒟⒤⒪⒯ 🄸🄳🄸🄾🅃 ⓘⓓⓘⓞⓣ", "idiot idiot idiot"),  # parenthesized, squared, circled
+        ("ɑ ɡift", "a gift"),  # Latin alpha, script g
+        # marks put on letters: strike-through, underline, "Zalgo", an accent on every letter
+        ("i\u0336d\u0336i\u0336o\u0336t\u0336 i\u0332d\u0332i\u0332o\u0332t\u0332", "idiot idiot"),
+        ("i\u0300\u0316\u0317d\u0300\u0316\u0317i\u0300\u0316\u0317o\u0300\u0316\u0317t\u0300\u0316\u0317", "idiot"),
+        ("ídíót ŝṕàḿ", "idiot spam"),
+        (
+            "café’s crêpes, naïve Ñandú, tiếng Việt",
+            "cafe’s crepes, naive nandu, tieng viet",
+        ),  # accents of Latin letters
     ],
 )
 def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
@@ -49,7 +63,7 @@ def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
         "earn $85/hour from home",  # a price and a word, not "s8s/hour"
         "a 5-star covid-19 hotel, 24/7",
         "open 10am to 5pm on the 3rd, 100mg, 1080p",
-        "1000000 visitors, ٣٣٣٣ (Arabic-Indic digits) and café’s crêpes",  # digit runs, accents, curly quotes
+        "1000000 visitors, ٣٣٣٣ (Arabic-Indic digits) and curly quotes’",  # digit runs, curly quotes
         "@john, @user123: a reply (@ starts a handle), not 'ajohn'",
         '"@user2015: quoted" and (@john) and “@rihanna: a retweet”',  # quoted handles too
         "visit www.example.com or (www.example.org/page)",  # the reasons quote the address as written
@@ -60,7 +74,8 @@ def test_normalize_keeps_numbers_and_names(raw: str) -> None:
 
 
 def test_normalize_leaves_real_non_latin_text_alone() -> None:
-    assert normalize_text("Привет мир") == "привет мир"
+    assert normalize_text("Привет мир, йога и ёлка") == "привет мир, йога и ёлка"  # marks of other scripts stay
+    assert normalize_text("Ελληνικά") == "ελληνικά"
     assert normalize_text("مرحبا بالعالم") == "مرحبا بالعالم"
     assert normalize_text("こんにちは 世界 🎉") == "こんにちは 世界 🎉"
 
@@ -69,7 +84,7 @@ def test_normalize_leaves_real_non_latin_text_alone() -> None:
     "text",
     ["", " ", "\x00\x01\x02\x7f", "\u202e\u200f" * 100, "🙂" * 3000, "a" * 1_000_000, "<" * 10_000,
      "http://" * 5000, "x(dot)" * 3000, "\ud800", "&" * 20_000, "Ω≈ç√∫" * 1000, "1" * 100_000, "c@sh/$5-" * 20_000,
-     "Cheap Offers " * 50_000],
+     "Cheap Offers " * 50_000, "e\u0301\u0316" * 100_000, "ɪᴅ🅘" * 100_000],
 )  # fmt: skip
 def test_prepare_survives_hostile_input_quickly(text: str) -> None:
     start = time.perf_counter()

@@ -280,6 +280,27 @@ def test_the_shipped_abuse_model_reads_misspelt_insults(tmp_path: Path) -> None:
     assert abuse.thresholds.decide(float(p[2])) == "approve", p
 
 
+def test_the_shipped_models_read_fancy_text(tmp_path: Path) -> None:
+    """The letter styles of "fancy text" generators, and marks put on every letter, dodged both models: "ʏᴏᴜ ᴀʀᴇ ᴀɴ
+    ɪᴅɪᴏᴛ" was approved (0.027) where "you are an idiot" is rejected. They now score as the plain text."""
+    registry = ModelRegistry(tmp_path)
+    variants = {
+        "abuse": [
+            "you are an idiot",
+            "ʏᴏᴜ ᴀʀᴇ ᴀɴ ɪᴅɪᴏᴛ",  # small capitals
+            "🅨🅞🅤 🅐🅡🅔 🅐🅝 🅘🅓🅘🅞🅣",  # negative circled
+            "⒴⒪⒰ ⒜⒭⒠ ⒜⒩ ⒤⒟⒤⒪⒯",  # parenthesized
+            "".join(c + "\u0336" for c in "you are an idiot"),  # strike-through
+            "".join(c + "\u0300\u0316\u0317" for c in "you are an idiot"),  # Zalgo
+            "ýóú áŕé áń ídíót",  # an accent on every letter
+        ],
+        "spam": ["buy cheap viagra", "ʙᴜʏ ᴄʜᴇᴀᴘ ᴠɪᴀɢʀᴀ", "🅱🆄🆈 🅲🅷🅴🅰🅿 🆅🅸🅰🅶🆁🅰", "búý ćhéáṕ v́íáǵŕá"],
+    }
+    for kind, texts in variants.items():
+        p = registry.active(kind).predict_proba([CommentInput(text=t) for t in texts])
+        assert np.allclose(p, p[0]), dict(zip(texts, p.round(3), strict=True))
+
+
 def test_the_shipped_abuse_model_leaves_casual_comments_alone(tmp_path: Path) -> None:
     """Trained with YouTube comments as negatives: short, casual remarks are approved, not held for abuse (the
     starter before held three of these), and a plain insult is still rejected."""
