@@ -264,7 +264,7 @@ def _prepare(comment: CommentInput) -> PreparedComment:
     hosts = [_host(u) for u in links] + [d.lower() for d in bare]
     hosts = [h for h in hosts if h]
     n_links = len(links) + len(bare)
-    text = normalize_text(_mark_links(raw) if n_links else raw)
+    text = normalize_text(_mark_links(raw) if n_links else raw, styles_folded=True)
     for host in dict.fromkeys(hosts[:10]):
         tokens.append(f"link_domain:{host}")
         tokens.append(f"link_tld:{host.rsplit('.', 1)[-1]}")

@@ -53,6 +53,7 @@ _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 # Accents of Latin letters ("ídíót" reads "idiot", "café" "cafe": accents are easy to add and often left out), and
 # three or more marks on any character ("Zalgo" text: no language stacks more than two), in the decomposed text.
 _ACCENTS = re.compile(f"(?<=[A-Za-z])[{_MARKS}]+|[{_MARKS}]{{3,}}")
+_MARK = re.compile(f"[{_MARKS}]")
 # Zero-width, bidi controls, soft hyphen, word joiner, BOM, variation selectors, tag characters; and the combining
 # marks left after NFKC, which composes every accented letter that has a form of its own ("e" + U+0301 is "é"):
 # what remains is strike-through and underline marks put on letters to break up their n-grams.
@@ -158,18 +159,23 @@ def fold_styles(text: str) -> str:
     taken on this text too, so that a styled comment is not a comment full of symbols."""
     if text.isascii():
         return text
-    return unicodedata.normalize("NFC", _ACCENTS.sub("", unicodedata.normalize("NFD", text.translate(_STYLED))))
+    text = text.translate(_STYLED)  # cheaper than searching for one first
+    if unicodedata.is_normalized("NFD", text) and not _MARK.search(text):
+        return text  # no accented letter and no mark: most non-ASCII comments (curly quotes, emoji)
+    return unicodedata.normalize("NFC", _ACCENTS.sub("", unicodedata.normalize("NFD", text)))
 
 
-def normalize_text(text: str, max_chars: int = MAX_CHARS) -> str:
-    """Return the canonical form of ``text`` that the n-gram features see."""
+def normalize_text(text: str, max_chars: int = MAX_CHARS, *, styles_folded: bool = False) -> str:
+    """Return the canonical form of ``text`` that the n-gram features see (``styles_folded``: the caller has passed
+    it through ``fold_styles`` already)."""
     if not text:
         return ""
     text = strip_surrogates(text[: max_chars * 2])
     if "&" in text or "<" in text:
         # Comments arrive as HTML: entities are letters, tags are markup (their links are counted elsewhere).
         text = html.unescape(_TAG.sub(" ", text))
-    text = unicodedata.normalize("NFKC", fold_styles(text))[:max_chars]
+        styles_folded = False  # an entity may spell any letter ("ren&#233;e")
+    text = unicodedata.normalize("NFKC", text if styles_folded else fold_styles(text))[:max_chars]
     if not text.isascii():
         text = _INVISIBLE.sub("", text)
     text = _CONTROL.sub(" ", text)

@@ -54,6 +54,13 @@ def test_normalize_undoes_obfuscation(raw: str, expected: str) -> None:
     assert normalize_text(raw) == expected
 
 
+def test_prepared_text_folds_letters_that_html_entities_spell() -> None:
+    """A comment's counts are taken on the styles-folded text, before its entities are read: the letters that
+    entities spell ("ren&#233;e", "b&#299;tch", "&#7424;" for "ᴀ") are folded after them, as in ``normalize_text``."""
+    for raw in ("Ren&#233;e b&#299;tch &#7424;", "Renée bītch ᴀ"):
+        assert prepare_comment(CommentInput(text=raw)).text == normalize_text(raw) == "renee bitch a"
+
+
 @pytest.mark.parametrize(
     "raw",
     [
