@@ -1,9 +1,9 @@
 """Text normalisation that undoes the usual obfuscations before n-grams are counted.
 
-Order matters: the letter styles of "fancy text" generators first, then Unicode compatibility folding, then
-invisible characters and stacked marks, then per-token homoglyph and leetspeak folding (only inside tokens that
-mix scripts or mix letters with look-alike digits, so real Cyrillic text and real numbers survive), then case,
-repeats and s p a c e d letters.
+Order matters: the letter styles of "fancy text" generators, accents of Latin letters and stacked marks first
+(``fold_styles``), then Unicode compatibility folding, then invisible characters and leftover marks, then per-token
+homoglyph and leetspeak folding (only inside tokens that mix scripts or mix letters with look-alike digits, so real
+Cyrillic text and real numbers survive), then case, repeats and s p a c e d letters.
 """
 
 from __future__ import annotations
