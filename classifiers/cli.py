@@ -45,9 +45,9 @@ def _registry_message(exc: Exception) -> str:
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
-def _load(paths: tuple[str, ...], split: str | None = None) -> Dataset:
+def _load(paths: tuple[str, ...]) -> Dataset:
     try:
-        return Dataset.concat([load_any(p, split) for p in paths])
+        return Dataset.concat([load_any(p) for p in paths])
     except (OSError, ValueError, KeyError) as exc:
         raise click.ClickException(f"cannot read data: {exc}") from exc
 
