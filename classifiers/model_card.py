@@ -39,8 +39,8 @@ _LIMITS = """\
   Davidson's non-offensive tweets for abuse). Comments between the two thresholds are held: about a sixth of
   YouTube comments for spam, a third of ordinary discussion comments and a quarter of casual YouTube comments for
   abuse (tables above; YouTube's train rows teach the abuse model casual text as negatives). Casual, personal
-  wording still reads a little like Davidson's offensive tweets, which are casual, personal tweets: "I made it last
-  night with my kids." scores 0.15 for abuse and is held (docs/models.md).
+  wording still reads a little like Davidson's offensive tweets: "I made it last night with my kids." scores 0.15
+  for abuse and is held (docs/models.md).
 - Character n-grams read letters inside words, which catches misspelt and run-together insults but also an
   ordinary word that contains a slur's letters: "The bigger picture is that the trigger was the rate change."
   scores 0.78 for abuse (held, not rejected).
